@@ -1,0 +1,30 @@
+# The README's two commands: `make verify` runs the suites on the embedded default target, `make test`
+# runs the harness's own tests. Both set up what they need first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+REPORTS := reports
+
+.PHONY: setup verify test localstack-setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed: PYTHON=python3.11 make ..."; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	rm -f $(VENV)/.installed-* && touch $@
+
+verify: setup
+	$(BIN)/pytest compliance --alluredir $(REPORTS)/allure-results --clean-alluredir --junitxml $(REPORTS)/junit.xml
+
+localstack-setup:
+	scripts/localstack setup
+
+test: setup localstack-setup
+	$(BIN)/pytest tests -n 2 --junitxml $(REPORTS)/self-tests.xml
+
+clean:
+	rm -rf $(VENV) .venv-localstack $(REPORTS)/allure-results $(REPORTS)/*.xml $(REPORTS)/summary.json

@@ -1,0 +1,87 @@
+"""The `harness` command: provision the plan into an emulator, take a snapshot, print the last summary.
+
+The suites themselves run under pytest; this command is for the steps around them (a LocalStack init
+hook provisioning the environment, a nightly job keeping the snapshot it judged).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.inventory import take_snapshot
+from harness.plan import PlanError, load_plan
+from harness.target import LOCAL_ENDPOINT, Target, TargetError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
+        p.add_argument("--env", default="prod", help="environment of the plan (default: prod)")
+        p.add_argument("--endpoint-url", default=LOCAL_ENDPOINT, help=f"emulator endpoint (default {LOCAL_ENDPOINT})")
+        p.add_argument("--region", default=None, help="region (default: the plan's region for --env)")
+
+    prov = sub.add_parser("provision", help="build the plan's compliant environment in an emulator (never AWS)")
+    common(prov)
+    snap = sub.add_parser("snapshot", help="fetch the deployment once and save it as JSON")
+    common(snap)
+    snap.add_argument("--target", choices=("local", "localstack", "aws"), default="local")
+    snap.add_argument("--profile", default=None, help="AWS profile for --target aws")
+    snap.add_argument("--out", required=True, help="file to write")
+    rep = sub.add_parser("report", help="print the last run's summary")
+    rep.add_argument("--reports-dir", default="reports")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "report":
+            return _report(Path(args.reports_dir))
+        plan = load_plan(Path(args.plan))
+        region = args.region or plan.environment(args.env).region
+        if args.command == "provision":
+            from harness.local.provision import provision
+
+            target = Target("localstack", region, endpoint_url=args.endpoint_url)
+            target.check_reachable()
+            report = provision(target.client, plan, args.env)
+            print(f"provisioned {args.env} at {args.endpoint_url}: {len(report.created)} created, "
+                  f"{len(report.existing)} already there, {len(target.recorder.calls)} API calls")
+            for service, reason in sorted(report.skipped.items()):
+                print(f"skipped {service}: {reason}")
+            return 0
+        kind = args.target
+        target = Target(kind, region, endpoint_url=None if kind == "aws" else args.endpoint_url, profile=args.profile)
+        target.check_reachable()
+        inventory = take_snapshot(target, plan, args.env)
+        inventory.save(Path(args.out))
+        failed = ", ".join(f"{k} ({f.message})" for k, f in inventory.failures.items())
+        print(f"snapshot of {args.env} written to {args.out}: {inventory.meta['api_calls']} API calls"
+              + (f"; not fetched: {failed}" if failed else ""))
+        return 0
+    except (PlanError, TargetError) as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 2
+
+
+def _report(reports_dir: Path) -> int:
+    path = reports_dir / "summary.json"
+    if not path.exists():
+        print(f"harness: {path} does not exist; run a suite first (make verify)", file=sys.stderr)
+        return 2
+    summary = json.loads(path.read_text(encoding="utf-8"))
+    print(f"{summary['target']} {summary['env']}: " + ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
+          + f"; api_calls {summary['api_calls']}, duration_s {summary['duration_s']}")
+    for row in summary["requirements"]:
+        if row["status"] != "pass":
+            print(f"  {row['status']:<13} {row['id']:<7} {row['severity']:<8} {row['message'][:160]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""The pytest plugin: options, the requirement marker, the session's snapshot, waivers and reports.
+
+Nothing happens unless the collected tests carry `@pytest.mark.requirement(...)`: a run of the project's
+own tests never touches a target. When they do, everything that can stop the run (plan, waivers, marker
+ids, environment, target, snapshot) is settled after collection and before the first test, and any
+problem is one `pytest.UsageError` line.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import allure
+import pytest
+
+from harness.inventory import PARTS, Inventory, PartUnavailable, take_snapshot
+from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
+from harness.report import Outcome, classify, summarize, write_summary
+from harness.target import LOCAL_ENDPOINT, Target, TargetError
+
+ALLURE_SEVERITY = {"critical": "blocker", "high": "critical", "medium": "normal", "low": "minor"}
+STATE = pytest.StashKey["HarnessState"]()
+EVIDENCE = pytest.StashKey[list]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "Dougust deployment verification")
+    group.addoption("--target", choices=("local", "localstack", "aws"), default="local",
+                    help="local: embedded emulator on 127.0.0.1:4566 (default); localstack: --endpoint-url; "
+                         "aws: a real account, read-only")
+    group.addoption("--env", default="prod", help="environment of the plan to verify (default: prod)")
+    group.addoption("--plan", default=None, help="plan file (default: plan/dougust.toml under the rootdir)")
+    group.addoption("--waivers", default=None, help="waiver file (default: waivers.toml beside the plan)")
+    group.addoption("--endpoint-url", default=None,
+                    help="AWS-compatible endpoint (local default http://127.0.0.1:4566; required for localstack)")
+    group.addoption("--region", default=None, help="AWS region (default: the plan's region for --env)")
+    group.addoption("--profile", default=None, help="AWS profile for --target aws")
+    group.addoption("--provision", action="store_true",
+                    help="localstack: provision the plan's environment first (never allowed on aws)")
+    group.addoption("--snapshot", default=None, metavar="FILE",
+                    help="judge a saved snapshot offline instead of fetching one")
+    group.addoption("--snapshot-out", default=None, metavar="FILE", help="save the session's snapshot as JSON")
+    group.addoption("--reports-dir", default="reports", help="where summary.json goes (default: reports)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requirement(id): the plan requirement this test verifies, e.g. DB-02")
+    config.stash[STATE] = HarnessState(config)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    config.stash[STATE].close()
+
+
+@dataclass
+class HarnessState:
+    """What one session settled before its first test, and what its tests produced."""
+
+    config: pytest.Config
+    plan: Plan | None = None
+    plan_path: Path | None = None
+    env: str = "prod"
+    waivers: dict[str, Waiver] = field(default_factory=dict)
+    inventory: Inventory | None = None
+    target: Target | None = None
+    carried: dict[str, list[str]] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    provision_calls: int = 0
+    started: float | None = None
+    resources: ExitStack = field(default_factory=ExitStack)
+
+    @property
+    def active(self) -> bool:
+        return self.plan is not None
+
+    def close(self) -> None:
+        self.resources.close()
+
+    def requirement(self, item: pytest.Item) -> Requirement | None:
+        marker = item.get_closest_marker("requirement")
+        if marker is None or self.plan is None:
+            return None
+        return self.plan.requirements[marker.args[0]]
+
+    # -- settled after collection ------------------------------------------------------------------------
+
+    def load_plan(self, items: list[pytest.Item]) -> None:
+        opt = self.config.option
+        self.plan_path = Path(opt.plan) if opt.plan else self.config.rootpath / "plan" / "dougust.toml"
+        self.plan = load_plan(self.plan_path)
+        self.env = opt.env
+        self.plan.environment(self.env)
+        waiver_path = Path(opt.waivers) if opt.waivers else self.plan_path.parent / "waivers.toml"
+        today = dt.datetime.now(dt.timezone.utc).date()
+        self.waivers = {w.id: w for w in load_waivers(waiver_path, self.plan, today) if w.env in (None, self.env)}
+        for item in items:
+            marker = item.get_closest_marker("requirement")
+            if marker is None:
+                continue
+            if len(marker.args) != 1 or not isinstance(marker.args[0], str):
+                raise PlanError(f"{item.nodeid}: write the marker as @pytest.mark.requirement(\"ID\")")
+            rid = marker.args[0]
+            if rid not in self.plan.requirements:
+                raise PlanError(f"{item.nodeid} carries requirement '{rid}', which {self.plan_path} lacks; "
+                                f"add it to the plan or fix the marker")
+            self.carried.setdefault(rid, []).append(item.nodeid)
+
+    def prepare_inventory(self) -> None:
+        opt = self.config.option
+        assert self.plan is not None
+        if opt.snapshot:
+            try:
+                inventory = Inventory.load(Path(opt.snapshot))
+            except ValueError as exc:
+                raise TargetError(str(exc)) from None
+            if inventory.meta.get("env") != self.env:
+                raise TargetError(f"snapshot {opt.snapshot} is of environment '{inventory.meta.get('env')}' "
+                                  f"but --env is '{self.env}'; pass --env {inventory.meta.get('env')}")
+            self.started = time.perf_counter()
+            self.inventory = inventory
+            return
+        target = self._target()
+        if target.kind == "local":
+            from harness.local.emulator import running_emulator
+
+            self.resources.enter_context(running_emulator(target.endpoint_url or LOCAL_ENDPOINT))
+        target.check_reachable()
+        if target.kind == "local" or opt.provision:
+            from harness.local.provision import provision
+
+            mark = target.recorder.mark()
+            report = provision(target.client, self.plan, self.env)
+            self.provision_calls = len(target.recorder.since(mark))
+            for service, reason in sorted(report.skipped.items()):
+                self.config.get_terminal_writer().line(f"harness: provisioning skipped {service}: {reason}")
+        self.started = time.perf_counter()
+        self.inventory = take_snapshot(target, self.plan, self.env)
+        self.target = target
+        if opt.snapshot_out:
+            self.inventory.save(Path(opt.snapshot_out))
+
+    def _target(self) -> Target:
+        opt = self.config.option
+        assert self.plan is not None
+        region = opt.region or self.plan.environment(self.env).region
+        if opt.target == "aws":
+            if opt.provision:
+                raise TargetError("--provision is refused on --target aws: the harness never writes to a real "
+                                  "account; drop --provision")
+            return Target("aws", region, endpoint_url=opt.endpoint_url, profile=opt.profile)
+        if opt.target == "localstack" and not opt.endpoint_url:
+            raise TargetError("--target localstack needs --endpoint-url (e.g. http://127.0.0.1:4566)")
+        return Target(opt.target, region, endpoint_url=opt.endpoint_url or LOCAL_ENDPOINT)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Before -k/-m deselect anything: validate the plan and every marker against it."""
+    if not any(item.get_closest_marker("requirement") for item in items):
+        return
+    try:
+        config.stash[STATE].load_plan(items)
+    except PlanError as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    state = session.config.stash[STATE]
+    if not state.active or session.config.option.collectonly:
+        return
+    if not any("inventory" in getattr(item, "fixturenames", ()) for item in session.items):
+        state.started = time.perf_counter()
+        return
+    try:
+        state.prepare_inventory()
+    except (TargetError, PlanError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+
+
+# -- fixtures ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def harness_state(request: pytest.FixtureRequest) -> HarnessState:
+    state = request.config.stash[STATE]
+    if not state.active:
+        pytest.fail("harness fixtures need tests marked with @pytest.mark.requirement")
+    return state
+
+
+@pytest.fixture(scope="session")
+def plan(harness_state: HarnessState) -> Plan:
+    assert harness_state.plan is not None
+    return harness_state.plan
+
+
+@pytest.fixture(scope="session")
+def env_name(harness_state: HarnessState) -> str:
+    return harness_state.env
+
+
+@pytest.fixture(scope="session")
+def inventory(harness_state: HarnessState) -> Inventory:
+    if harness_state.inventory is None:
+        pytest.fail("no snapshot was taken for this session")
+    return harness_state.inventory
+
+
+@pytest.fixture
+def expect(request: pytest.FixtureRequest, harness_state: HarnessState) -> dict[str, Any]:
+    """The expected values of the test's own requirement, for the environment under test."""
+    req = harness_state.requirement(request.node)
+    if req is None:
+        pytest.fail("the 'expect' fixture needs a @pytest.mark.requirement marker on the test")
+    return req.expected(harness_state.env)
+
+
+@pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Callable[[str, Any], None]:
+    """Record what the judgement was based on: shown in Allure and in the summary, never a secret."""
+    def record(label: str, data: Any) -> None:
+        request.node.stash.setdefault(EVIDENCE, []).append({"label": label, "data": data})
+        allure.attach(json.dumps(data, indent=2, default=str), name=label,
+                      attachment_type=allure.attachment_type.JSON)
+    return record
+
+
+def _part_fixture(key: str) -> Any:
+    @pytest.fixture(name=key, scope="session")
+    def fixture(inventory: Inventory) -> Any:
+        try:
+            return inventory.need(key)
+        except PartUnavailable as exc:
+            pytest.skip(str(exc))
+    fixture.__doc__ = f"The snapshot's '{key}' part; ERROR when it could not be fetched."
+    return fixture
+
+
+for _key in PARTS:
+    globals()[f"_part_{_key}"] = _part_fixture(_key)
+
+
+@pytest.fixture(autouse=True)
+def _requirement_labels(request: pytest.FixtureRequest) -> Iterator[None]:
+    """JUnit property and Allure labels from the requirement: section, severity, id, plan sentence."""
+    state = request.config.stash[STATE]
+    req = state.requirement(request.node)
+    if req is not None:
+        request.node.user_properties.append(("requirement", req.id))
+        allure.dynamic.epic(f"{request.node.path.parent.name}")
+        allure.dynamic.feature(req.section)
+        allure.dynamic.story(req.id)
+        allure.dynamic.label("requirement", req.id)
+        allure.dynamic.tag(req.area)
+        allure.dynamic.severity(ALLURE_SEVERITY[req.severity_in(state.env)])
+        allure.dynamic.description(f"{req.id} ({req.severity_in(state.env)}): {req.text}")
+    yield
+
+
+# -- outcomes, waivers, reports ----------------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    result = yield
+    report: pytest.TestReport = result.get_result()
+    state = item.config.stash[STATE]
+    req = state.requirement(item)
+    if req is None:
+        return
+    waiver = state.waivers.get(req.id)
+    optional = req.optional_in(state.env) and not state.plan.plan.enforce_optional  # type: ignore[union-attr]
+    if report.when == "call" and report.failed and waiver:
+        report.outcome = "skipped"
+        report.wasxfail = f"waived until {waiver.expires} by {waiver.owner}: {waiver.reason}"
+    elif report.when == "call" and report.failed and optional:
+        report.outcome = "skipped"
+        report.wasxfail = f"optional requirement {req.id} failed (not enforced by the plan)"
+    elif report.when == "call" and report.passed and waiver:
+        report.wasxfail = f"waiver for {req.id} can go: the requirement passes"
+    outcome = classify(report, waiver is not None, optional)
+    if outcome is not None:
+        outcome.evidence = item.stash.get(EVIDENCE, [])
+        previous = state.outcomes.get(item.nodeid)
+        if previous is None or outcome.rank > previous.rank:
+            state.outcomes[item.nodeid] = outcome
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    state = session.config.stash[STATE]
+    if not state.active or state.started is None:
+        return
+    summary = summarize(state, duration_s=time.perf_counter() - state.started)
+    session.config.stash[SUMMARY] = summary
+    write_summary(Path(session.config.option.reports_dir), summary)
+
+
+SUMMARY = pytest.StashKey[dict]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    summary = config.stash.get(SUMMARY, None)
+    if summary is None:
+        return
+    tr = terminalreporter
+    tr.section("plan coverage")
+    counts = ", ".join(f"{n} {status}" for status, n in summary["counts"].items() if n)
+    tr.line(f"target {summary['target']} env {summary['env']}: {summary['requirements_checked']} requirements: {counts}")
+    for area, counts_ in summary["by_area"].items():
+        tr.line(f"  {area:<18} " + ", ".join(f"{n} {s}" for s, n in counts_.items() if n))
+    tr.line(f"api_calls {summary['api_calls']}, duration_s {summary['duration_s']:.2f}")
+    for rid in summary["waivers_can_go"]:
+        tr.line(f"waiver for {rid} can go: the requirement passes", yellow=True)
+    if summary["uncovered"]:
+        tr.line(f"plan requirements no test carries: {', '.join(summary['uncovered'])}", red=True)

@@ -1,0 +1,115 @@
+"""The session's summary: status per requirement, grouped by plan area, with the figures users gate on.
+
+Statuses, worst first: error (could not judge), fail, waived (failed under a valid waiver), optional-fail
+(an optional requirement failed and the plan does not enforce it), skip (with its reason), pass.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from harness.plugin import HarnessState
+
+STATUSES = ("pass", "skip", "optional-fail", "waived", "fail", "error")
+
+
+@dataclass
+class Outcome:
+    status: str
+    message: str = ""
+    waiver_can_go: bool = False
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rank(self) -> int:
+        return STATUSES.index(self.status)
+
+
+def _message(report: pytest.TestReport) -> str:
+    if report.skipped and isinstance(report.longrepr, tuple):
+        return str(report.longrepr[2]).removeprefix("Skipped: ")
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None:
+        return crash.message
+    return str(report.longrepr or "")
+
+
+def classify(report: pytest.TestReport, waived: bool, optional: bool) -> Outcome | None:
+    """The outcome one phase of a test contributes; None when the phase says nothing yet (a passed setup)."""
+    xfail = getattr(report, "wasxfail", None)
+    if report.when != "call":
+        if report.failed:
+            return Outcome("error", _message(report))
+        if report.skipped:
+            return Outcome("skip", _message(report))
+        return None
+    if report.passed:
+        return Outcome("pass", xfail or "", waiver_can_go=waived)
+    if report.skipped and xfail:
+        return Outcome("waived" if waived else "optional-fail", xfail)
+    if report.skipped:
+        return Outcome("skip", _message(report))
+    return Outcome("fail", _message(report))
+
+
+def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
+    assert state.plan is not None
+    plan, env = state.plan, state.env
+    by_requirement: dict[str, list[tuple[str, Outcome]]] = {}
+    for nodeid, outcome in state.outcomes.items():
+        for rid, nodeids in state.carried.items():
+            if nodeid in nodeids:
+                by_requirement.setdefault(rid, []).append((nodeid, outcome))
+    rows = []
+    for rid, results in sorted(by_requirement.items()):
+        req = plan.requirements[rid]
+        worst = max((o for _, o in results), key=lambda o: o.rank)
+        rows.append({
+            "id": rid, "area": req.area, "section": req.section, "severity": req.severity_in(env),
+            "optional": req.optional_in(env), "text": req.text, "status": worst.status, "message": worst.message,
+            "waiver_can_go": all(o.waiver_can_go for _, o in results),
+            "tests": [{"nodeid": n, "status": o.status, "message": o.message, "evidence": o.evidence}
+                      for n, o in results],
+        })
+    counts = {s: sum(r["status"] == s for r in rows) for s in reversed(STATUSES)}
+    by_area: dict[str, dict[str, int]] = {}
+    for r in rows:
+        area = by_area.setdefault(r["area"], {s: 0 for s in reversed(STATUSES)})
+        area[r["status"]] += 1
+    suites = {plan.requirements[rid].suite for rid in state.carried}
+    uncovered = sorted(rid for rid, req in plan.requirements.items()
+                       if req.suite in suites and rid not in state.carried)
+    inventory = state.inventory
+    meta = inventory.meta if inventory else {}
+    return {
+        "project": plan.project,
+        "env": env,
+        "target": meta.get("target", state.config.option.target),
+        "endpoint": meta.get("endpoint"),
+        "snapshot_taken_at": meta.get("taken_at"),
+        "replayed_snapshot": bool(state.config.option.snapshot),
+        "api_calls": meta.get("api_calls", 0) if not state.config.option.snapshot else 0,
+        "api_calls_by_operation": meta.get("calls", {}),
+        "provision_api_calls": state.provision_calls,
+        "duration_s": round(duration_s, 3),
+        "requirements_checked": len(rows),
+        "counts": counts,
+        "by_area": by_area,
+        "uncovered": uncovered,
+        "waivers_can_go": [r["id"] for r in rows if r["waiver_can_go"] and r["status"] == "pass"],
+        "requirements": rows,
+    }
+
+
+def write_summary(reports_dir: Path, summary: dict[str, Any]) -> Path:
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    path = reports_dir / "summary.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    tmp.replace(path)
+    return path

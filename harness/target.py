@@ -1,0 +1,146 @@
+"""Where the harness looks: the embedded emulator, a LocalStack-style endpoint, or a real AWS account.
+
+A `Target` hands out boto3 clients that share one `CallRecorder`, so the report can say exactly how many
+AWS calls a session made and how each ended. On `aws` the clients are read-only: any operation that is
+not a Describe/List/Get/Lookup call is refused before it leaves the machine.
+"""
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+TargetKind = Literal["local", "localstack", "aws"]
+LOCAL_ENDPOINT = "http://127.0.0.1:4566"
+READ_ONLY_PREFIXES = ("Describe", "List", "Get", "Lookup", "Head")
+
+
+class TargetError(Exception):
+    """The target cannot be used (unreachable, no credentials); the message is one line naming the fix."""
+
+
+class ReadOnlyViolation(Exception):
+    """A write call was attempted against a real AWS account."""
+
+
+@dataclass
+class CallRecorder:
+    """Every AWS call of the session: (service, operation, outcome); outcome is 'ok' or an error code."""
+
+    calls: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def after_call(self, http_response: Any, parsed: dict[str, Any], model: Any, **_: Any) -> None:
+        code = parsed.get("Error", {}).get("Code") if isinstance(parsed, dict) else None
+        status = getattr(http_response, "status_code", 200)
+        outcome = code or ("ok" if status < 400 else f"HTTP {status}")
+        self.calls.append((model.service_model.service_name, model.name, outcome))
+
+    def after_call_error(self, exception: Exception, event_name: str, **_: Any) -> None:
+        _, service, operation = event_name.split(".", 2)
+        self.calls.append((service, operation, type(exception).__name__))
+
+    def mark(self) -> int:
+        return len(self.calls)
+
+    def since(self, mark: int) -> list[tuple[str, str, str]]:
+        return self.calls[mark:]
+
+    def summary(self, mark: int = 0) -> dict[str, int]:
+        return dict(Counter(f"{s}.{op}" for s, op, _ in self.since(mark)))
+
+
+def _refuse_writes(model: Any, **_: Any) -> None:
+    if not model.name.startswith(READ_ONLY_PREFIXES):
+        raise ReadOnlyViolation(f"{model.service_model.service_name}.{model.name} is a write call; "
+                                f"the harness is read-only on --target aws")
+
+
+@dataclass
+class Target:
+    kind: TargetKind
+    region: str
+    endpoint_url: str | None = None
+    profile: str | None = None
+    recorder: CallRecorder = field(default_factory=CallRecorder)
+    _session: Any = field(default=None, repr=False)
+    _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def session(self) -> boto3.Session:
+        if self._session is None:
+            if self.kind == "aws":
+                try:
+                    self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
+                except botocore.exceptions.ProfileNotFound:
+                    raise TargetError(f"AWS profile '{self.profile}' is not configured; "
+                                      f"run 'aws configure --profile {self.profile}' or pass another --profile") from None
+            else:
+                # Emulators accept any key; fixed ones keep a stray real credential from ever being sent.
+                self._session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test",
+                                              region_name=self.region)
+        return self._session
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            config = Config(retries={"mode": "adaptive", "max_attempts": 5 if self.kind == "aws" else 3},
+                            connect_timeout=5 if self.kind == "aws" else 2,
+                            read_timeout=60 if self.kind == "aws" else 20)
+            client = self.session.client(service, endpoint_url=self.endpoint_url, config=config)
+            events = client.meta.events
+            events.register("after-call", self.recorder.after_call)
+            events.register("after-call-error", self.recorder.after_call_error)
+            if self.kind == "aws":
+                events.register_first("before-call", _refuse_writes)
+            self._clients[service] = client
+        return self._clients[service]
+
+    def describe(self) -> str:
+        where = self.endpoint_url or f"AWS {self.region}" + (f" (profile {self.profile})" if self.profile else "")
+        return f"{self.kind}: {where}"
+
+    def check_reachable(self) -> None:
+        """Fail fast, with the fix, when the endpoint does not answer or there are no credentials."""
+        if self.endpoint_url:
+            url = urlparse(self.endpoint_url)
+            port = url.port or (443 if url.scheme == "https" else 80)
+            try:
+                with socket.create_connection((url.hostname or "127.0.0.1", port), timeout=3):
+                    pass
+            except OSError as exc:
+                hint = ("start LocalStack there or pass the right --endpoint-url" if self.kind == "localstack"
+                        else "start the emulator or pass the right --endpoint-url")
+                raise TargetError(f"cannot reach {self.endpoint_url} ({exc.strerror or exc}); {hint}") from None
+        try:
+            self.client("sts").get_caller_identity()
+        except (botocore.exceptions.NoCredentialsError, botocore.exceptions.PartialCredentialsError):
+            raise TargetError("no AWS credentials found; pass --profile, or set AWS_PROFILE or "
+                              "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY") from None
+        except botocore.exceptions.ClientError as exc:
+            err = exc.response.get("Error", {})
+            raise TargetError(f"{self.describe()} refused sts:GetCallerIdentity ({err.get('Code')}: "
+                              f"{err.get('Message')}); check the credentials") from None
+        except botocore.exceptions.EndpointConnectionError as exc:
+            raise TargetError(f"cannot reach {exc.kwargs.get('endpoint_url', self.describe())}; "
+                              f"check --region and the network") from None
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the endpoint does not implement the service at all (LocalStack community answers 501)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
+    return False
+
+
+def endpoint_listening(url: str) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 80), timeout=1):
+            return True
+    except OSError:
+        return False
