@@ -80,8 +80,16 @@ def ingress_sources(group: dict[str, Any]) -> Iterable[tuple[int | None, int | N
             yield low, high, r["GroupId"]
 
 
+def scaling_owned(alarm: dict[str, Any]) -> bool:
+    """Target-tracking policies create their own alarms, whose only actions are the scaling policy."""
+    actions = alarm.get("AlarmActions", [])
+    return bool(actions) and all(":autoscaling:" in arn for arn in actions)
+
+
 def alarms_on(alarms: list[dict[str, Any]], namespace: str, metric: str) -> list[dict[str, Any]]:
-    return [a for a in alarms if a.get("Namespace") == namespace and a.get("MetricName") == metric]
+    """The operator's alarms on one metric (the ones auto scaling manages for itself are not theirs)."""
+    return [a for a in alarms if a.get("Namespace") == namespace and a.get("MetricName") == metric
+            and not scaling_owned(a)]
 
 
 def alarm_window_s(alarm: dict[str, Any]) -> int:

@@ -449,13 +449,17 @@ def _linked_dimensions(f: _Fetcher) -> set[tuple[str, str]]:
     return dims
 
 
+# Alarms and dashboards are found through the resources they watch, so they are known only when those are.
+LINK_SOURCES = ("db_instances", "clusters", "services", "load_balancers", "target_groups")
+
+
 def _monitoring(f: _Fetcher) -> None:
     def alarms() -> list[dict[str, Any]]:
         dims = _linked_dimensions(f)
         return [a for a in f.paginate("cloudwatch", "describe_alarms", "MetricAlarms")
                 if any((d["Name"], d["Value"]) in dims for d in a.get("Dimensions", []))]
 
-    f.run("alarms", (), alarms)
+    f.run("alarms", LINK_SOURCES, alarms)
 
     def topics() -> dict[str, Any]:
         arns = sorted({arn for a in f.inv.parts["alarms"] for arn in a.get("AlarmActions", [])
@@ -474,7 +478,7 @@ def _monitoring(f: _Fetcher) -> None:
                 found.append({"DashboardName": entry["DashboardName"], "DashboardBody": body})
         return found
 
-    f.run("dashboards", (), dashboards)
+    f.run("dashboards", LINK_SOURCES, dashboards)
 
     def trails() -> list[dict[str, Any]]:
         out = []

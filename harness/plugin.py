@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import allure
+import botocore.exceptions
 import pytest
 
 from harness.inventory import PARTS, Inventory, PartUnavailable, take_snapshot
@@ -134,7 +135,11 @@ class HarnessState:
             from harness.local.provision import provision
 
             mark = target.recorder.mark()
-            report = provision(target.client, self.plan, self.env)
+            try:
+                report = provision(target.client, self.plan, self.env)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as exc:
+                raise TargetError(f"provisioning {self.env} at {target.endpoint_url} failed: {exc}; "
+                                  f"check the endpoint or run without --provision") from None
             self.provision_calls = len(target.recorder.since(mark))
             for service, reason in sorted(report.skipped.items()):
                 self.config.get_terminal_writer().line(f"harness: provisioning skipped {service}: {reason}")

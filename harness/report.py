@@ -61,12 +61,12 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
     assert state.plan is not None
     plan, env = state.plan, state.env
     by_requirement: dict[str, list[tuple[str, Outcome]]] = {}
+    rid_of = {nodeid: rid for rid, nodeids in state.carried.items() for nodeid in nodeids}
     for nodeid, outcome in state.outcomes.items():
-        for rid, nodeids in state.carried.items():
-            if nodeid in nodeids:
-                by_requirement.setdefault(rid, []).append((nodeid, outcome))
+        by_requirement.setdefault(rid_of[nodeid], []).append((nodeid, outcome))
     rows = []
-    for rid, results in sorted(by_requirement.items()):
+    for rid in (r for r in plan.requirements if r in by_requirement):
+        results = by_requirement[rid]
         req = plan.requirements[rid]
         worst = max((o for _, o in results), key=lambda o: o.rank)
         rows.append({

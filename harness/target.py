@@ -131,10 +131,17 @@ class Target:
 
 
 def is_unavailable(exc: BaseException) -> bool:
-    """True when the endpoint does not implement the service at all (LocalStack community answers 501)."""
-    if isinstance(exc, botocore.exceptions.ClientError):
-        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501
-    return False
+    """True when the endpoint does not offer the service or operation at all (LocalStack community
+    answers 501 InternalFailure), as opposed to refusing or failing one request."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return False
+    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501:
+        return True
+    error = exc.response.get("Error", {})
+    if error.get("Code") in ("NotImplemented", "NotImplementedException"):
+        return True
+    message = str(error.get("Message", "")).lower()
+    return error.get("Code") == "InternalFailure" and ("not yet implemented" in message or "pro feature" in message)
 
 
 def endpoint_listening(url: str) -> bool:

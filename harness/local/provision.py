@@ -12,12 +12,16 @@ report says what was skipped and why.
 from __future__ import annotations
 
 import datetime as dt
+import io
+import ipaddress
 import json
 import secrets
 import string
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from botocore.exceptions import ClientError
@@ -27,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from harness.plan import Plan
+from harness.target import is_unavailable
 
 T = TypeVar("T")
 
@@ -35,6 +40,7 @@ SSL_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"  # TLS 1.3 + 1.2 only: meets 
 LOG_RETENTION_DAYS = 30
 SECRET_ROTATION_DAYS = 30
 APP_USER = "1000"  # the `node` user of the official Node.js images
+CONTAINER = "backend"
 APP_SETTINGS = {"JWT_ACCESS_TOKEN_TTL": "15m", "JWT_REFRESH_TOKEN_TTL": "30d"}
 DB_MASTER_USER = "dougust"
 DB_NAME = "dougust"
@@ -47,26 +53,17 @@ WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 @dataclass
 class ProvisionReport:
+    """What one run did, one "<service> <kind> <id>" entry per resource, so a re-run can be judged by
+    comparing reports; `skipped` maps a service (or a step that needed it) to the reason."""
+
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
 
 
-def is_unavailable(exc: BaseException) -> bool:
-    """True when the endpoint does not offer the service or operation at all (as opposed to refusing a
-    request): LocalStack community answers 501 InternalFailure "not yet implemented or pro feature"."""
-    if not isinstance(exc, ClientError):
-        return False
-    if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 501:
-        return True
-    error = exc.response.get("Error", {})
-    if error.get("Code") in ("NotImplemented", "NotImplementedException"):
-        return True
-    message = str(error.get("Message", "")).lower()
-    return error.get("Code") == "InternalFailure" and ("not yet implemented" in message or "pro feature" in message)
-
-
 class _ServiceMissing(Exception):
+    """The endpoint lacks a service: the step stops, and the report records the reason once."""
+
     def __init__(self, service: str, reason: str):
         super().__init__(reason)
         self.service = service
@@ -150,9 +147,8 @@ class _Run:
     def tag_specs(self, resource_type: str, name: str) -> list[dict[str, Any]]:
         return [{"ResourceType": resource_type, "Tags": self.tag_list(Name=name)}]
 
-    def tag_filters(self, name: str | None = None) -> list[dict[str, Any]]:
-        tags = {**self.plan.tags(self.env), **({"Name": name} if name else {})}
-        return [{"Name": f"tag:{k}", "Values": [v]} for k, v in tags.items()]
+    def tag_filters(self) -> list[dict[str, Any]]:
+        return [{"Name": f"tag:{k}", "Values": [v]} for k, v in self.plan.tags(self.env).items()]
 
     def ensure(self, label: str, find: Callable[[], T | None], create: Callable[[], T],
                ident: Callable[[T], str]) -> T:
@@ -178,6 +174,12 @@ def _absent_on(call: Callable[[], T], *codes: str) -> T | None:
 
 def _first(items: list[T]) -> T | None:
     return items[0] if items else None
+
+
+def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
+    """The item whose Name tag is `name`: moto 5.2.5 ignores tag filters on describe_nat_gateways, so the
+    Name is matched here rather than trusted to the server."""
+    return next((i for i in items if {"Key": "Name", "Value": name} in i.get("Tags", [])), None)
 
 
 def _password(length: int = 32) -> str:
@@ -212,7 +214,7 @@ def _vpc(run: _Run) -> dict[str, Any]:
     expect = run.expect("NET-01")
 
     def find() -> dict[str, Any] | None:
-        return _first(ec2.describe_vpcs(Filters=run.tag_filters(run.name("vpc")))["Vpcs"])
+        return _named(ec2.describe_vpcs(Filters=run.tag_filters())["Vpcs"], run.name("vpc"))
 
     def create() -> dict[str, Any]:
         vpc = ec2.create_vpc(CidrBlock=expect["cidr"], TagSpecifications=run.tag_specs("vpc", run.name("vpc")))["Vpc"]
@@ -235,16 +237,14 @@ def _tag_vpc_defaults(run: _Run, vpc_id: str) -> None:
     ec2.create_tags(Resources=ids, Tags=run.tag_list())
 
 
-def _subnet_layout(run: _Run) -> list[tuple[str, str, int]]:
-    """(tier, AZ, /20 index) for every subnet: tiers in plan order, each spread over the AZs."""
+def _subnet_layout(run: _Run, vpc_cidr: str) -> list[tuple[str, int, str, str]]:
+    """(tier, number in tier, AZ, CIDR) for every subnet: /20 blocks in order, each tier over the AZs."""
     azs = _availability_zones(run)
+    blocks = ipaddress.ip_network(vpc_cidr).subnets(new_prefix=20)
     counts = {"public": run.expect("NET-02")["count"], "private": run.expect("NET-03")["count"],
               "isolated": run.expect("NET-04")["count"]}
-    layout = []
-    for tier, count in counts.items():
-        for i in range(count):
-            layout.append((tier, azs[i % len(azs)], len(layout)))
-    return layout
+    return [(tier, i + 1, azs[i % len(azs)], str(next(blocks)))
+            for tier, count in counts.items() for i in range(count)]
 
 
 def _subnets(run: _Run, vpc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -252,17 +252,15 @@ def _subnets(run: _Run, vpc: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     tier_tag = run.plan.plan.subnet_tier_tag
     tiers = run.plan.plan.subnet_tiers.model_dump()
     subnets: dict[str, list[dict[str, Any]]] = {tier: [] for tier in tiers}
-    base = vpc["CidrBlock"].split(".")
-    for tier, az, index in _subnet_layout(run):
-        name = run.name(f"{tier}-{az[-1]}-{index}")
+    for tier, number, az, cidr in _subnet_layout(run, vpc["CidrBlock"]):
+        name = run.name(f"{tier}-{number}")
 
         def find(name: str = name) -> dict[str, Any] | None:
-            filters = [*run.tag_filters(name), {"Name": "vpc-id", "Values": [vpc["VpcId"]]}]
-            return _first(ec2.describe_subnets(Filters=filters)["Subnets"])
+            filters = [*run.tag_filters(), {"Name": "vpc-id", "Values": [vpc["VpcId"]]}]
+            return _named(ec2.describe_subnets(Filters=filters)["Subnets"], name)
 
-        def create(name: str = name, tier: str = tier, az: str = az, index: int = index) -> dict[str, Any]:
+        def create(name: str = name, tier: str = tier, az: str = az, cidr: str = cidr) -> dict[str, Any]:
             specs = [{"ResourceType": "subnet", "Tags": run.tag_list(Name=name, **{tier_tag: tiers[tier]})}]
-            cidr = f"{base[0]}.{base[1]}.{index * 16}.0/20"
             return ec2.create_subnet(VpcId=vpc["VpcId"], CidrBlock=cidr, AvailabilityZone=az,
                                      TagSpecifications=specs)["Subnet"]
 
@@ -295,7 +293,7 @@ def _nat_gateways(run: _Run, vpc_id: str, public: list[dict[str, Any]]) -> dict[
         name = run.name(f"nat-{az[-1]}")
 
         def find_eip(name: str = name) -> dict[str, Any] | None:
-            return _first(ec2.describe_addresses(Filters=run.tag_filters(name))["Addresses"])
+            return _named(ec2.describe_addresses(Filters=run.tag_filters())["Addresses"], name)
 
         def create_eip(name: str = name) -> dict[str, Any]:
             return ec2.allocate_address(Domain="vpc", TagSpecifications=run.tag_specs("elastic-ip", name))
@@ -303,9 +301,9 @@ def _nat_gateways(run: _Run, vpc_id: str, public: list[dict[str, Any]]) -> dict[
         eip = run.ensure("ec2 elastic-ip", find_eip, create_eip, lambda a: a["AllocationId"])
 
         def find_nat(name: str = name) -> dict[str, Any] | None:
-            filters = [*run.tag_filters(name), {"Name": "vpc-id", "Values": [vpc_id]},
+            filters = [*run.tag_filters(), {"Name": "vpc-id", "Values": [vpc_id]},
                        {"Name": "state", "Values": ["pending", "available"]}]
-            return _first(ec2.describe_nat_gateways(Filters=filters)["NatGateways"])
+            return _named(ec2.describe_nat_gateways(Filters=filters)["NatGateways"], name)
 
         def create_nat(name: str = name, subnet: dict[str, Any] = subnet, eip: dict[str, Any] = eip) -> dict[str, Any]:
             return ec2.create_nat_gateway(SubnetId=subnet["SubnetId"], AllocationId=eip["AllocationId"],
@@ -321,8 +319,8 @@ def _route_table(run: _Run, vpc_id: str, name: str, subnets: list[dict[str, Any]
     ec2 = run.client("ec2")
 
     def find() -> dict[str, Any] | None:
-        filters = [*run.tag_filters(name), {"Name": "vpc-id", "Values": [vpc_id]}]
-        return _first(ec2.describe_route_tables(Filters=filters)["RouteTables"])
+        filters = [*run.tag_filters(), {"Name": "vpc-id", "Values": [vpc_id]}]
+        return _named(ec2.describe_route_tables(Filters=filters)["RouteTables"], name)
 
     def create() -> dict[str, Any]:
         table = ec2.create_route_table(VpcId=vpc_id, TagSpecifications=run.tag_specs("route-table", name))["RouteTable"]
@@ -355,7 +353,11 @@ def _bucket(run: _Run, name: str, policy: str | None) -> str:
     s3 = run.client("s3")
 
     def find() -> str | None:
-        return _absent_on(lambda: s3.head_bucket(Bucket=name) and name, "404", "NoSuchBucket", "NotFound")
+        def head() -> str:
+            s3.head_bucket(Bucket=name)
+            return name
+
+        return _absent_on(head, "404", "NoSuchBucket", "NotFound")
 
     def create() -> str:
         location = {} if run.region == "us-east-1" else {
@@ -392,7 +394,8 @@ def _log_bucket(run: _Run) -> None:
 
 
 def _flow_logs(run: _Run) -> None:
-    """To the bucket ARN alone: moto rejects an S3 destination with a key prefix (NET-07)."""
+    """To the bucket ARN alone: moto 5.2.5 reads a key prefix as part of the bucket name and refuses it
+    (NET-07). A refusal comes back in `Unsuccessful` with HTTP 200, on AWS too, so it is raised here."""
     ec2 = run.client("ec2")
     vpc_id = run.need("vpc")
     bucket = run.need("log bucket")
@@ -407,6 +410,8 @@ def _flow_logs(run: _Run) -> None:
                                     TrafficType=run.expect("NET-07")["traffic_type"],
                                     LogDestinationType="s3", LogDestination=f"arn:aws:s3:::{bucket}",
                                     TagSpecifications=run.tag_specs("vpc-flow-log", name))
+        if made.get("Unsuccessful"):
+            raise ClientError({"Error": made["Unsuccessful"][0]["Error"]}, "CreateFlowLogs")
         return {"FlowLogId": made["FlowLogIds"][0]}
 
     run.ensure("ec2 flow-log", find, create, lambda f: f["FlowLogId"])
@@ -440,7 +445,7 @@ def _tcp(port: int, **source: Any) -> dict[str, Any]:
 def _security_groups(run: _Run) -> None:
     """The chain internet -> ALB -> tasks -> database, each hop admitting only the one before it."""
     vpc_id = run.need("vpc")
-    world = {"IpRanges": [{"CidrIp": "0.0.0.0/0"}], "Ipv6Ranges": [{"CidrIpv6": "::/0"}]}
+    world = {"IpRanges": [{"CidrIp": "0.0.0.0/0"}]}  # the ALB is IPv4-only
     alb = _security_group(run, vpc_id, "alb", "Load balancer: HTTP and HTTPS from anywhere",
                           [_tcp(port, **world) for port in run.expect("ALB-06")["ports"]])
     tasks = _security_group(run, vpc_id, "tasks", "ECS tasks: the app port from the load balancer only",
@@ -572,13 +577,13 @@ def _database_url(run: _Run) -> str:
     """The URL carries the managed master credentials when RDS holds them; otherwise (no RDS at this
     endpoint) a random password, since nothing can connect anyway."""
     database = run.built.get("database")
-    if database is None:
+    if database is None or "MasterUserSecret" not in database:
         return f"postgresql://{DB_MASTER_USER}:{_password()}@localhost:{run.expect('DB-08')['port']}/{DB_NAME}"
     managed = run.client("secretsmanager").get_secret_value(SecretId=database["MasterUserSecret"]["SecretArn"])
     credentials = json.loads(managed["SecretString"])
     endpoint = database["Endpoint"]
-    return (f"postgresql://{credentials['username']}:{credentials['password']}"
-            f"@{endpoint['Address']}:{endpoint['Port']}/{database.get('DBName', DB_NAME)}")
+    user, password = quote(credentials["username"], safe=""), quote(credentials["password"], safe="")
+    return f"postgresql://{user}:{password}@{endpoint['Address']}:{endpoint['Port']}/{database.get('DBName', DB_NAME)}"
 
 
 def _secrets(run: _Run) -> None:
@@ -602,10 +607,36 @@ def _secrets(run: _Run) -> None:
 
 
 def _rotate(run: _Run, arn: str) -> None:
-    """Rotation schedule without a Lambda ARN: moto 5.2.5 invokes the Lambda it is given and fails when
-    that function does not exist, and the emulator cannot run one (SEC-02)."""
-    run.client("secretsmanager").rotate_secret(
-        SecretId=arn, RotationRules={"AutomaticallyAfterDays": SECRET_ROTATION_DAYS}, RotateImmediately=False)
+    """A rotation schedule on the database secret (SEC-02). moto takes one without a Lambda (it would
+    invoke the Lambda it is given, and cannot run one); LocalStack insists on a Lambda, which it accepts
+    without running it when the first rotation is immediate."""
+    sm = run.client("secretsmanager")
+    rules = {"AutomaticallyAfterDays": SECRET_ROTATION_DAYS}
+    try:
+        sm.rotate_secret(SecretId=arn, RotationRules=rules, RotateImmediately=False)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "InvalidRequestException":
+            raise
+        sm.rotate_secret(SecretId=arn, RotationRules=rules, RotateImmediately=True,
+                         RotationLambdaARN=_rotation_function(run))
+
+
+def _rotation_function(run: _Run) -> str:
+    lam = run.client("lambda")
+    name = run.name("secret-rotation")
+
+    def find() -> dict[str, Any] | None:
+        return _absent_on(lambda: lam.get_function(FunctionName=name)["Configuration"], "ResourceNotFoundException")
+
+    def create() -> dict[str, Any]:
+        role = _role(run, "secret-rotation", "lambda.amazonaws.com", None)
+        code = io.BytesIO()
+        with zipfile.ZipFile(code, "w") as archive:
+            archive.writestr("index.py", "def handler(event, context):\n    return None\n")
+        return lam.create_function(FunctionName=name, Runtime="python3.12", Role=role, Handler="index.handler",
+                                   Code={"ZipFile": code.getvalue()}, Tags=run.plan.tags(run.env))
+
+    return run.ensure("lambda function", find, create, lambda f: f["FunctionName"])["FunctionArn"]
 
 
 # --- registry and logs ---------------------------------------------------------------------------------
@@ -621,7 +652,7 @@ def _repository(run: _Run) -> None:
 
     def create() -> dict[str, Any]:
         repo = ecr.create_repository(repositoryName=name, imageScanningConfiguration={"scanOnPush": True},
-                                     imageTagMutability="IMMUTABLE", tags=run.tag_list())["repository"]
+                                     tags=run.tag_list())["repository"]
         rules = [
             {"rulePriority": 1, "description": f"Expire untagged images after {expect['untagged_days']} days",
              "selection": {"tagStatus": "untagged", "countType": "sinceImagePushed", "countUnit": "days",
@@ -739,7 +770,8 @@ def _target_group(run: _Run) -> None:
 
 
 def _self_signed(common_name: str, dns_name: str) -> tuple[bytes, bytes]:
-    """An emulator cannot issue a validated ACM certificate, so the listener gets an imported one."""
+    """An emulator cannot validate a requested certificate (moto's stays PENDING_VALIDATION, which AWS
+    would refuse on a listener); an imported one is ISSUED at once, everywhere."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = dt.datetime.now(dt.timezone.utc)
@@ -766,7 +798,8 @@ def _certificate(run: _Run) -> None:
         cert, key = _self_signed(common_name, dns_name)
         return acm.import_certificate(Certificate=cert, PrivateKey=key, Tags=run.tag_list())
 
-    run.built["certificate"] = run.ensure("acm certificate", find, create, lambda c: c["CertificateArn"])["CertificateArn"]
+    certificate = run.ensure("acm certificate", find, create, lambda c: c["CertificateArn"])
+    run.built["certificate"] = certificate["CertificateArn"]
 
 
 def _listeners(run: _Run) -> None:
@@ -806,7 +839,8 @@ def _web_acl(run: _Run) -> None:
 
     def create() -> dict[str, Any]:
         rule = {"Name": "aws-common", "Priority": 0, "OverrideAction": {"None": {}},
-                "Statement": {"ManagedRuleGroupStatement": {"VendorName": "AWS", "Name": "AWSManagedRulesCommonRuleSet"}},
+                "Statement": {"ManagedRuleGroupStatement": {"VendorName": "AWS",
+                                                            "Name": "AWSManagedRulesCommonRuleSet"}},
                 "VisibilityConfig": visibility(f"{name}-common")}
         return waf.create_web_acl(Name=name, Scope="REGIONAL", DefaultAction={"Allow": {}}, Rules=[rule],
                                   VisibilityConfig=visibility(name), Tags=run.tag_list())["Summary"]
@@ -841,14 +875,14 @@ def _container(run: _Run) -> dict[str, Any]:
                    "NEXT_PUBLIC_API_URL": f"https://{run.need('load balancer')['DNSName']}"}
     secret_arns = run.need("secrets")
     return {
-        "name": "backend", "image": f"{run.need('repository')}:latest", "essential": True, "user": APP_USER,
+        "name": CONTAINER, "image": f"{run.need('repository')}:latest", "essential": True, "user": APP_USER,
         "portMappings": [{"containerPort": port, "protocol": "tcp"}],
         "environment": [{"name": k, "value": v} for k, v in environment.items()],
         "secrets": [{"name": var, "valueFrom": secret_arns[short]}
                     for var, short in run.expect("ECS-05")["secrets"].items()],
         "logConfiguration": {"logDriver": run.expect("ECS-06")["log_driver"], "options": {
             "awslogs-group": run.need("app log group"), "awslogs-region": run.region,
-            "awslogs-stream-prefix": "backend"}},
+            "awslogs-stream-prefix": CONTAINER}},
     }
 
 
@@ -894,7 +928,7 @@ def _service(run: _Run) -> None:
                 "subnets": run.need("subnets")["private"], "securityGroups": [run.need("security groups")["tasks"]],
                 "assignPublicIp": "DISABLED"}},
             loadBalancers=[{"targetGroupArn": run.need("target group")["TargetGroupArn"],
-                            "containerName": "backend", "containerPort": expect["container_port"]}],
+                            "containerName": CONTAINER, "containerPort": expect["container_port"]}],
             healthCheckGracePeriodSeconds=60, schedulingStrategy="REPLICA",
             deploymentController={"type": "ECS"},
             deploymentConfiguration={"deploymentCircuitBreaker": {"enable": True, "rollback": True},
@@ -951,7 +985,7 @@ def _alarm_topic(run: _Run) -> None:
     topic_arn = run.arn("sns", name)
 
     def find_topic() -> str | None:
-        return _absent_on(lambda: sns.get_topic_attributes(TopicArn=topic_arn) and topic_arn, "NotFound")
+        return _absent_on(lambda: sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]["TopicArn"], "NotFound")
 
     def create_topic() -> str:
         return sns.create_topic(Name=name, Tags=run.tag_list())["TopicArn"]
@@ -968,7 +1002,7 @@ def _alarm_topic(run: _Run) -> None:
         return sqs.create_queue(QueueName=name, Attributes={"Policy": policy},
                                 tags=run.plan.tags(run.env))["QueueUrl"]
 
-    run.ensure("sqs queue", find_queue, create_queue, lambda q: q)
+    run.ensure("sqs queue", find_queue, create_queue, lambda url: url.rsplit("/", 1)[1])
 
     def find_subscription() -> dict[str, Any] | None:
         return _first(sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"])
@@ -1013,14 +1047,14 @@ def _alarms(run: _Run, alarms: list[_Alarm]) -> None:
         run.ensure("cloudwatch alarm", lambda name=name: name if name in present else None, create, lambda n: n)
 
 
-def _arn_suffix(arn: str, marker: str) -> str:
-    """CloudWatch's dimension form of an ELB ARN: "app/name/id", "targetgroup/name/id"."""
-    return marker + arn.split(f":{marker}", 1)[1] if marker == "targetgroup/" else arn.split(":loadbalancer/", 1)[1]
+def _metric_id(arn: str) -> str:
+    """CloudWatch's dimension form of an ELB ARN: "app/name/id" for the ALB, "targetgroup/name/id"."""
+    return arn.split(":", 5)[5].removeprefix("loadbalancer/")
 
 
 def _balancer_dimensions(run: _Run) -> tuple[dict[str, str], dict[str, str]]:
-    alb = _arn_suffix(run.need("load balancer")["LoadBalancerArn"], "app/")
-    group = _arn_suffix(run.need("target group")["TargetGroupArn"], "targetgroup/")
+    alb = _metric_id(run.need("load balancer")["LoadBalancerArn"])
+    group = _metric_id(run.need("target group")["TargetGroupArn"])
     return {"LoadBalancer": alb}, {"TargetGroup": group, "LoadBalancer": alb}
 
 
@@ -1073,7 +1107,7 @@ def _dashboard(run: _Run) -> None:
         ecs = ["ClusterName", run.built["cluster"], "ServiceName", run.built["service"]]
         graphs.append(("ECS service", [["AWS/ECS", "CPUUtilization", *ecs], ["AWS/ECS", "MemoryUtilization", *ecs]]))
     if "load balancer" in run.built:
-        alb = ["LoadBalancer", _arn_suffix(run.built["load balancer"]["LoadBalancerArn"], "app/")]
+        alb = ["LoadBalancer", _metric_id(run.built["load balancer"]["LoadBalancerArn"])]
         graphs.append(("Load balancer", [["AWS/ApplicationELB", "RequestCount", *alb],
                                          ["AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", *alb]]))
     if "database" in run.built:

@@ -1,0 +1,53 @@
+"""Helpers for the harness's own tests: run a suite the way a user does, and read what it reported."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "tests" / "data" / "golden-prod.json"
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    stdout: str
+    stderr: str
+    summary: dict[str, Any] | None
+
+    def status(self, rid: str) -> str | None:
+        for row in (self.summary or {}).get("requirements", []):
+            if row["id"] == rid:
+                return row["status"]
+        return None
+
+    def ids_with(self, *statuses: str) -> set[str]:
+        return {r["id"] for r in (self.summary or {}).get("requirements", []) if r["status"] in statuses}
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("ERROR:")]
+
+
+def run_suite(*args: str, reports: Path, suite: str = "compliance", env: dict[str, str] | None = None,
+              timeout: float = 300) -> SuiteRun:
+    """`pytest <suite> ARGS` in a subprocess from the project root, its summary read from `reports`."""
+    cmd = [sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports),
+           *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+    path = reports / "summary.json"
+    summary = json.loads(path.read_text()) if path.exists() else None
+    return SuiteRun(proc.returncode, proc.stdout, proc.stderr, summary)
+
+
+@pytest.fixture
+def reports(tmp_path: Path) -> Path:
+    return tmp_path / "reports"

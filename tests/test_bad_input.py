@@ -1,0 +1,115 @@
+"""Bad input stops the run before any test with one line that names the problem and the fix."""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from conftest import GOLDEN, ROOT, run_suite
+
+PLAN = ROOT / "plan" / "dougust.toml"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _plan_copy(tmp_path: Path, old: str = "", new: str = "") -> Path:
+    text = PLAN.read_text()
+    if old:
+        assert old in text
+        text = text.replace(old, new, 1)
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    (tmp_path / "waivers.toml").write_text("")
+    return path
+
+
+def _waivers(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "w.toml"
+    path.write_text(body)
+    return path
+
+
+NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_SESSION_TOKEN": "", "AWS_PROFILE": "",
+                  "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+                  "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "",
+                  "AWS_CONTAINER_CREDENTIALS_FULL_URI": "", "AWS_WEB_IDENTITY_TOKEN_FILE": ""}
+
+TOMORROW = (dt.date.today() + dt.timedelta(days=1)).isoformat()
+CASES = {
+    "plan is not TOML": (lambda t: ["--plan", str(_plan_copy(t, 'project = "dougust"', 'project = dougust'))],
+                         r"plan\.toml: not valid TOML .*fix the syntax"),
+    "bad severity": (lambda t: ["--plan", str(_plan_copy(t, 'severity = "critical"', 'severity = "urgent"'))],
+                     r"plan\.toml: requirement\[3\] \(NET-04\)\.severity: Input should be 'critical', 'high'"),
+    "unknown plan key": (lambda t: ["--plan", str(_plan_copy(t, 'severity = "low"', 'severity = "low"\nsevirity = 1'))],
+                         r"requirement\[\d+\] \([A-Z]+-\d+\)\.sevirity: is not a known key; remove it or fix its spelling"),
+    "missing plan file": (lambda t: ["--plan", str(t / "nope.toml")], r"nope\.toml: file not found"),
+    "unknown environment": (lambda t: ["--env", "staging"],
+                            r"unknown environment 'staging': the plan defines dev, prod; pass --env"),
+    "expired waiver": (lambda t: ["--waivers", str(_waivers(t, '[[waiver]]\nid = "ALB-07"\nreason = "r"\n'
+                                                              'owner = "platform"\nexpires = 2020-01-31\n'))],
+                       r"waiver for ALB-07 \(owner platform\) expired on 2020-01-31; fix the deviation or renew"),
+    "waiver without owner": (lambda t: ["--waivers", str(_waivers(t, '[[waiver]]\nid = "ALB-07"\nreason = "r"\n'
+                                                                     f'expires = {TOMORROW}\n'))],
+                             r"w\.toml: waiver\[0\] \(ALB-07\)\.owner: is required; add it"),
+    "waiver for an unknown id": (lambda t: ["--waivers", str(_waivers(t, '[[waiver]]\nid = "NET-42"\nreason = "r"\n'
+                                                                         f'owner = "o"\nexpires = {TOMORROW}\n'))],
+                                 r"waiver for 'NET-42' names no requirement of the plan"),
+    "unreachable endpoint": (lambda t: ["--target", "localstack", "--endpoint-url", f"http://127.0.0.1:{_free_port()}"],
+                             r"cannot reach http://127\.0\.0\.1:\d+ \(Connection refused\); start LocalStack"),
+    "localstack without endpoint": (lambda t: ["--target", "localstack"], r"--target localstack needs --endpoint-url"),
+    "provision on aws": (lambda t: ["--target", "aws", "--provision"], r"--provision is refused on --target aws"),
+    "unknown profile": (lambda t: ["--target", "aws", "--profile", "no-such-profile"],
+                        r"AWS profile 'no-such-profile' is not configured"),
+    "no credentials": (lambda t: ["--target", "aws", "--region", "us-east-1"], r"no AWS credentials found; pass --profile"),
+    "snapshot missing": (lambda t: ["--snapshot", str(t / "gone.json")], r"snapshot .*gone\.json not found"),
+    "snapshot not JSON": (lambda t: ["--snapshot", str(_waivers(t, "{nope"))], r"is not JSON .*take it again"),
+    "snapshot of another env": (lambda t: ["--snapshot", str(GOLDEN), "--env", "dev"],
+                                r"is of environment 'prod' but --env is 'dev'; pass --env prod"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_usage_line(case, tmp_path, reports):
+    make_args, expected = CASES[case]
+    env = NO_CREDENTIALS if case == "no credentials" else None
+    run = run_suite(*make_args(tmp_path), reports=reports, env=env, timeout=60)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert len(run.error_lines) == 1, run.stderr
+    assert re.search(expected, run.error_lines[0]), run.error_lines[0]
+    assert " passed" not in run.stdout and " failed" not in run.stdout, "a test ran"
+    assert run.summary is None, "a summary was written for a run that never started"
+
+
+def test_marker_with_an_id_the_plan_lacks(tmp_path, reports):
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_x.py").write_text('import pytest\n\n@pytest.mark.requirement("NET-99")\ndef test_x():\n    pass\n')
+    run = run_suite("--plan", str(PLAN), reports=reports, suite=str(suite))
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR
+    assert len(run.error_lines) == 1
+    assert "carries requirement 'NET-99', which" in run.error_lines[0] and "add it to the plan or fix the marker" \
+        in run.error_lines[0]
+
+
+def test_a_waiver_that_is_valid_is_accepted(tmp_path, reports):
+    waivers = _waivers(tmp_path, f'[[waiver]]\nid = "ALB-07"\nreason = "r"\nowner = "o"\nexpires = {TOMORROW}\n')
+    run = run_suite("--snapshot", str(GOLDEN), "--waivers", str(waivers), reports=reports)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert run.summary["waivers_can_go"] == ["ALB-07"]
+    assert "waiver for ALB-07 can go" in run.stdout
+
+
+def test_plan_copy_is_valid(tmp_path, reports):
+    """The copies above differ from the real plan only by the fault each case injects."""
+    run = run_suite("--plan", str(_plan_copy(tmp_path)), "--snapshot", str(GOLDEN), reports=reports)
+    assert run.returncode == 0, run.stdout + run.stderr
+    shutil.rmtree(reports)
