@@ -91,14 +91,15 @@ class HarnessState:
     # -- settled after collection ------------------------------------------------------------------------
 
     def load_plan(self, items: list[pytest.Item]) -> None:
+        """Plan, environment, waivers and markers; the state becomes active only when all of them hold."""
         opt = self.config.option
-        self.plan_path = Path(opt.plan) if opt.plan else self.config.rootpath / "plan" / "dougust.toml"
-        self.plan = load_plan(self.plan_path)
-        self.env = opt.env
-        self.plan.environment(self.env)
-        waiver_path = Path(opt.waivers) if opt.waivers else self.plan_path.parent / "waivers.toml"
+        plan_path = Path(opt.plan) if opt.plan else self.config.rootpath / "plan" / "dougust.toml"
+        plan = load_plan(plan_path)
+        plan.environment(opt.env)
+        waiver_path = Path(opt.waivers) if opt.waivers else plan_path.parent / "waivers.toml"
         today = dt.datetime.now(dt.timezone.utc).date()
-        self.waivers = {w.id: w for w in load_waivers(waiver_path, self.plan, today) if w.env in (None, self.env)}
+        waivers = {w.id: w for w in load_waivers(waiver_path, plan, today) if w.env in (None, opt.env)}
+        carried: dict[str, list[str]] = {}
         for item in items:
             marker = item.get_closest_marker("requirement")
             if marker is None:
@@ -106,10 +107,11 @@ class HarnessState:
             if len(marker.args) != 1 or not isinstance(marker.args[0], str):
                 raise PlanError(f"{item.nodeid}: write the marker as @pytest.mark.requirement(\"ID\")")
             rid = marker.args[0]
-            if rid not in self.plan.requirements:
-                raise PlanError(f"{item.nodeid} carries requirement '{rid}', which {self.plan_path} lacks; "
+            if rid not in plan.requirements:
+                raise PlanError(f"{item.nodeid} carries requirement '{rid}', which {plan_path} lacks; "
                                 f"add it to the plan or fix the marker")
-            self.carried.setdefault(rid, []).append(item.nodeid)
+            carried.setdefault(rid, []).append(item.nodeid)
+        self.plan, self.plan_path, self.env, self.waivers, self.carried = plan, plan_path, opt.env, waivers, carried
 
     def prepare_inventory(self) -> None:
         opt = self.config.option
@@ -160,7 +162,7 @@ class HarnessState:
             return Target("aws", region, endpoint_url=opt.endpoint_url, profile=opt.profile)
         if opt.target == "localstack" and not opt.endpoint_url:
             raise TargetError("--target localstack needs --endpoint-url (e.g. http://127.0.0.1:4566)")
-        return Target(opt.target, region, endpoint_url=opt.endpoint_url or LOCAL_ENDPOINT)
+        return Target(opt.target, region, endpoint_url=opt.endpoint_url or LOCAL_ENDPOINT, profile=opt.profile)
 
 
 @pytest.hookimpl(tryfirst=True)

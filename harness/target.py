@@ -74,16 +74,17 @@ class Target:
     @property
     def session(self) -> boto3.Session:
         if self._session is None:
-            if self.kind == "aws":
-                try:
+            try:
+                if self.kind == "aws" or self.profile:
+                    # On an emulator a profile is for one that enforces IAM (LocalStack's, moto's auth).
                     self._session = boto3.Session(profile_name=self.profile, region_name=self.region)
-                except botocore.exceptions.ProfileNotFound:
-                    raise TargetError(f"AWS profile '{self.profile}' is not configured; "
-                                      f"run 'aws configure --profile {self.profile}' or pass another --profile") from None
-            else:
-                # Emulators accept any key; fixed ones keep a stray real credential from ever being sent.
-                self._session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test",
-                                              region_name=self.region)
+                else:
+                    # Emulators accept any key; fixed ones keep a stray real credential from ever being sent.
+                    self._session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test",
+                                                  region_name=self.region)
+            except botocore.exceptions.ProfileNotFound:
+                raise TargetError(f"AWS profile '{self.profile}' is not configured; "
+                                  f"run 'aws configure --profile {self.profile}' or pass another --profile") from None
         return self._session
 
     def client(self, service: str) -> Any:

@@ -36,13 +36,15 @@ class SuiteRun:
         return [line for line in self.stderr.splitlines() if line.startswith("ERROR:")]
 
 
-def run_suite(*args: str, reports: Path, suite: str = "compliance", env: dict[str, str] | None = None,
+def run_suite(*args: str, reports: Path, suite: str = "compliance", env: dict[str, str | None] | None = None,
               timeout: float = 300) -> SuiteRun:
-    """`pytest <suite> ARGS` in a subprocess from the project root, its summary read from `reports`."""
+    """`pytest <suite> ARGS` in a subprocess from the project root, its summary read from `reports`;
+    `env` adds variables to the environment, or removes those it maps to None."""
+    environ = {**os.environ, **(env or {})}
     cmd = [sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports),
            *args]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+                          env={k: v for k, v in environ.items() if v is not None})
     path = reports / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else None
     return SuiteRun(proc.returncode, proc.stdout, proc.stderr, summary)

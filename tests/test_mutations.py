@@ -203,7 +203,7 @@ def old_export(s: Snapshot) -> None:
 
 
 MUTATIONS = [
-    Mutation("NET-01", "VPC CIDR changed", setter(lambda s: parts(s)["vpc"], "CidrBlock", "10.1.0.0/16")),
+    Mutation("NET-01", "VPC CIDR widened to /8", setter(lambda s: parts(s)["vpc"], "CidrBlock", "10.0.0.0/8")),
     Mutation("NET-01", "DNS hostnames off", setter(lambda s: parts(s)["vpc_attributes"], "EnableDnsHostnames", False)),
     Mutation("NET-02", "a public subnet lost its route to the IGW", drop_public_default_route),
     Mutation("NET-03", "private subnets route through the other AZ's NAT", swap_nat_route),
@@ -275,8 +275,7 @@ MUTATIONS = [
     Mutation("MON-04", "free storage alarm at 5 %", setter(lambda s: alarm(s, "AWS/RDS", "FreeStorageSpace"),
                                                            "Threshold", 0.05 * 100 * 1024 ** 3)),
     Mutation("MON-05", "5xx alarm over 1 minute", setter(lambda s: alarm(s, "AWS/ApplicationELB",
-                                                                         "HTTPCode_ELB_5XX_Count"),
-                                                         "EvaluationPeriods", 1)),
+                                                                         "HTTPCode_ELB_5XX_Count"), "Period", 60)),
     Mutation("MON-06", "healthy-host alarm at 0", setter(lambda s: alarm(s, "AWS/ApplicationELB", "HealthyHostCount"),
                                                          "Threshold", 0.0)),
     Mutation("MON-07", "no ECS memory alarm", drop_alarm("AWS/ECS", "MemoryUtilization")),
