@@ -24,7 +24,7 @@ localstack-setup:
 	scripts/localstack setup
 
 test: setup localstack-setup
-	$(BIN)/pytest tests -n 2 --junitxml $(REPORTS)/self-tests.xml
+	$(BIN)/pytest tests -n 2 --dist loadfile --junitxml $(REPORTS)/self-tests.xml
 
 clean:
 	rm -rf $(VENV) .venv-localstack $(REPORTS)/allure-results $(REPORTS)/*.xml $(REPORTS)/summary.json
