@@ -170,10 +170,27 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     """Before -k/-m deselect anything: validate the plan and every marker against it."""
     if not any(item.get_closest_marker("requirement") for item in items):
         return
+    state = config.stash[STATE]
     try:
-        config.stash[STATE].load_plan(items)
+        state.load_plan(items)
     except PlanError as exc:
         raise pytest.UsageError(str(exc)) from None
+    for item in items:
+        req = state.requirement(item)
+        if req is not None:
+            _label(item, req, state.env)
+
+
+def _label(item: pytest.Item, req: Requirement, env: str) -> None:
+    """JUnit property and Allure labels from the requirement, set on the item so an errored test has them
+    too: suite as epic, plan section as feature, id as story and label, severity, the plan sentence."""
+    item.user_properties.append(("requirement", req.id))
+    severity = req.severity_in(env)
+    labels = {"epic": item.path.parent.name, "feature": req.section, "story": req.id, "requirement": req.id,
+              "tag": req.area, "severity": ALLURE_SEVERITY[severity]}
+    for label_type, value in labels.items():
+        item.add_marker(pytest.mark.allure_label(value, label_type=label_type))
+    item.add_marker(pytest.mark.allure_description(f"{req.id} ({severity}): {req.text}"))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -250,23 +267,6 @@ def _part_fixture(key: str) -> Any:
 
 for _key in PARTS:
     globals()[f"_part_{_key}"] = _part_fixture(_key)
-
-
-@pytest.fixture(autouse=True)
-def _requirement_labels(request: pytest.FixtureRequest) -> Iterator[None]:
-    """JUnit property and Allure labels from the requirement: section, severity, id, plan sentence."""
-    state = request.config.stash[STATE]
-    req = state.requirement(request.node)
-    if req is not None:
-        request.node.user_properties.append(("requirement", req.id))
-        allure.dynamic.epic(f"{request.node.path.parent.name}")
-        allure.dynamic.feature(req.section)
-        allure.dynamic.story(req.id)
-        allure.dynamic.label("requirement", req.id)
-        allure.dynamic.tag(req.area)
-        allure.dynamic.severity(ALLURE_SEVERITY[req.severity_in(state.env)])
-        allure.dynamic.description(f"{req.id} ({req.severity_in(state.env)}): {req.text}")
-    yield
 
 
 # -- outcomes, waivers, reports ----------------------------------------------------------------------------

@@ -110,3 +110,30 @@ def test_violations_made_through_the_api_fail_their_requirements(target, endpoin
     assert prod.ids_with("fail", "error") == {"DB-02", "DB-08", "NET-08", "ECR-03"}, prod.summary["counts"]
     assert "Multi-AZ is off" in next(r["message"] for r in prod.summary["requirements"] if r["id"] == "DB-02")
     _assert_compliant(_suite(endpoint, "dev", tmp_path))
+
+
+def test_a_secret_in_plain_environment_is_caught_and_never_shown(target, endpoint, tmp_path):
+    """ECS-05 fails on a DATABASE_URL set in plain environment; its value appears in no output at all."""
+    ecs = target.client("ecs")
+    cluster = f"{FOREIGN}-p-cluster"
+    service = ecs.describe_services(cluster=cluster, services=[f"{FOREIGN}-p-backend"])["services"][0]
+    current = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    leaked = "postgres://app:Leaked-Pa55word@db.internal:5432/dougust"
+    container = current["containerDefinitions"][0]
+    container["environment"].append({"name": "DATABASE_URL", "value": leaked})
+    container["secrets"] = [s for s in container["secrets"] if s["name"] != "DATABASE_URL"]
+    keep = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions",
+            "requiresCompatibilities", "cpu", "memory")
+    revision = ecs.register_task_definition(**{k: current[k] for k in keep})["taskDefinition"]
+    ecs.update_service(cluster=cluster, service=service["serviceName"],
+                       taskDefinition=revision["taskDefinitionArn"])
+    out = tmp_path / "out"
+    run = _suite(endpoint, "prod", tmp_path, "--snapshot-out", str(out / "snapshot.json"),
+                 "--alluredir", str(out / "allure"), "--junitxml", str(out / "junit.xml"), "-rA")
+    assert run.status("ECS-05") == "fail"
+    assert "DATABASE_URL is set in plain environment" in run.stdout
+    written = [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()]
+    written.append((tmp_path / "reports-prod" / "summary.json").read_text())
+    assert len(written) > 60
+    for text in [run.stdout, run.stderr, *written]:
+        assert "Leaked-Pa55word" not in text

@@ -52,3 +52,15 @@ def test_suite_on_localstack_has_no_failure_and_no_error(localstack, tmp_path):
             unavailable |= {match.group(1)} if match else set()
     assert unavailable == NOT_EMULATED
     assert "harness: provisioning skipped rds: rds is not available at this endpoint (HTTP 501)" in run.stdout
+
+
+def test_ready_hook_provisions_the_plan(localstack, tmp_path):
+    hook = ROOT / "localstack" / "init" / "ready.d" / "provision-plan.sh"
+    env = {**os.environ, "LOCALSTACK_ENDPOINT": localstack, "HARNESS_ENV": "dev"}
+    done = subprocess.run([str(hook)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"provisioned dev at .*: \d+ created", done.stdout), done.stdout
+    assert "skipped rds: rds is not available at this endpoint (HTTP 501)" in done.stdout
+    run = run_suite("--target", "localstack", "--endpoint-url", localstack, "--env", "dev",
+                    reports=tmp_path / "reports")
+    assert run.returncode == 0 and run.summary["counts"]["pass"] >= 10, run.stdout[-3000:]
