@@ -27,6 +27,7 @@ from harness.target import LOCAL_ENDPOINT, Target, TargetError
 ALLURE_SEVERITY = {"critical": "blocker", "high": "critical", "medium": "normal", "low": "minor"}
 STATE = pytest.StashKey["HarnessState"]()
 EVIDENCE = pytest.StashKey[list]()
+SUMMARY = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -40,7 +41,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--endpoint-url", default=None,
                     help="AWS-compatible endpoint (local default http://127.0.0.1:4566; required for localstack)")
     group.addoption("--region", default=None, help="AWS region (default: the plan's region for --env)")
-    group.addoption("--profile", default=None, help="AWS profile for --target aws")
+    group.addoption("--profile", default=None,
+                    help="AWS profile: the account's on aws; on an emulator, one that enforces IAM")
     group.addoption("--provision", action="store_true",
                     help="localstack: provision the plan's environment first (never allowed on aws)")
     group.addoption("--snapshot", default=None, metavar="FILE",
@@ -68,7 +70,6 @@ class HarnessState:
     env: str = "prod"
     waivers: dict[str, Waiver] = field(default_factory=dict)
     inventory: Inventory | None = None
-    target: Target | None = None
     carried: dict[str, list[str]] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     provision_calls: int = 0
@@ -147,7 +148,6 @@ class HarnessState:
                 self.config.get_terminal_writer().line(f"harness: provisioning skipped {service}: {reason}")
         self.started = time.perf_counter()
         self.inventory = take_snapshot(target, self.plan, self.env)
-        self.target = target
         if opt.snapshot_out:
             self.inventory.save(Path(opt.snapshot_out))
 
@@ -306,8 +306,6 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.stash[SUMMARY] = summary
     write_summary(Path(session.config.option.reports_dir), summary)
 
-
-SUMMARY = pytest.StashKey[dict]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
