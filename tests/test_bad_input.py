@@ -4,20 +4,14 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN, ROOT, run_suite
+from conftest import GOLDEN, ROOT, free_port, run_suite
 
 PLAN = ROOT / "plan" / "dougust.toml"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _plan_copy(tmp_path: Path, old: str = "", new: str = "") -> Path:
@@ -64,7 +58,7 @@ CASES = {
     "waiver for an unknown id": (lambda t: ["--waivers", str(_waivers(t, '[[waiver]]\nid = "NET-42"\nreason = "r"\n'
                                                                          f'owner = "o"\nexpires = {TOMORROW}\n'))],
                                  r"waiver for 'NET-42' names no requirement of the plan"),
-    "unreachable endpoint": (lambda t: ["--target", "localstack", "--endpoint-url", f"http://127.0.0.1:{_free_port()}"],
+    "unreachable endpoint": (lambda t: ["--target", "localstack", "--endpoint-url", f"http://127.0.0.1:{free_port()}"],
                              r"cannot reach http://127\.0\.0\.1:\d+ \(Connection refused\); start LocalStack"),
     "localstack without endpoint": (lambda t: ["--target", "localstack"], r"--target localstack needs --endpoint-url"),
     "provision on aws": (lambda t: ["--target", "aws", "--provision"], r"--provision is refused on --target aws"),

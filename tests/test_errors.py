@@ -17,7 +17,7 @@ from typing import Iterator
 import boto3
 import pytest
 
-from conftest import GOLDEN, SuiteRun, run_suite
+from conftest import GOLDEN, SuiteRun, free_port, run_suite
 
 # Requirements judged on the RDS part of the snapshot, directly or through the alarms that watch it.
 NEEDS_RDS = {"DB-01", "DB-02", "DB-03", "DB-04", "DB-05", "DB-06", "DB-07", "DB-08", "DB-09", "DB-10", "DB-11",
@@ -27,11 +27,6 @@ USERS = 2  # admin, reader
 UNAUTHENTICATED_CALLS = 3 * USERS  # create_user, put_user_policy, create_access_key per user
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _policy(*statements: dict) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
@@ -40,7 +35,7 @@ def _policy(*statements: dict) -> str:
 @pytest.fixture(scope="module")
 def iam_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
     """A moto server enforcing IAM after its first few calls, with an admin and a reader profile."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(UNAUTHENTICATED_CALLS)}
     server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

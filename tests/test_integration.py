@@ -9,14 +9,12 @@ must not provision into).
 """
 from __future__ import annotations
 
-import socket
-from typing import Any, Iterator
+from typing import Any
 from unittest import mock
 
 import pytest
-from moto.server import ThreadedMotoServer
 
-from conftest import ROOT, SuiteRun, run_suite
+from conftest import ROOT, SuiteRun, free_port, run_suite
 from harness.local import provision as provisioner
 from harness.plan import load_plan
 from harness.target import Target, endpoint_listening
@@ -24,19 +22,10 @@ from harness.target import Target, endpoint_listening
 FOREIGN = "acme-platform"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def endpoint(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +72,7 @@ def test_api_calls_do_not_grow_with_the_number_of_checks(target, endpoint, tmp_p
 
 
 def test_local_target_starts_provisions_and_stops_its_emulator(tmp_path):
-    endpoint = f"http://127.0.0.1:{_free_port()}"
+    endpoint = f"http://127.0.0.1:{free_port()}"
     run = run_suite("--endpoint-url", endpoint, "--env", "dev", reports=tmp_path / "r")
     _assert_compliant(run)
     assert run.summary["target"] == "local" and run.summary["provision_api_calls"] > 0

@@ -5,28 +5,22 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 from typing import Iterator
 
 import pytest
 
-from conftest import ROOT, run_suite
+from conftest import ROOT, free_port, run_suite
 from harness.target import endpoint_listening
 
 SCRIPT = ROOT / "scripts" / "localstack"
 NOT_EMULATED = {"rds", "ecs", "elbv2", "ecr", "cloudtrail"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def localstack() -> Iterator[str]:
-    port = str(_free_port())
+    port = str(free_port())
     env = {**os.environ, "LS_PORT": port}
     subprocess.run([str(SCRIPT), "start"], env=env, check=True, timeout=180)
     endpoint = f"http://127.0.0.1:{port}"

@@ -15,10 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from conftest import GOLDEN, run_suite
+from conftest import GOLDEN, ROOT, run_suite
 from harness.plan import load_plan
-
-from conftest import ROOT
 
 Snapshot = dict[str, Any]
 

@@ -7,15 +7,13 @@ An endpoint without some services is LocalStack itself: tests/test_localstack.py
 """
 from __future__ import annotations
 
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 
 from harness.local.provision import provision
 from harness.target import is_unavailable
@@ -27,11 +25,6 @@ ACCOUNT = "100000000001"
 
 Clients = Callable[[str], Any]
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _clients(endpoint: str, account: str) -> Clients:
@@ -112,12 +105,8 @@ def plan() -> Plan:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    port = _free_port()
-    emulator = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    emulator.start()
-    yield f"http://127.0.0.1:{port}"
-    emulator.stop()
+def server(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 @pytest.fixture(scope="module")
