@@ -46,14 +46,12 @@ def test_http_redirects_to_https(listeners, expect, evidence):
     assert redirect.get("StatusCode") == expect["status_code"], f"redirect status is {redirect.get('StatusCode')}"
 
 
-def _tls_versions(policy: str) -> list[str]:
-    """TLS versions an ELB policy name admits, e.g. ELBSecurityPolicy-TLS13-1-2-2021-06 -> 1.2 and up."""
-    match = re.search(r"TLS(?:13)?-(\d)-(\d)", policy)
-    if match:
-        return [f"{match.group(1)}.{match.group(2)}"]
-    if re.search(r"TLS13-1-3", policy):
-        return ["1.3"]
-    return ["1.0"]  # ELBSecurityPolicy-2016-08 and the other legacy policies admit TLS 1.0
+def _minimum_tls(policy: str) -> str:
+    """The oldest TLS version an ELB policy admits, read from its name: ELBSecurityPolicy-TLS13-1-2-2021-06
+    and ELBSecurityPolicy-FS-1-2-Res-2020-10 admit 1.2 and up; ELBSecurityPolicy-2016-08 and the other
+    legacy names admit 1.0."""
+    match = re.search(r"(?:TLS(?:13)?|FS)-(\d)-(\d)", policy)
+    return f"{match.group(1)}.{match.group(2)}" if match else "1.0"
 
 
 @pytest.mark.requirement("ALB-03")
@@ -65,7 +63,7 @@ def test_https_listener_with_certificate_and_modern_tls(listeners, expect, evide
     certs = [c.get("CertificateArn", "") for c in listener.get("Certificates", [])]
     assert any(":acm:" in c for c in certs), f"no ACM certificate on the listener: {certs}"
     policy = listener.get("SslPolicy") or ""
-    minimum = min(_tls_versions(policy))
+    minimum = _minimum_tls(policy)
     assert minimum >= expect["min_tls"], f"SSL policy {policy!r} admits TLS {minimum}"
 
 

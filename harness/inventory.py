@@ -142,8 +142,9 @@ class _Fetcher:
         except _CallFailed as failed:
             err = failed.error.response.get("Error", {})
             if is_unavailable(failed.error) and self.target.kind != "aws":
+                status = failed.error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 self.inv.failures[key] = Failure("unavailable",
-                                                 f"{failed.service} is not available at this endpoint (HTTP 501)")
+                                                 f"{failed.service} is not available at this endpoint (HTTP {status})")
             else:
                 self.inv.failures[key] = Failure("error", f"{failed.service}:{failed.error.operation_name} failed: "
                                                           f"{err.get('Code')}: {err.get('Message')}")
