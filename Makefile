@@ -6,9 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 REPORTS := reports
 
-.PHONY: setup verify test localstack-setup clean
+.PHONY: setup verify test localstack-setup system-deps clean
 
-setup: $(STAMP)
+setup: $(STAMP) system-deps
+
+system-deps:
+	scripts/system-deps
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed: PYTHON=python3.11 make ..."; exit 2; }
@@ -18,7 +21,7 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-* && touch $@
 
 verify: setup
-	$(BIN)/pytest compliance --alluredir $(REPORTS)/allure-results --clean-alluredir --junitxml $(REPORTS)/junit.xml
+	$(BIN)/pytest compliance smoke --alluredir $(REPORTS)/allure-results --clean-alluredir --junitxml $(REPORTS)/junit.xml
 
 localstack-setup:
 	scripts/localstack setup
@@ -27,4 +30,4 @@ test: setup localstack-setup
 	$(BIN)/pytest tests -n 2 --dist loadfile --junitxml $(REPORTS)/self-tests.xml
 
 clean:
-	rm -rf $(VENV) .venv-localstack $(REPORTS)/allure-results $(REPORTS)/*.xml $(REPORTS)/summary.json
+	rm -rf $(VENV) .venv-localstack .stand-in $(REPORTS)/allure-results $(REPORTS)/*.xml $(REPORTS)/summary.json

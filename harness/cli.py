@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from harness.inventory import take_snapshot
@@ -34,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--out", required=True, help="file to write")
     rep = sub.add_parser("report", help="print the last run's summary")
     rep.add_argument("--reports-dir", default="reports")
+    local = sub.add_parser("local", help="the local stand-in of the running system: up, down, status")
+    local.add_argument("action", choices=("up", "down", "status"))
+    common(local)
+    local.add_argument("--port-offset", type=int, default=0,
+                       help="add this to every stand-in port (defaults: PostgreSQL 15432/15433, tasks 13001/13002, "
+                            "their admin 13101/13102, HTTP 18080, HTTPS 18443, HAProxy stats 18404)")
     return parser
 
 
@@ -42,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(Path(args.reports_dir))
+        if args.command == "local":
+            return _local(args)
         plan = load_plan(Path(args.plan))
         region = args.region or plan.environment(args.env).region
         if args.command == "provision":
@@ -67,6 +76,31 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, TargetError) as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
+
+
+def _local(args: argparse.Namespace) -> int:
+    from harness.local.dataplane import DataPlane, StandInError
+
+    load_plan(Path(args.plan)).environment(args.env)
+    plane = DataPlane.for_project(Path.cwd(), Path(args.plan), args.env, args.endpoint_url, args.port_offset)
+    if args.action == "up":
+        start = time.monotonic()
+        try:
+            started = plane.up()
+        except StandInError as exc:
+            print(f"harness: {exc}", file=sys.stderr)
+            return 1
+        print(f"stand-in of {args.env} {'up' if started else 'already up'} in {time.monotonic() - start:.1f} s")
+        for name, url in plane.urls.items():
+            print(f"  {name:<9} {url}")
+        print(f"  CA        {plane.ca_file}   (pass --ca-bundle {plane.ca_file})")
+        return 0
+    if args.action == "down":
+        plane.down()
+        print("stand-in stopped")
+        return 0
+    print(json.dumps(plane.status(), indent=2, default=str))
+    return 0
 
 
 def _report(reports_dir: Path) -> int:

@@ -21,7 +21,9 @@ import pytest
 
 from harness.inventory import PARTS, Inventory, PartUnavailable, take_snapshot
 from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
+from harness.probes import Endpoint
 from harness.report import Outcome, classify, summarize, write_summary
+from harness.smoke import GateInput, GateResult, run_gate
 from harness.target import LOCAL_ENDPOINT, Target, TargetError
 
 ALLURE_SEVERITY = {"critical": "blocker", "high": "critical", "medium": "normal", "low": "minor"}
@@ -49,6 +51,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="judge a saved snapshot offline instead of fetching one")
     group.addoption("--snapshot-out", default=None, metavar="FILE", help="save the session's snapshot as JSON")
     group.addoption("--reports-dir", default="reports", help="where summary.json goes (default: reports)")
+    smoke = parser.getgroup("harness-smoke", "Dougust smoke gate")
+    smoke.addoption("--base-url", default=None,
+                    help="HTTPS URL of the load balancer (default on --target local: the local stand-in's)")
+    smoke.addoption("--http-url", default=None, help="plain-HTTP URL of the same host (default: derived)")
+    smoke.addoption("--ca-bundle", default=None, help="CA file to trust for the HTTPS URL (default: the system's)")
+    smoke.addoption("--expect-version", default=None,
+                    help="the version the deploy shipped; every response must report it")
+    smoke.addoption("--smoke-user", default=None, help="smoke account e-mail (default: the plan's secret)")
+    smoke.addoption("--smoke-password", default=None, help="smoke account password (default: the plan's secret)")
+    smoke.addoption("--deadline", type=float, default=0.0,
+                    help="seconds to keep re-checking until every check holds (default 0: one round)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,6 +86,9 @@ class HarnessState:
     carried: dict[str, list[str]] = field(default_factory=dict)
     outcomes: dict[str, Outcome] = field(default_factory=dict)
     provision_calls: int = 0
+    endpoint: Endpoint | None = None
+    gate_input: GateInput | None = None
+    gate: GateResult | None = None
     started: float | None = None
     resources: ExitStack = field(default_factory=ExitStack)
 
@@ -151,6 +167,46 @@ class HarnessState:
         if opt.snapshot_out:
             self.inventory.save(Path(opt.snapshot_out))
 
+    def prepare_smoke(self, smoke_ids: set[str]) -> None:
+        """Where the gate looks and with which account; on --target local, the stand-in is brought up."""
+        opt = self.config.option
+        assert self.plan is not None
+        expects = {rid: self.plan.requirements[rid].expected(self.env) for rid in sorted(smoke_ids)}
+        if bool(opt.smoke_user) != bool(opt.smoke_password):
+            raise TargetError("pass both --smoke-user and --smoke-password, or neither (the plan's secret is used)")
+        if opt.base_url:
+            self.endpoint = Endpoint.of(opt.base_url, opt.http_url, opt.ca_bundle)
+        elif opt.target == "local":
+            self.endpoint = self._stand_in()
+        else:
+            raise TargetError(f"smoke checks on --target {opt.target} need --base-url (the load balancer's HTTPS URL)")
+        account, problem = (opt.smoke_user, opt.smoke_password), None
+        if not opt.smoke_user and "SMK-06" in expects:
+            account, problem = self._smoke_account(expects["SMK-06"]["account_secret"])
+        self.gate_input = GateInput(expects, opt.expect_version, account if account[0] else None, problem)
+
+    def _stand_in(self) -> Endpoint:
+        from harness.local.dataplane import DataPlane
+
+        assert self.plan is not None and self.plan_path is not None
+        plane = DataPlane.for_project(self.config.rootpath, self.plan_path, self.env,
+                                      self.config.option.endpoint_url or LOCAL_ENDPOINT)
+        if plane.up():
+            self.resources.callback(plane.down)
+        return Endpoint.of(plane.urls["https"], plane.urls["http"], str(plane.ca_file))
+
+    def _smoke_account(self, secret: str) -> tuple[tuple[str | None, str | None], str | None]:
+        """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""
+        assert self.plan is not None
+        name = self.plan.secret_prefix(self.env) + secret
+        try:
+            secrets = self._target().client("secretsmanager")
+            value = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
+            return (value["email"], value["password"]), None
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, TargetError,
+                ValueError, KeyError, TypeError) as exc:
+            return (None, None), f"the smoke account secret {name} could not be read ({exc})"
+
     def _target(self) -> Target:
         opt = self.config.option
         assert self.plan is not None
@@ -197,13 +253,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     state = session.config.stash[STATE]
     if not state.active or session.config.option.collectonly:
         return
-    if not any("inventory" in getattr(item, "fixturenames", ()) for item in session.items):
-        state.started = time.perf_counter()
-        return
+    needs = [getattr(item, "fixturenames", ()) for item in session.items]
+    smoke_ids = {state.requirement(item).id for item in session.items  # type: ignore[union-attr]
+                 if "smoke_gate" in getattr(item, "fixturenames", ()) and state.requirement(item)}
     try:
-        state.prepare_inventory()
+        if any("inventory" in names for names in needs):
+            state.prepare_inventory()
+        if smoke_ids:
+            state.prepare_smoke(smoke_ids)
     except (TargetError, PlanError) as exc:
         raise pytest.UsageError(str(exc)) from None
+    if state.started is None:
+        state.started = time.perf_counter()
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------
@@ -233,6 +294,15 @@ def inventory(harness_state: HarnessState) -> Inventory:
     if harness_state.inventory is None:
         pytest.fail("no snapshot was taken for this session")
     return harness_state.inventory
+
+
+@pytest.fixture(scope="session")
+def smoke_gate(harness_state: HarnessState) -> GateResult:
+    """One run of the smoke gate for the session: re-checked until every check holds or --deadline passes."""
+    assert harness_state.endpoint is not None and harness_state.gate_input is not None
+    harness_state.gate = run_gate(harness_state.endpoint, harness_state.gate_input,
+                                  deadline_s=harness_state.config.option.deadline)
+    return harness_state.gate
 
 
 @pytest.fixture

@@ -1,0 +1,326 @@
+"""HAProxy on loopback as the local stand-in of the Application Load Balancer.
+
+It reproduces what the smoke gate and the drills observe of the ALB: the HTTP listener's 301 to HTTPS,
+TLS 1.2+ with the configured certificate, round robin over the tasks, health checks on the health path
+that take a failing task out (and 503 when none is left), and the `AWSALB` stickiness cookie. Two
+switches turn the redirect and the stickiness off, so the gate can be shown to catch their absence.
+
+HAProxy runs in master-worker mode, in the foreground of its own session with its output appended to
+`<root>/haproxy/haproxy.log` (a daemonised HAProxy closes stdout, and with it the only log target that
+needs no syslog). The master's PID goes to the pid file: stop() and reloads signal that PID, so a
+process started by another harness command is stopped the same way, and nothing is ever found by name.
+"""
+from __future__ import annotations
+
+import csv
+import glob
+import hashlib
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BACKEND = "app"  # HAProxy's name for the target group; its servers are the tasks
+FAIL_OPEN = "-fail-open"  # suffix of the unchecked backup servers that make the ALB fail open
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+HARD_STOP_AFTER = "5s"  # the longest an old worker may drain connections after a reload
+
+
+class AlbError(RuntimeError):
+    """HAProxy refused the configuration, failed to start, reload or stop; the message says why."""
+
+
+@dataclass(frozen=True)
+class AlbConfig:
+    root: Path  # state directory: the configuration, pid file and log go under root / "haproxy"
+    http_port: int = 18080
+    https_port: int = 18443
+    stats_port: int = 18404
+    backends: tuple[tuple[str, int], ...] = (("task-1", 13001), ("task-2", 13002))  # name, port on 127.0.0.1
+    certificate: Path = field(kw_only=True)  # server certificate + key in one PEM (tls.ensure_certificates)
+    redirect: bool = True  # False: the HTTP listener serves the app instead of redirecting (a fault variant)
+    stickiness: bool = True  # False: no AWSALB cookie (a fault variant)
+    health_path: str = "/api/health"
+
+
+class Alb:
+    """One HAProxy per state directory. Every method finds it through the pid file there, so one command
+    can start it and another inspect or stop it."""
+
+    def __init__(self, config: AlbConfig) -> None:
+        self.config = config
+        self.state_dir = config.root.absolute() / "haproxy"  # absolute: the PID check matches it in argv
+        self.config_file = self.state_dir / "haproxy.cfg"
+        self.pid_file = self.state_dir / "haproxy.pid"
+        self.log_file = self.state_dir / "haproxy.log"
+        self._process: subprocess.Popen[bytes] | None = None  # set when this object started the master
+        self._log_mark = 0  # where the log stood before the last start or reload: errors are past it
+
+    @property
+    def urls(self) -> dict[str, str]:
+        c = self.config
+        return {"https": f"https://localhost:{c.https_port}", "http": f"http://localhost:{c.http_port}",
+                "stats": f"http://127.0.0.1:{c.stats_port}/"}
+
+    def start(self) -> None:
+        """Serve the configuration: start HAProxy, or reload it when it runs another configuration, or
+        leave it alone when it already runs this one. Returns once the listeners accept connections."""
+        text = render_config(self.config)
+        pid = self._running_pid()
+        if pid is not None and self._read(self.config_file) == text:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        candidate = self.state_dir / "haproxy.cfg.new"
+        candidate.write_text(text)
+        check = subprocess.run([_haproxy(), "-c", "-f", str(candidate)], capture_output=True, text=True)
+        if check.returncode != 0:
+            said = [line for line in (check.stderr or check.stdout).splitlines() if "[NOTICE]" not in line]
+            raise AlbError(f"HAProxy refused the configuration {candidate}:\n" + "\n".join(said))
+        os.replace(candidate, self.config_file)
+        self._log_mark = self.log_file.stat().st_size if self.log_file.exists() else 0
+        if pid is None:
+            self._launch()
+        else:
+            self._reload(pid)
+        self._wait_listening()
+
+    def stop(self) -> None:
+        """Stop the HAProxy this state directory runs (by the PID in its pid file); wait until it has
+        exited and its ports refuse connections."""
+        pid = self._running_pid()
+        if pid is not None:
+            workers = _children(pid)
+            os.kill(pid, signal.SIGTERM)  # the master stops its workers, waits for them, then exits
+            if not self._wait_exit(pid, STOP_TIMEOUT_S):
+                for child in _children(pid) | workers:
+                    _kill(child)
+                _kill(pid)
+                if not self._wait_exit(pid, STOP_TIMEOUT_S):
+                    raise AlbError(f"HAProxy (pid {pid}) survived SIGTERM and SIGKILL")
+        self._reap()
+        self.pid_file.unlink(missing_ok=True)
+        ports = self._ports()
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while any(_listening(p) for p in ports):
+            if time.monotonic() > deadline:
+                busy = [p for p in ports if _listening(p)]
+                raise AlbError(f"HAProxy of {self.state_dir} is stopped, but something still listens on {busy}")
+            time.sleep(0.02)
+
+    def status(self) -> dict[str, Any]:
+        """Whether HAProxy runs, its master's PID, and each task's health as HAProxy's checks see it
+        ("UP", "DOWN", "MAINT", or "no check"), read from the stats endpoint's CSV."""
+        pid = self._running_pid()
+        if pid is None:
+            return {"running": False, "pid": None, "servers": {}}
+        url = self.urls["stats"] + ";csv"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                rows = list(csv.DictReader(io.StringIO(response.read().decode().lstrip("# "))))
+        except OSError as e:
+            raise AlbError(f"HAProxy (pid {pid}) runs but its stats at {url} do not answer: {e}") from e
+        # "UP 1/2" is up with one failed check of the two that take it down: UP, as HAProxy routes to it.
+        servers = {r["svname"]: re.sub(r" \d+/\d+$", "", r["status"]) for r in rows
+                   if r["pxname"] == BACKEND and r["svname"] not in ("FRONTEND", "BACKEND")
+                   and not r["svname"].endswith(FAIL_OPEN)}
+        return {"running": True, "pid": pid, "servers": servers}
+
+    def _launch(self) -> None:
+        self._reap()
+        self.pid_file.unlink(missing_ok=True)
+        with open(self.log_file, "ab") as log:
+            log.write(f"--- start {time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n".encode())
+            log.flush()
+            # -W master-worker; -db keeps it in the foreground, so stdout (the log) stays open. A session
+            # of its own: it outlives the command that started it, and a Ctrl-C meant for the harness
+            # does not kill it behind the harness's back (the harness stops it).
+            self._process = subprocess.Popen(
+                [_haproxy(), "-W", "-db", "-f", str(self.config_file), "-p", str(self.pid_file)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while self._running_pid() != self._process.pid:
+            if self._process.poll() is not None:
+                self._process = None
+                raise AlbError(f"HAProxy exited at start; {self._log_tail()}")
+            if time.monotonic() > deadline:
+                raise AlbError(f"HAProxy wrote no pid file within {START_TIMEOUT_S:.0f} s; {self._log_tail()}")
+            time.sleep(0.01)
+
+    def _reload(self, pid: int) -> None:
+        """Seamless reload: the master re-reads the configuration and starts a new worker, the old one
+        hands over its listeners and goes. Done when every worker is one the reload started."""
+        old = _children(pid)
+        os.kill(pid, signal.SIGUSR2)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            current = _children(pid)
+            if current and not current & old:
+                return
+            if time.monotonic() > deadline:
+                raise AlbError(f"HAProxy (pid {pid}) did not finish reloading {self.config_file}; {self._log_tail()}")
+            time.sleep(0.01)
+
+    def _wait_listening(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not all(_listening(p) for p in self._ports()):
+            if self._running_pid() is None or time.monotonic() > deadline:
+                raise AlbError(f"HAProxy does not listen on {self._ports()}; {self._log_tail()}")
+            time.sleep(0.01)
+
+    def _running_pid(self) -> int | None:
+        """The master's PID from the pid file, if that process lives and is HAProxy on this config."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return None
+        if state in ("Z", "X") or str(self.config_file).encode() not in cmdline:
+            return None  # exited, or the PID now belongs to another process
+        return pid
+
+    def _wait_exit(self, pid: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._running_pid() == pid:
+            if self._process is not None and self._process.pid == pid:
+                try:
+                    self._process.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    return False
+                continue
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def _reap(self) -> None:
+        """Collect this object's own master once it has exited, so it leaves no zombie behind."""
+        if self._process is not None and self._process.poll() is not None:
+            self._process = None
+
+    def _ports(self) -> list[int]:
+        return [self.config.http_port, self.config.https_port, self.config.stats_port]
+
+    def _log_tail(self, lines: int = 15) -> str:
+        """What HAProxy wrote since the last start or reload: the reason it failed."""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(self._log_mark)
+                tail = f.read().decode(errors="replace").splitlines()[-lines:]
+        except OSError:
+            tail = []
+        return f"HAProxy said (in {self.log_file}):\n" + "\n".join(tail) if tail else f"nothing in {self.log_file}"
+
+    @staticmethod
+    def _read(path: Path) -> str:
+        try:
+            return path.read_text()
+        except OSError:
+            return ""
+
+
+def render_config(config: AlbConfig) -> str:
+    """The HAProxy configuration that behaves as the ALB does for the given ports, tasks and switches."""
+    c = config
+    cert_digest = hashlib.sha256(c.certificate.read_bytes()).hexdigest() if c.certificate.exists() else "missing"
+    servers = "\n".join(
+        f"    server {name} 127.0.0.1:{port}" + (f" cookie {name}" if c.stickiness else "")
+        for name, port in c.backends)
+    # The ALB fails open: with every target unhealthy it routes to all of them rather than to none. The
+    # unchecked backups take the traffic only when no checked server is up.
+    fail_open = "\n".join(f"    server {name}{FAIL_OPEN} 127.0.0.1:{port} backup no-check" for name, port in c.backends)
+    if c.redirect:
+        # `redirect scheme https` would keep the Host header's port, the HTTP one: name the HTTPS port.
+        location = f"https://%[req.hdr(host),host_only]:{c.https_port}%[pathq]"
+        http_action = f"    http-request redirect location {location} code 301"
+    else:
+        http_action = f"    http-request set-header X-Forwarded-Proto http\n    default_backend {BACKEND}"
+    stickiness = "    cookie AWSALB insert indirect nocache\n" if c.stickiness else ""
+    return f"""\
+# Written by harness.local.alb; rewritten on every start. Certificate sha256 {cert_digest}
+# (a re-issued certificate changes this file, so start() reloads HAProxy to serve it).
+global
+    log stdout format raw local0
+    hard-stop-after {HARD_STOP_AFTER}
+
+defaults
+    mode http
+    log global
+    option httplog
+    option dontlognull
+    option forwardfor
+    option redispatch
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    timeout http-request 10s
+    timeout http-keep-alive 10s
+
+frontend http_listener
+    bind 127.0.0.1:{c.http_port}
+{http_action}
+
+frontend https_listener
+    bind 127.0.0.1:{c.https_port} ssl crt "{c.certificate.absolute()}" ssl-min-ver TLSv1.2 alpn h2,http/1.1
+    http-request set-header X-Forwarded-Proto https
+    http-request set-header X-Forwarded-Port {c.https_port}
+    default_backend {BACKEND}
+
+backend {BACKEND}
+    balance roundrobin
+{stickiness}    option httpchk
+    http-check send meth GET uri {c.health_path} ver HTTP/1.1 hdr Host localhost
+    http-check expect status 200
+    default-server check inter 1s fall 2 rise 1
+    option allbackups
+{servers}
+{fail_open}
+
+listen stats
+    bind 127.0.0.1:{c.stats_port}
+    http-request set-log-level silent
+    stats enable
+    stats uri /
+"""
+
+
+def _haproxy() -> str:
+    found = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin:/usr/local/sbin")
+    if not found:
+        raise AlbError("haproxy is not installed (Debian/Ubuntu: apt-get install haproxy)")
+    return found
+
+
+def _children(pid: int) -> set[int]:
+    """The master's workers: the processes whose parent it is."""
+    found: set[int] = set()
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()  # the name may hold spaces and ")"
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == pid and fields[0] not in ("Z", "X"):
+            found.add(int(stat.split("/")[2]))
+    return found
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,0 +1,275 @@
+"""The local stand-in of the running system, driven by what is provisioned in the emulator.
+
+`up` brings up, each only if it is not running yet: the emulator (moto's server, a process of its own),
+the plan's environment in it, PostgreSQL primary + synchronous standby (RDS Multi-AZ), the DATABASE_URL
+secret pointing at them (as the real secret points at RDS), the service's tasks (the ECS agent stand-in
+runs them from the task definition and Secrets Manager), a smoke account, and HAProxy as the ALB with a
+certificate from a local CA. `down` stops everything it started, by PID. Nothing here runs against AWS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from harness.local.alb import Alb, AlbConfig
+from harness.local.app import hash_password
+from harness.local.database import DatabaseConfig, PostgresPair, process_alive
+from harness.local.provision import provision
+from harness.local.tls import ensure_certificates
+from harness.plan import Plan, load_plan
+from harness.target import Target, endpoint_listening
+
+SMOKE_EMAIL = "smoke@dougust.local"
+WAIT_S = 30.0
+
+
+class StandInError(Exception):
+    """The stand-in could not be brought up; the message names the part and where its log is."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Fixed, documented defaults; `offset` shifts them all so several stand-ins can run side by side."""
+
+    db_primary: int = 15432
+    db_standby: int = 15433
+    tasks: tuple[int, ...] = (13001, 13002)
+    admin: tuple[int, ...] = (13101, 13102)
+    http: int = 18080
+    https: int = 18443
+    stats: int = 18404
+
+    def offset(self, by: int) -> Ports:
+        return Ports(self.db_primary + by, self.db_standby + by, tuple(p + by for p in self.tasks),
+                     tuple(p + by for p in self.admin), self.http + by, self.https + by, self.stats + by)
+
+
+@dataclass(frozen=True)
+class AlbVariant:
+    """How the ALB stand-in deviates from the plan, for the self-tests: all defaults is the plan's ALB."""
+
+    redirect: bool = True
+    stickiness: bool = True
+    certificate_host: str | None = None  # None: the stand-in's own host name
+    certificate_days: int = 365
+
+
+@dataclass
+class DataPlane:
+    root: Path
+    plan_path: Path
+    env: str
+    endpoint_url: str
+    ports: Ports = field(default_factory=Ports)
+    host: str = "localhost"
+    alb_variant: AlbVariant = field(default_factory=AlbVariant)
+
+    @classmethod
+    def for_project(cls, project: Path, plan_path: Path, env: str, endpoint_url: str, port_offset: int = 0) -> DataPlane:
+        return cls(project / ".stand-in", plan_path, env, endpoint_url, Ports().offset(port_offset))
+
+    # -- parts ----------------------------------------------------------------------------------------------
+
+    @property
+    def plan(self) -> Plan:
+        return load_plan(self.plan_path)
+
+    @property
+    def target(self) -> Target:
+        return Target("localstack", self.plan.environment(self.env).region, endpoint_url=self.endpoint_url)
+
+    @property
+    def database(self) -> PostgresPair:
+        return PostgresPair(DatabaseConfig(self.root, self._secret_file("db-password"), self.ports.db_primary,
+                                           self.ports.db_standby))
+
+    @property
+    def ca_file(self) -> Path:
+        return self.root / "tls" / "ca.pem"
+
+    @property
+    def alb(self) -> Alb:
+        variant = self.alb_variant
+        certificate = ensure_certificates(self.root / "tls", variant.certificate_host or self.host,
+                                          days=variant.certificate_days)
+        return Alb(AlbConfig(self.root, self.ports.http, self.ports.https, self.ports.stats,
+                             tuple((f"task-{i + 1}", p) for i, p in enumerate(self.ports.tasks)),
+                             certificate=certificate.server_pem, redirect=variant.redirect,
+                             stickiness=variant.stickiness))
+
+    @property
+    def urls(self) -> dict[str, str]:
+        return {"https": f"https://{self.host}:{self.ports.https}", "http": f"http://{self.host}:{self.ports.http}",
+                "stats": f"http://127.0.0.1:{self.ports.stats}/", "emulator": self.endpoint_url}
+
+    def _secret_file(self, name: str) -> str:
+        """A value made once and kept, owner-readable only, under the state dir."""
+        path = self.root / "secrets" / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            path.write_text(secrets.token_urlsafe(24))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    def _pid(self, name: str) -> int | None:
+        path = self.root / f"{name}.pid"
+        if not path.exists():
+            return None
+        pid = int(path.read_text().strip() or 0)
+        return pid if pid and process_alive(pid) else None
+
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        log = open(self.root / f"{name}.log", "ab")
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   start_new_session=True, cwd=self.root)
+        log.close()
+        (self.root / f"{name}.pid").write_text(str(process.pid))
+        return process.pid
+
+    # -- up -------------------------------------------------------------------------------------------------
+
+    def up(self) -> bool:
+        """Bring up whatever is not running; True when this call started anything (the caller then owns `down`)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)  # the database runs as another user and must reach its directory
+        started = False
+        if not endpoint_listening(self.endpoint_url):
+            port = self.endpoint_url.rsplit(":", 1)[1].rstrip("/")
+            self._spawn("emulator", [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", port])
+            self._wait(lambda: endpoint_listening(self.endpoint_url), "emulator", "emulator.log")
+            started = True
+        plan, target = self.plan, self.target
+        provision(target.client, plan, self.env)
+        database = self.database
+        if not all(n["running"] for n in database.status().values()):
+            started = True
+        database.start()
+        self._put_secret(target, plan.secret_prefix(self.env) + plan.requirements["DB-13"].expected(self.env)["secret"],
+                         database.dsn())
+        account = self._smoke_account(target, plan)
+        if self._pid("tasks") is None:
+            self._spawn("tasks", [sys.executable, "-m", "harness.local.tasks", "--state", str(self.root),
+                                  "--endpoint-url", self.endpoint_url, "--plan", str(self.plan_path.resolve()),
+                                  "--env", self.env, "--ports", ",".join(map(str, self.ports.tasks)),
+                                  "--admin-ports", ",".join(map(str, self.ports.admin))])
+            started = True
+        for port in self.ports.tasks:
+            self._wait(lambda port=port: self._healthy(f"http://127.0.0.1:{port}/api/health"), "task", "task-*.log")
+        self._register(account, database)
+        alb = self.alb
+        if not alb.status().get("running"):
+            started = True
+        alb.start()
+        self._wait(lambda: all(s == "UP" for s in alb.status().get("servers", {}).values())
+                   and bool(alb.status().get("servers")), "load balancer", "haproxy/")
+        return started
+
+    def _wait(self, ready: Any, what: str, log: str) -> None:
+        deadline = time.monotonic() + WAIT_S
+        while not ready():
+            if time.monotonic() > deadline:
+                raise StandInError(f"the {what} of the stand-in did not come up within {WAIT_S:.0f} s; "
+                                   f"see {self.root / log}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _healthy(url: str) -> bool:
+        try:
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @staticmethod
+    def _put_secret(target: Target, name: str, value: str) -> None:
+        sm = target.client("secretsmanager")
+        if sm.get_secret_value(SecretId=name)["SecretString"] != value:
+            sm.put_secret_value(SecretId=name, SecretString=value)
+
+    def _smoke_account(self, target: Target, plan: Plan) -> dict[str, str]:
+        """The smoke account lives in the secret the plan names, as the team keeps it on AWS; its password
+        is kept with the database it is registered in, so a fresh emulator does not orphan it."""
+        sm = target.client("secretsmanager")
+        name = plan.secret_prefix(self.env) + plan.requirements["SMK-06"].expected(self.env)["account_secret"]
+        account = {"email": SMOKE_EMAIL, "password": self._secret_file("smoke-password")}
+        try:
+            self._put_secret(target, name, json.dumps(account))
+        except sm.exceptions.ResourceNotFoundException:
+            sm.create_secret(Name=name, SecretString=json.dumps(account),
+                             Tags=[{"Key": k, "Value": v} for k, v in plan.tags(self.env).items()])
+        return account
+
+    def _register(self, account: dict[str, str], database: PostgresPair) -> None:
+        """Register the smoke account through the API; if it exists, give it the secret's password."""
+        response = httpx.post(f"http://127.0.0.1:{self.ports.tasks[0]}/api/auth/register", json=account, timeout=10)
+        if response.status_code == 409:
+            with psycopg.connect(database.dsn()) as conn:
+                conn.execute("UPDATE users SET password_hash = %s WHERE email = %s",
+                             (hash_password(account["password"]), account["email"]))
+        elif response.status_code != 201:
+            raise StandInError(f"registering the smoke account failed: {response.status_code} {response.text[:200]}")
+
+    # -- faults, variants -----------------------------------------------------------------------------------
+
+    def set_faults(self, **faults: Any) -> None:
+        """Switch faults on in every task (harness/local/app.py FAULTS); no argument clears them."""
+        for port in self.ports.admin:
+            url = f"http://127.0.0.1:{port}/faults"
+            response = httpx.post(url, json=faults, timeout=5) if faults else httpx.delete(url, timeout=5)
+            response.raise_for_status()
+
+    def with_alb(self, variant: AlbVariant) -> DataPlane:
+        """The same stand-in with its ALB reconfigured (restarted) as `variant` says."""
+        plane = replace(self, alb_variant=variant)
+        plane.alb.start()
+        plane._wait(lambda: all(s == "UP" for s in plane.alb.status().get("servers", {}).values()),
+                    "load balancer", "haproxy/")
+        return plane
+
+    # -- down, status ---------------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop everything the stand-in started, by PID; the emulator only if the stand-in started it."""
+        self.alb.stop()
+        self._terminate("tasks")
+        for task in self._tasks():
+            if task.get("pid") and process_alive(task["pid"]):
+                os.kill(task["pid"], signal.SIGTERM)
+        self.database.stop()
+        self._terminate("emulator")
+
+    def _terminate(self, name: str) -> None:
+        pid = self._pid(name)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while process_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if process_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        (self.root / f"{name}.pid").unlink(missing_ok=True)
+
+    def _tasks(self) -> list[dict[str, Any]]:
+        path = self.root / "tasks.json"
+        return json.loads(path.read_text()).get("tasks", []) if path.exists() else []
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "emulator": {"listening": endpoint_listening(self.endpoint_url), "pid": self._pid("emulator"),
+                         "url": self.endpoint_url},
+            "database": self.database.status(),
+            "tasks": {"supervisor": self._pid("tasks"), "tasks": self._tasks() if self._pid("tasks") else []},
+            "load_balancer": self.alb.status(),
+            "urls": self.urls,
+            "ca_file": str(self.ca_file),
+        }

@@ -1,0 +1,12 @@
+"""The smoke checks read one gate run: observed through the load balancer, re-checked up to --deadline."""
+from __future__ import annotations
+
+import pytest
+
+from harness.smoke import GateResult, Verdict
+
+
+@pytest.fixture
+def verdict(request: pytest.FixtureRequest, smoke_gate: GateResult) -> Verdict:
+    """The gate's last verdict on the test's own requirement."""
+    return smoke_gate.verdicts[request.node.get_closest_marker("requirement").args[0]]
