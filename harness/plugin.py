@@ -186,13 +186,17 @@ class HarnessState:
         self.gate_input = GateInput(expects, opt.expect_version, account if account[0] else None, problem)
 
     def _stand_in(self) -> Endpoint:
-        from harness.local.dataplane import DataPlane
+        from harness.local.dataplane import DataPlane, StandInError
 
         assert self.plan is not None and self.plan_path is not None
         plane = DataPlane.for_project(self.config.rootpath, self.plan_path, self.env,
                                       self.config.option.endpoint_url or LOCAL_ENDPOINT)
-        if plane.up():
-            self.resources.callback(plane.down)
+        try:
+            if plane.up():
+                self.resources.callback(plane.down)
+        except StandInError as exc:
+            plane.down()
+            raise TargetError(f"the local stand-in did not come up: {exc}") from None
         return Endpoint.of(plane.urls["https"], plane.urls["http"], str(plane.ca_file))
 
     def _smoke_account(self, secret: str) -> tuple[tuple[str | None, str | None], str | None]:

@@ -35,7 +35,8 @@ def _message(report: pytest.TestReport) -> str:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        return crash.message
+        # The assertion's own message, without pytest's "assert ..." explanation under it.
+        return crash.message.split("\n", 1)[0].removeprefix("AssertionError: ")
     return str(report.longrepr or "")
 
 
@@ -103,6 +104,7 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
         "uncovered": uncovered,
         "waivers_can_go": [r["id"] for r in rows if r["waiver_can_go"] and r["status"] == "pass"],
         "requirements": rows,
+        "gate": {"elapsed_s": round(state.gate.elapsed_s, 3), "rounds": state.gate.rounds} if state.gate else None,
     }
 
 

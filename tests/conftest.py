@@ -30,6 +30,9 @@ class SuiteRun:
                 return row["status"]
         return None
 
+    def message(self, rid: str) -> str:
+        return next((r["message"] for r in (self.summary or {}).get("requirements", []) if r["id"] == rid), "")
+
     def ids_with(self, *statuses: str) -> set[str]:
         return {r["id"] for r in (self.summary or {}).get("requirements", []) if r["status"] in statuses}
 

@@ -109,3 +109,14 @@ def test_plan_copy_is_valid(tmp_path, reports):
     run = run_suite("--plan", str(_plan_copy(tmp_path)), "--snapshot", str(GOLDEN), reports=reports)
     assert run.returncode == 0, run.stdout + run.stderr
     shutil.rmtree(reports)
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--target", "aws"], r"smoke checks on --target aws need --base-url \(the load balancer's HTTPS URL\)"),
+    (["--base-url", "https://localhost:1", "--smoke-user", "a@b.c"], r"pass both --smoke-user and --smoke-password"),
+])
+def test_smoke_bad_input_is_one_usage_line(args, expected, reports):
+    run = run_suite(*args, suite="smoke", reports=reports, timeout=60)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert len(run.error_lines) == 1 and re.search(expected, run.error_lines[0]), run.stderr
+    assert "Traceback" not in run.stdout + run.stderr

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from harness.local.alb import Alb, AlbConfig
+from harness.local.alb import Alb, AlbConfig, AlbError
 from harness.local.app import hash_password
 from harness.local.database import DatabaseConfig, PostgresPair, process_alive
 from harness.local.provision import provision
@@ -154,7 +154,10 @@ class DataPlane:
         database = self.database
         if not all(n["running"] for n in database.status().values()):
             started = True
-        database.start()
+        try:
+            database.start()
+        except RuntimeError as exc:
+            raise StandInError(f"PostgreSQL: {exc}") from None
         self._put_secret(target, plan.secret_prefix(self.env) + plan.requirements["DB-13"].expected(self.env)["secret"],
                          database.dsn())
         account = self._smoke_account(target, plan)
@@ -170,7 +173,10 @@ class DataPlane:
         alb = self.alb
         if not alb.status().get("running"):
             started = True
-        alb.start()
+        try:
+            alb.start()
+        except AlbError as exc:
+            raise StandInError(f"HAProxy: {exc}") from None
         self._wait(lambda: all(s == "UP" for s in alb.status().get("servers", {}).values())
                    and bool(alb.status().get("servers")), "load balancer", "haproxy/")
         return started

@@ -1,0 +1,182 @@
+"""The smoke gate against the local stand-in, run as the deploy pipeline runs it (`pytest smoke --base-url
+... --expect-version ...`): the healthy stand-in passes; each fault fails its SMK check and no other; a
+rollout that converges within --deadline passes; one that does not fails with what was last seen.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import ROOT, SuiteRun, free_port, run_suite
+from harness.local.database import process_alive
+from harness.local.dataplane import SMOKE_EMAIL, AlbVariant, DataPlane, Ports
+from harness.target import endpoint_listening
+
+PORT_OFFSET = 300  # clear of the stand-in's defaults, so a developer's `harness local up` can keep running
+
+
+@pytest.fixture(scope="module")
+def plane() -> Iterator[DataPlane]:
+    # PostgreSQL runs as its own user and needs a traversable directory with a short path (socket names).
+    root = Path(tempfile.mkdtemp(prefix="dg-", dir="/tmp"))
+    root.chmod(0o755)
+    plane = DataPlane(root, ROOT / "plan" / "dougust.toml", "prod", f"http://127.0.0.1:{free_port()}",
+                      Ports().offset(PORT_OFFSET))
+    try:
+        assert plane.up() is True
+        yield plane
+    finally:
+        plane.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def no_faults(plane: DataPlane) -> Iterator[None]:
+    plane.set_faults()
+    yield
+    plane.set_faults()
+
+
+def gate(plane: DataPlane, tmp_path: Path, *extra: str, version: str = "latest") -> SuiteRun:
+    password = (plane.root / "secrets" / "smoke-password").read_text().strip()
+    return run_suite("--base-url", plane.urls["https"], "--http-url", plane.urls["http"],
+                     "--ca-bundle", str(plane.ca_file), "--expect-version", version,
+                     "--smoke-user", SMOKE_EMAIL, "--smoke-password", password, *extra,
+                     suite="smoke", reports=tmp_path / "reports")
+
+
+def failing(run: SuiteRun) -> set[str]:
+    return run.ids_with("fail", "error")
+
+
+def test_healthy_stand_in_passes_the_gate(plane, tmp_path):
+    run = gate(plane, tmp_path)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert run.summary["counts"]["pass"] == 9 and run.summary["uncovered"] == []
+    assert run.summary["gate"]["rounds"] == [{"at_s": run.summary["gate"]["rounds"][0]["at_s"], "failing": []}]
+
+
+FAULTS = {
+    "health reports the database down": ({"health_down": True}, "SMK-01", "/api/health answered 503"),
+    "slow responses": ({"slow_ms": 600}, "SMK-05", "the budget is 500 ms"),
+    "an old version answers": ({"version": "0.9.0"}, "SMK-08", "not version latest"),
+    "a forged token is accepted": ({"accept_forged": True}, "SMK-06", "forged token"),
+    "refresh is broken": ({"refresh_broken": True}, "SMK-06", "refresh: POST"),
+    "404 answered as 500": ({"not_found_as": "500"}, "SMK-09", "answered 500, not 404"),
+    "404 answered as HTML": ({"not_found_as": "html"}, "SMK-09", "without the JSON error body"),
+    "security headers dropped": ({"insecure_headers": True}, "SMK-04", "X-Powered-By present"),
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_each_fault_fails_its_check_alone(plane, fault, tmp_path):
+    switches, rid, seen = FAULTS[fault]
+    plane.set_faults(**switches)
+    run = gate(plane, tmp_path)
+    assert run.returncode == 1
+    assert failing(run) == {rid}, run.summary["counts"]
+    assert seen in run.message(rid), run.message(rid)
+
+
+VARIANTS = {
+    "HTTP does not redirect": (AlbVariant(redirect=False), "SMK-02", "not a redirect"),
+    "no stickiness cookie": (AlbVariant(stickiness=False), "SMK-07", "no AWSALB cookie was set"),
+    "certificate expires in 3 days": (AlbVariant(certificate_days=3), "SMK-03", "the margin is 14 days"),
+    "certificate for another host": (AlbVariant(certificate_host="wrong.example"), "SMK-03", "Hostname mismatch"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_load_balancer_variant_fails_its_check_alone(plane, variant, tmp_path):
+    alb, rid, seen = VARIANTS[variant]
+    try:
+        plane.with_alb(alb)
+        run = gate(plane, tmp_path)
+    finally:
+        plane.with_alb(AlbVariant())
+    assert failing(run) == {rid}, run.summary["counts"]
+    assert seen in run.message(rid), run.message(rid)
+
+
+def _deploy(plane: DataPlane, tag: str) -> None:
+    """What the pipeline's deploy step does: a task definition revision with the new image, the service on it."""
+    ecs = plane.target.client("ecs")
+    cluster = next(c for c in ecs.list_clusters()["clusterArns"] if "prod" in c)
+    service = ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])[
+        "services"][0]
+    current = ecs.describe_task_definition(taskDefinition=service["taskDefinition"])["taskDefinition"]
+    for container in current["containerDefinitions"]:
+        container["image"] = container["image"].rsplit(":", 1)[0] + f":{tag}"
+    keep = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions",
+            "requiresCompatibilities", "cpu", "memory")
+    revision = ecs.register_task_definition(**{k: current[k] for k in keep})["taskDefinition"]
+    ecs.update_service(cluster=cluster, service=service["serviceName"], taskDefinition=revision["taskDefinitionArn"])
+
+
+def test_gate_waits_for_a_rollout_that_converges_within_the_deadline(plane, tmp_path):
+    _deploy(plane, "v2")
+    try:
+        run = gate(plane, tmp_path, "--deadline", "60", version="v2")
+        assert run.returncode == 0, run.stdout[-3000:]
+        rounds = run.summary["gate"]["rounds"]
+        assert len(rounds) >= 2 and "SMK-08" in rounds[0]["failing"] and rounds[-1]["failing"] == []
+    finally:
+        _deploy(plane, "latest")
+        gate(plane, tmp_path, "--deadline", "60")
+
+
+def test_gate_that_never_converges_fails_with_what_it_last_saw(plane, tmp_path):
+    plane.set_faults(version="0.9.0")
+    run = gate(plane, tmp_path, "--deadline", "3")
+    assert run.returncode == 1 and failing(run) == {"SMK-08"}
+    assert len(run.summary["gate"]["rounds"]) >= 2 and run.summary["gate"]["elapsed_s"] >= 3
+    assert "seen ['0.9.0']" in run.message("SMK-08")
+
+
+def test_a_dead_task_is_restarted(plane):
+    victim = json.loads((plane.root / "tasks.json").read_text())["tasks"][0]["pid"]
+    os.kill(victim, signal.SIGKILL)
+    start = time.monotonic()
+    while time.monotonic() - start < 30:
+        now = json.loads((plane.root / "tasks.json").read_text())
+        if now["restarts"] >= 1 and all(t["running"] for t in now["tasks"]) and now["tasks"][0]["pid"] != victim:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the killed task was not started again")
+
+
+def test_local_up_is_idempotent_and_down_leaves_nothing(tmp_path):
+    root = Path(tempfile.mkdtemp(prefix="dg-", dir="/tmp"))
+    root.chmod(0o755)
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    cli = [sys.executable, "-m", "harness.cli", "local"]
+    args = ["--endpoint-url", endpoint, "--port-offset", "1000", "--plan", str(ROOT / "plan" / "dougust.toml")]
+    try:
+        up = subprocess.run([*cli, "up", *args], cwd=root, capture_output=True, text=True, timeout=120)
+        assert up.returncode == 0, up.stderr
+        assert "https://localhost:19443" in up.stdout and "--ca-bundle" in up.stdout
+        again = subprocess.run([*cli, "up", *args], cwd=root, capture_output=True, text=True, timeout=60)
+        assert "already up" in again.stdout
+        status = json.loads(subprocess.run([*cli, "status", *args], cwd=root, capture_output=True, text=True,
+                                           timeout=60).stdout)
+        pids = [status["emulator"]["pid"], status["tasks"]["supervisor"], status["load_balancer"]["pid"],
+                *(t["pid"] for t in status["tasks"]["tasks"]), *(n["pid"] for n in status["database"].values())]
+        assert all(pids), status
+    finally:
+        subprocess.run([*cli, "down", *args], cwd=root, capture_output=True, text=True, timeout=120)
+    ports = [16432, 16433, 14001, 14002, 14101, 14102, 19080, 19443, 19404]
+    assert not [p for p in ports if endpoint_listening(f"http://127.0.0.1:{p}")]
+    assert not endpoint_listening(endpoint)
+    assert not [p for p in pids if process_alive(p)]
+    shutil.rmtree(root, ignore_errors=True)
