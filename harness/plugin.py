@@ -393,6 +393,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     for area, counts_ in summary["by_area"].items():
         tr.line(f"  {area:<18} " + ", ".join(f"{n} {s}" for s, n in counts_.items() if n))
     tr.line(f"api_calls {summary['api_calls']}, duration_s {summary['duration_s']:.2f}")
+    gate = summary["gate"]
+    if gate:
+        rounds = gate["rounds"]
+        tr.line(f"smoke gate on {gate['base_url']}: {len(rounds)} round(s) in {gate['elapsed_s']:.2f} s, "
+                f"last failing: {', '.join(rounds[-1]['failing']) or 'none'}")
     for rid in summary["waivers_can_go"]:
         tr.line(f"waiver for {rid} can go: the requirement passes", yellow=True)
     if summary["uncovered"]:

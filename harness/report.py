@@ -104,7 +104,9 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
         "uncovered": uncovered,
         "waivers_can_go": [r["id"] for r in rows if r["waiver_can_go"] and r["status"] == "pass"],
         "requirements": rows,
-        "gate": {"elapsed_s": round(state.gate.elapsed_s, 3), "rounds": state.gate.rounds} if state.gate else None,
+        "gate": {"base_url": state.endpoint.base_url if state.endpoint else None,
+                 "expected_version": state.config.option.expect_version,
+                 "elapsed_s": round(state.gate.elapsed_s, 3), "rounds": state.gate.rounds} if state.gate else None,
     }
 
 
