@@ -6,52 +6,21 @@ from __future__ import annotations
 
 import pytest
 
+CHECKS = {
+    "SMK-01": "health reports the app and its database up",
+    "SMK-02": "HTTP redirects to HTTPS",
+    "SMK-03": "TLS certificate and protocol",
+    "SMK-04": "security headers",
+    "SMK-05": "latency budget",
+    "SMK-06": "auth round trip",
+    "SMK-07": "stickiness",
+    "SMK-08": "the expected version answers",
+    "SMK-09": "an unknown route is a JSON 404",
+}
 
-def _holds(verdict, evidence):
+
+@pytest.mark.parametrize("rid", [pytest.param(rid, marks=pytest.mark.requirement(rid), id=f"{rid} {what}")
+                                 for rid, what in CHECKS.items()])
+def test_smoke_check(rid, verdict, evidence):
     evidence("observed", verdict.evidence)
     assert verdict.ok, verdict.message
-
-
-@pytest.mark.requirement("SMK-01")
-def test_health_reports_app_and_database_up(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-02")
-def test_http_redirects_to_https(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-03")
-def test_tls_certificate_and_protocol(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-04")
-def test_security_headers(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-05")
-def test_latency_budget(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-06")
-def test_auth_round_trip(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-07")
-def test_stickiness(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-08")
-def test_expected_version_answers(verdict, evidence):
-    _holds(verdict, evidence)
-
-
-@pytest.mark.requirement("SMK-09")
-def test_unknown_route_is_json_404(verdict, evidence):
-    _holds(verdict, evidence)

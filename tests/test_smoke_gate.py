@@ -9,17 +9,19 @@ import os
 import shutil
 import signal
 import subprocess
+import ssl
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import pytest
 
 from conftest import ROOT, SuiteRun, free_port, run_suite
 from harness.local.database import process_alive
-from harness.local.dataplane import SMOKE_EMAIL, AlbVariant, DataPlane, Ports
+from harness.local.dataplane import SMOKE_EMAIL, AlbVariant, DataPlane, Ports, StandInError
 from harness.target import endpoint_listening
 
 PORT_OFFSET = 300  # clear of the stand-in's defaults, so a developer's `harness local up` can keep running
@@ -180,3 +182,29 @@ def test_local_up_is_idempotent_and_down_leaves_nothing(tmp_path):
     assert not endpoint_listening(endpoint)
     assert not [p for p in pids if process_alive(p)]
     shutil.rmtree(root, ignore_errors=True)
+
+
+def test_notes_are_scoped_to_their_owner(plane):
+    """The tenant-scoped resource the load journeys use: list, create, get; nobody else's notes."""
+    base, ca = plane.urls["https"], str(plane.ca_file)
+    with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=ca), timeout=10) as client:
+        tokens = []
+        for who in ("alice", "bob"):
+            account = {"email": f"{who}-{time.time_ns()}@example.com", "password": "a long enough password"}
+            response = client.post("/api/auth/register", json=account)
+            assert response.status_code == 201, response.text
+            tokens.append({"Authorization": f"Bearer {response.json()['accessToken']}"})
+        created = client.post("/api/notes", json={"title": "rota", "body": "on call"}, headers=tokens[0])
+        assert created.status_code == 201
+        note = created.json()
+        assert client.get(f"/api/notes/{note['id']}", headers=tokens[0]).json()["title"] == "rota"
+        assert [n["id"] for n in client.get("/api/notes", headers=tokens[0]).json()][0] == note["id"]
+        assert client.get(f"/api/notes/{note['id']}", headers=tokens[1]).status_code == 404
+        assert client.get("/api/notes", headers=tokens[1]).json() == []
+        assert client.get("/api/notes").status_code == 401
+
+
+def test_the_stand_in_refuses_to_serve_another_environment(plane):
+    other = DataPlane(plane.root, plane.plan_path, "dev", plane.endpoint_url, plane.ports)
+    with pytest.raises(StandInError, match="runs environment 'prod'; run 'harness local down' first"):
+        other.up()

@@ -143,6 +143,12 @@ class DataPlane:
         """Bring up whatever is not running; True when this call started anything (the caller then owns `down`)."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # the database runs as another user and must reach its directory
+        marker = self.root / "stand-in.json"
+        running_env = json.loads(marker.read_text()).get("env") if marker.exists() else None
+        if running_env not in (None, self.env) and (self._pid("tasks") or self.alb.status().get("running")):
+            raise StandInError(f"the stand-in in {self.root} runs environment '{running_env}'; "
+                               f"run 'harness local down' first, or use --env {running_env}")
+        marker.write_text(json.dumps({"env": self.env, "endpoint": self.endpoint_url}))
         started = False
         if not endpoint_listening(self.endpoint_url):
             port = self.endpoint_url.rsplit(":", 1)[1].rstrip("/")
