@@ -151,11 +151,19 @@ def test_a_dead_task_is_restarted(plane):
     start = time.monotonic()
     while time.monotonic() - start < 30:
         now = json.loads((plane.root / "tasks.json").read_text())
-        if now["restarts"] >= 1 and all(t["running"] for t in now["tasks"]) and now["tasks"][0]["pid"] != victim:
+        if now["restarts"] >= 1 and now["tasks"][0]["pid"] != victim and _answers(plane.ports.tasks[0]) \
+                and _answers(plane.ports.admin[0], "/faults"):
             break
         time.sleep(0.2)
     else:
         pytest.fail("the killed task was not started again")
+
+
+def _answers(port: int, path: str = "/api/health") -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def test_local_up_is_idempotent_and_down_leaves_nothing(tmp_path):

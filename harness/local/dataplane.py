@@ -237,6 +237,8 @@ class DataPlane:
         """Switch faults on in every task (harness/local/app.py FAULTS); no argument clears them."""
         for port in self.ports.admin:
             url = f"http://127.0.0.1:{port}/faults"
+            # A task the supervisor has just restarted may not listen yet.
+            self._wait(lambda: self._healthy(url), "task admin port", "task-*.log")
             response = httpx.post(url, json=faults, timeout=5) if faults else httpx.delete(url, timeout=5)
             response.raise_for_status()
 
