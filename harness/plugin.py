@@ -261,10 +261,11 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     smoke_ids = {state.requirement(item).id for item in session.items  # type: ignore[union-attr]
                  if "smoke_gate" in getattr(item, "fixturenames", ()) and state.requirement(item)}
     try:
-        if any("inventory" in names for names in needs):
-            state.prepare_inventory()
+        # The stand-in first: its bring-up is part of the environment, not of the suite's duration.
         if smoke_ids:
             state.prepare_smoke(smoke_ids)
+        if any("inventory" in names for names in needs):
+            state.prepare_inventory()
     except (TargetError, PlanError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if state.started is None:
