@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import http.client
 import json
-import shutil
 import ssl
 import socket
 import threading
@@ -22,10 +21,6 @@ import pytest
 from conftest import free_port
 from harness.local.alb import Alb, AlbConfig
 from harness.local.tls import Certificates, ensure_certificates
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("haproxy", path="/usr/local/sbin:/usr/sbin:/usr/bin") is None,
-    reason="haproxy is not installed (apt-get install haproxy)")
 
 
 class Task(ThreadingHTTPServer):

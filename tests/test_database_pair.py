@@ -15,25 +15,13 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
+import psycopg
 import pytest
 
 from conftest import free_port
-from harness.local.database import DatabaseConfig, PostgresPair, _find_bindir, process_alive
-
-psycopg = pytest.importorskip("psycopg", reason="psycopg is needed: pip install 'psycopg[binary]>=3.2'")
+from harness.local.database import DatabaseConfig, PostgresPair, process_alive
 
 PASSWORD = "p@ss:w/rd'%"  # URL- and SQL-special characters on purpose
-
-
-def _postgres_installed() -> bool:
-    try:
-        _find_bindir()
-    except RuntimeError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _postgres_installed(), reason="PostgreSQL server programs not installed")
 
 
 def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
