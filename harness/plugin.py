@@ -180,10 +180,11 @@ class HarnessState:
             self.endpoint = self._stand_in()
         else:
             raise TargetError(f"smoke checks on --target {opt.target} need --base-url (the load balancer's HTTPS URL)")
-        account, problem = (opt.smoke_user, opt.smoke_password), None
-        if not opt.smoke_user and "SMK-06" in expects:
+        account = (opt.smoke_user, opt.smoke_password) if opt.smoke_user else None
+        problem = None
+        if account is None and "SMK-06" in expects:
             account, problem = self._smoke_account(expects["SMK-06"]["account_secret"])
-        self.gate_input = GateInput(expects, opt.expect_version, account if account[0] else None, problem)
+        self.gate_input = GateInput(expects, opt.expect_version, account, problem)
 
     def _stand_in(self) -> Endpoint:
         from harness.local.dataplane import DataPlane, StandInError
@@ -199,7 +200,7 @@ class HarnessState:
             raise TargetError(f"the local stand-in did not come up: {exc}") from None
         return Endpoint.of(plane.urls["https"], plane.urls["http"], str(plane.ca_file))
 
-    def _smoke_account(self, secret: str) -> tuple[tuple[str | None, str | None], str | None]:
+    def _smoke_account(self, secret: str) -> tuple[tuple[str, str] | None, str | None]:
         """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""
         assert self.plan is not None
         name = self.plan.secret_prefix(self.env) + secret
@@ -209,7 +210,7 @@ class HarnessState:
             return (value["email"], value["password"]), None
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, TargetError,
                 ValueError, KeyError, TypeError) as exc:
-            return (None, None), f"the smoke account secret {name} could not be read ({exc})"
+            return None, f"the smoke account secret {name} could not be read ({exc})"
 
     def _target(self) -> Target:
         opt = self.config.option
