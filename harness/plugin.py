@@ -356,6 +356,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     req = state.requirement(item)
     if req is None:
         return
+    if report.skipped and isinstance(report.longrepr, tuple):
+        # Show a skip at the check it skipped, not at the helper that raised it.
+        path, line, _ = item.reportinfo()
+        report.longrepr = (str(path), (line or 0) + 1, report.longrepr[2])
     waiver = state.waivers.get(req.id)
     optional = req.optional_in(state.env) and not state.plan.plan.enforce_optional  # type: ignore[union-attr]
     if report.when == "call" and report.failed and waiver:
