@@ -9,6 +9,9 @@ must not provision into).
 """
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from typing import Any
 from unittest import mock
 
@@ -126,3 +129,21 @@ def test_a_secret_in_plain_environment_is_caught_and_never_shown(target, endpoin
     assert len(written) > 60
     for text in [run.stdout, run.stderr, *written]:
         assert "Leaked-Pa55word" not in text
+
+
+def test_cli_snapshot_is_judged_offline_like_a_live_run(target, endpoint, tmp_path):
+    """`harness snapshot` then `pytest --snapshot`: the nightly job keeps what it judged, to judge it again."""
+    out = tmp_path / "prod.json"
+    done = subprocess.run([sys.executable, "-m", "harness.cli", "snapshot", "--target", "localstack",
+                           "--endpoint-url", endpoint, "--env", "prod", "--out", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert re.match(r"snapshot of prod written to .*: \d+ API calls$", done.stdout.strip())
+    replay = run_suite("--snapshot", str(out), reports=tmp_path / "replay")
+    live = _suite(endpoint, "prod", tmp_path)
+    assert replay.summary["api_calls"] == 0
+    assert {r["id"]: r["status"] for r in replay.summary["requirements"]} == \
+        {r["id"]: r["status"] for r in live.summary["requirements"]}
+    report = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--reports-dir", str(tmp_path / "replay")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert report.returncode == 0 and report.stdout.startswith("localstack prod: ")
