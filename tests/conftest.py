@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -70,6 +71,7 @@ def free_port() -> int:
 def moto_endpoint() -> Iterator[str]:
     """A moto server in this process for one test module. moto keeps its state per process and account,
     so a module that shares the process with another uses an account of its own or a distinct env."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one access-log line per call would bury failures
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
