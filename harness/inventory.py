@@ -114,9 +114,9 @@ def tag_dict(tags: Any) -> dict[str, str]:
     return out
 
 
-def _arn_suffix(arn: str, marker: str) -> str:
+def elb_metric_id(arn: str) -> str:
     """CloudWatch names ALBs and target groups by the ARN's tail: 'app/name/id', 'targetgroup/name/id'."""
-    return arn[arn.index(marker):] if marker in arn else arn
+    return arn.split(":", 5)[5].removeprefix("loadbalancer/")
 
 
 class _Fetcher:
@@ -444,8 +444,8 @@ def _linked_dimensions(f: _Fetcher) -> set[tuple[str, str]]:
     dims |= {("DBInstanceIdentifier", db["DBInstanceIdentifier"]) for db in parts.get("db_instances") or []}
     dims |= {("ClusterName", c["clusterName"]) for c in parts.get("clusters") or []}
     dims |= {("ServiceName", s["serviceName"]) for s in parts.get("services") or []}
-    dims |= {("LoadBalancer", _arn_suffix(lb["LoadBalancerArn"], "app/")) for lb in parts.get("load_balancers") or []}
-    dims |= {("TargetGroup", _arn_suffix(tg["TargetGroupArn"], "targetgroup/"))
+    dims |= {("LoadBalancer", elb_metric_id(lb["LoadBalancerArn"])) for lb in parts.get("load_balancers") or []}
+    dims |= {("TargetGroup", elb_metric_id(tg["TargetGroupArn"]))
              for tg in parts.get("target_groups") or []}
     return dims
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from harness.inventory import elb_metric_id
 from harness.plan import Plan
 from harness.target import is_unavailable
 
@@ -1047,14 +1048,9 @@ def _alarms(run: _Run, alarms: list[_Alarm]) -> None:
         run.ensure("cloudwatch alarm", lambda name=name: name if name in present else None, create, lambda n: n)
 
 
-def _metric_id(arn: str) -> str:
-    """CloudWatch's dimension form of an ELB ARN: "app/name/id" for the ALB, "targetgroup/name/id"."""
-    return arn.split(":", 5)[5].removeprefix("loadbalancer/")
-
-
 def _balancer_dimensions(run: _Run) -> tuple[dict[str, str], dict[str, str]]:
-    alb = _metric_id(run.need("load balancer")["LoadBalancerArn"])
-    group = _metric_id(run.need("target group")["TargetGroupArn"])
+    alb = elb_metric_id(run.need("load balancer")["LoadBalancerArn"])
+    group = elb_metric_id(run.need("target group")["TargetGroupArn"])
     return {"LoadBalancer": alb}, {"TargetGroup": group, "LoadBalancer": alb}
 
 
@@ -1107,7 +1103,7 @@ def _dashboard(run: _Run) -> None:
         ecs = ["ClusterName", run.built["cluster"], "ServiceName", run.built["service"]]
         graphs.append(("ECS service", [["AWS/ECS", "CPUUtilization", *ecs], ["AWS/ECS", "MemoryUtilization", *ecs]]))
     if "load balancer" in run.built:
-        alb = ["LoadBalancer", _metric_id(run.built["load balancer"]["LoadBalancerArn"])]
+        alb = ["LoadBalancer", elb_metric_id(run.built["load balancer"]["LoadBalancerArn"])]
         graphs.append(("Load balancer", [["AWS/ApplicationELB", "RequestCount", *alb],
                                          ["AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", *alb]]))
     if "database" in run.built:
