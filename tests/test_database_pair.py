@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from conftest import free_port
-from harness.local.database import DatabaseConfig, PostgresPair, process_alive
+from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair, process_alive
 
 PASSWORD = "p@ss:w/rd'%"  # URL- and SQL-special characters on purpose
 
@@ -58,17 +58,22 @@ def connect_to(pair: PostgresPair, port: int) -> psycopg.Connection:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to the `postgres` user")
-def test_a_root_postgres_cannot_traverse_is_refused_with_the_fix(tmp_path: Path) -> None:
-    assert tmp_path.parent.stat().st_mode & 0o777 == 0o700  # pytest's own tmp dirs: the case to refuse
-    with pytest.raises(RuntimeError, match="not traversable.*0755"):
-        PostgresPair(DatabaseConfig(root=tmp_path, password=PASSWORD)).start()
+def test_a_root_postgres_cannot_traverse_keeps_its_state_under_tmp(tmp_path: Path) -> None:
+    assert tmp_path.parent.stat().st_mode & 0o777 == 0o700  # pytest's own tmp dirs: the case to move
+    moved = PostgresPair(DatabaseConfig(root=tmp_path, password=PASSWORD))
+    assert moved.relocated and moved.state.parent == RELOCATION_BASE
+    assert {node["state_dir"] for node in moved.status().values()} == {str(moved.state)}
+
+
+def test_a_traversable_root_keeps_its_state_inside(pair: PostgresPair) -> None:
+    assert not pair.relocated and pair.state == pair.config.root / "postgres"
 
 
 def test_start_gives_a_primary_with_a_synchronous_standby(pair: PostgresPair) -> None:
     status = pair.status()
     assert status["primary"] | {"pid": None} == {
         "running": True, "pid": None, "port": pair.config.primary_port, "role": "primary",
-        "log": str(pair.log_file("primary")), "standby_sync_state": "sync"}
+        "log": str(pair.log_file("primary")), "state_dir": str(pair.state), "standby_sync_state": "sync"}
     assert status["standby"]["running"] and status["standby"]["role"] == "standby"
     assert status["standby"]["port"] == pair.config.standby_port
 

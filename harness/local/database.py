@@ -9,6 +9,8 @@ Layout under `root / "postgres"`: `primary/` and `standby/` (data dirs), `archiv
 server log per node), `run/` (the unix sockets, kept private instead of /var/run/postgresql) and
 `pair.json` (written last on first init: its presence means the pair is complete). PostgreSQL refuses to
 run as root, so as root every server program runs as the `postgres` user, which then owns the state dir.
+When that user cannot reach `root` (a 0700 parent: a `mktemp -d` clone, /root), `state_dir()` moves the
+state to a directory of its own under /tmp instead.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import os
 import pwd
 import shlex
 import shutil
+import stat
 import subprocess
 import time
 from contextlib import contextmanager
@@ -35,6 +38,11 @@ COMMAND_TIMEOUT = 60.0  # initdb and the like
 STANDBY_NAME = "standby"  # the standby's application_name, which synchronous_standby_names must match
 REPLICATION_ROLE = "replicator"
 NODES = ("primary", "standby")
+# Where the state goes when the server's user cannot reach the project. /tmp rather than /var/tmp: it is
+# traversable by every user everywhere, its path is short enough for the unix socket limit, and the state is
+# disposable (`harness local down` removes it), so a dir the next boot clears is the right home for what a
+# crash leaves. Not $TMPDIR: it may be private to the caller, which is the very problem.
+RELOCATION_BASE = Path("/tmp")
 
 
 @dataclass(frozen=True)
@@ -54,11 +62,14 @@ class PostgresPair:
 
     def __init__(self, config: DatabaseConfig) -> None:
         self.config = config
-        self.state = Path(config.root).resolve() / "postgres"
         self.bindir = _find_bindir()
         # PostgreSQL refuses to run as root; as root, run it as `postgres` (peer auth maps it to the superuser).
         self._as_root = os.geteuid() == 0
-        self.os_user = "postgres" if self._as_root else pwd.getpwuid(os.geteuid()).pw_name
+        self._server = _server_user() if self._as_root else pwd.getpwuid(os.geteuid())
+        self.os_user = self._server.pw_name
+        self.state = state_dir(Path(config.root), self._server)
+        # Outside the project, the state is not the project's to keep: the stand-in's `down` removes it.
+        self.relocated = self.state.parent != Path(config.root).resolve()
         self._ports = {"primary": config.primary_port, "standby": config.standby_port}
 
     @property
@@ -96,15 +107,16 @@ class PostgresPair:
                 self._stop_node(node)
 
     def status(self) -> dict[str, Any]:
-        """Per node (keyed by the node's initial name): running, pid, port, role and log file; for a running
-        primary also `standby_sync_state` ('sync' when healthy, None when no standby is connected). After
-        `promote_standby()` the node named "standby" reports role 'primary'."""
+        """Per node (keyed by the node's initial name): running, pid, port, role, log file and the state dir
+        (in each node's entry, so every value stays a node); for a running primary also `standby_sync_state`
+        ('sync' when healthy, None when no standby is connected). After `promote_standby()` the node named
+        "standby" reports role 'primary'."""
         result: dict[str, Any] = {}
         for node in NODES:
             pid = self._pid(node)
             role = "standby" if (self.data_dir(node) / "standby.signal").exists() else "primary"
             entry: dict[str, Any] = {"running": pid is not None, "pid": pid, "port": self._ports[node],
-                                     "role": role, "log": str(self.log_file(node))}
+                                     "role": role, "log": str(self.log_file(node)), "state_dir": str(self.state)}
             if role == "primary":
                 entry["standby_sync_state"] = self._sync_state(node) if pid else None
             result[node] = entry
@@ -220,32 +232,49 @@ class PostgresPair:
             conf.write("\n# --- harness local stand-in ---\n" + lines)
 
     def _prepare_state_dir(self) -> None:
-        """Create the state dirs owned by the server's user, and prove that user can reach them: as root,
-        PostgreSQL runs as `postgres`, which cannot pass a 0700 parent such as pytest's tmp dirs."""
+        """Create the state dirs owned by the server's user, and prove that user can reach them: the mode
+        bits `state_dir()` judged by are not the whole story (ACLs, security modules)."""
         socket_path = self.state / "run" / f".s.PGSQL.{max(self._ports.values())}"
         if len(str(socket_path).encode()) > 107:  # sun_path holds 108 bytes with the final NUL
             raise RuntimeError(f"state dir {self.state} is too deep: the unix socket path {socket_path} would "
                                "exceed the 107-byte limit; use a shorter root")
-        self.state.mkdir(parents=True, exist_ok=True)
-        self._own(self.state)
+        self._claim(self.state)
         if self._as_root:
             probe = subprocess.run(["runuser", "-u", self.os_user, "--", "test", "-w", str(self.state)],
                                    capture_output=True, timeout=COMMAND_TIMEOUT)
             if probe.returncode != 0:
                 raise RuntimeError(
                     f"PostgreSQL runs as '{self.os_user}' (it refuses root), and that user cannot reach "
-                    f"{self.state}: a parent directory is not traversable (e.g. mode 0700). Use a root whose "
-                    "parents are all mode 0755, such as /work/main/.stand-in or a 0755 dir under /tmp")
+                    f"{self.state} although the mode bits of its parents allow it (an ACL or a security module?): "
+                    f"grant '{self.os_user}' search access to its parents, or use another root")
         for sub in ("archive", "log", "run"):
-            path = self.state / sub
-            path.mkdir(mode=0o700, exist_ok=True)
-            self._own(path)
+            self._claim(self.state / sub)
 
-    def _own(self, path: Path) -> None:
-        path.chmod(0o700)
-        if self._as_root:
-            entry = pwd.getpwnam(self.os_user)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+    def _claim(self, path: Path) -> None:
+        """Make `path` a 0700 directory of the server's user, creating it when missing. The state may sit
+        in world-writable /tmp, so whatever is found there is checked, not trusted: through a descriptor
+        opened without following links (its fstat is what lstat says, with no window to swap the entry
+        before the chown), a symlink is refused rather than followed, as is a directory someone else owns."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            pass  # kept from an earlier run, or planted: the checks below tell
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as error:
+            raise RuntimeError(f"{path} is not a directory but a symlink or a file ({error.strerror}): "
+                               "remove it and start again") from None
+        try:
+            owner = os.fstat(fd).st_uid
+            if owner not in (os.geteuid(), self._server.pw_uid):
+                raise RuntimeError(f"{path} belongs to uid {owner}, not to '{self.os_user}' or to you: "
+                                   "something else made it; remove it and start again")
+            os.fchmod(fd, 0o700)
+            if self._as_root:
+                os.fchown(fd, self._server.pw_uid, self._server.pw_gid)
+        finally:
+            os.close(fd)
 
     def _settings(self) -> dict[str, Any]:
         c = self.config
@@ -348,11 +377,54 @@ class PostgresPair:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """One start/stop/promote at a time per pair, across processes (pytest-xdist workers, the CLI)."""
-        self.state.mkdir(parents=True, exist_ok=True)
-        with open(self.state / ".lock", "w") as handle:
+        """One start/stop/promote at a time per pair, across processes (pytest-xdist workers, the CLI).
+        The lock lives in the state dir, so that dir is claimed first, and a planted link is not followed."""
+        self._claim(self.state)
+        with open(os.open(self.state / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def _server_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam("postgres")
+    except KeyError:
+        raise RuntimeError("as root, PostgreSQL runs as the 'postgres' user, which does not exist: install the "
+                           "PostgreSQL server package, which creates it") from None
+
+
+def state_dir(root: Path, server: pwd.struct_passwd) -> Path:
+    """Where the pair's state lives: `<root>/postgres` whenever the server's user can reach it, as it always
+    has. Otherwise (as root, PostgreSQL runs as `postgres`, which cannot pass a 0700 parent such as a
+    `mktemp -d` clone or /root) a directory under /tmp named after the resolved root, so two clones never
+    share one, and short, so the unix socket path stays within its limit wherever the clone is."""
+    root = root.resolve()
+    if traversable(root, server):
+        return root / "postgres"
+    return RELOCATION_BASE / f"harness-pg-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+
+
+def traversable(path: Path, user: pwd.struct_passwd) -> bool:
+    """Whether `user` may pass through `path` and every directory above it, by the mode bits as the kernel
+    reads them (the owner's, else the group's, else the others'). A part not made yet counts as passable:
+    the stand-in makes its root 0755."""
+    if user.pw_uid == 0:
+        return True
+    groups = set(os.getgrouplist(user.pw_name, user.pw_gid))
+    for directory in (*reversed(path.parents), path):
+        try:
+            info = directory.stat()
+        except FileNotFoundError:
+            return True
+        if info.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
 
 
 def _find_bindir() -> Path:

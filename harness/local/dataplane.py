@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
+import requests
 
 from harness.local.alb import Alb, AlbConfig, AlbError
 from harness.local.app import hash_password
@@ -198,8 +199,8 @@ class DataPlane:
     @staticmethod
     def _healthy(url: str) -> bool:
         try:
-            return httpx.get(url, timeout=2).status_code == 200
-        except httpx.HTTPError:
+            return requests.get(url, timeout=2).status_code == 200
+        except requests.RequestException:
             return False
 
     @staticmethod
@@ -223,7 +224,11 @@ class DataPlane:
 
     def _register(self, account: dict[str, str], database: PostgresPair) -> None:
         """Register the smoke account through the API; if it exists, give it the secret's password."""
-        response = httpx.post(f"http://127.0.0.1:{self.ports.tasks[0]}/api/auth/register", json=account, timeout=10)
+        url = f"http://127.0.0.1:{self.ports.tasks[0]}/api/auth/register"
+        try:
+            response = requests.post(url, json=account, timeout=10)
+        except requests.RequestException as exc:
+            raise StandInError(f"registering the smoke account failed: {url} did not answer ({exc})") from None
         if response.status_code == 409:
             with psycopg.connect(database.dsn()) as conn:
                 conn.execute("UPDATE users SET password_hash = %s WHERE email = %s",
@@ -239,7 +244,7 @@ class DataPlane:
             url = f"http://127.0.0.1:{port}/faults"
             # A task the supervisor has just restarted may not listen yet.
             self._wait(lambda: self._healthy(url), "task admin port", "task-*.log")
-            response = httpx.post(url, json=faults, timeout=5) if faults else httpx.delete(url, timeout=5)
+            response = requests.post(url, json=faults, timeout=5) if faults else requests.delete(url, timeout=5)
             response.raise_for_status()
 
     def with_alb(self, variant: AlbVariant) -> DataPlane:
@@ -253,13 +258,18 @@ class DataPlane:
     # -- down, status ---------------------------------------------------------------------------------------
 
     def down(self) -> None:
-        """Stop everything the stand-in started, by PID; the emulator only if the stand-in started it."""
+        """Stop everything the stand-in started, by PID; the emulator only if the stand-in started it. A
+        database kept outside the project is removed too, so nothing stays behind there; it is disposable:
+        the next `up` initialises a fresh pair and registers the smoke account again."""
         self.alb.stop()
         self._terminate("tasks")
         for task in self._tasks():
             if task.get("pid") and process_alive(task["pid"]):
                 os.kill(task["pid"], signal.SIGTERM)
-        self.database.stop()
+        database = self.database
+        database.stop()
+        if database.relocated:
+            shutil.rmtree(database.state)
         self._terminate("emulator")
 
     def _terminate(self, name: str) -> None:
