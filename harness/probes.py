@@ -2,7 +2,8 @@
 
 Probes fetch and record; they never judge (harness/smoke.py does). Every request is bounded by a
 timeout, an answer that never comes is recorded as an error, and token values in bodies are redacted
-before anything is kept.
+before anything is kept. Nothing is retried: each request is one observation, and re-checking is the
+gate's business (--deadline), so a flaky load balancer shows up instead of being papered over.
 """
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from harness.redact import MASK
 
+# One attempt per request; read=False lets a read timeout surface as itself rather than as a retry error.
+NO_RETRY = Retry(total=0, read=False, redirect=False)
 SECRET_KEYS = {"accessToken", "refreshToken", "password", "token"}
 
 
@@ -74,6 +79,8 @@ class Observations:
     exchanges: list[Exchange] = field(default_factory=list)
     tls: TlsReport | None = None
     started: float = 0.0
+    broken: dict[str, str] = field(default_factory=dict)  # check id -> why its step could not be observed
+    forgery: str | None = None  # how the forged token was made from the real one
 
     def named(self, name: str) -> list[Exchange]:
         return [e for e in self.exchanges if e.name == name]
@@ -107,41 +114,66 @@ class Endpoint:
         return cls(base_url.rstrip("/"), (http_url or default_http).rstrip("/"), ca_bundle)
 
 
+class _TrustAdapter(HTTPAdapter):
+    """Verifies the certificate chain against the given CA but not the host name: a certificate for the
+    wrong host is the TLS check's finding (SMK-03), and must not turn every other check into an error."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self._context = context
+        super().__init__(max_retries=NO_RETRY)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, ssl_context=self._context, assert_hostname=False, **kwargs)
+
+
 class Probe:
-    """An HTTP client for the app's checks. It trusts the given CA but leaves the host-name match to the
-    TLS check (SMK-03): a certificate for the wrong host fails that check, not every other one."""
+    """The HTTP client of the app's checks: one requests session, no retries, no redirects followed, and
+    only the cookies each caller passes."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         context = ssl.create_default_context(cafile=endpoint.ca_bundle) if endpoint.ca_bundle \
             else ssl.create_default_context()
         context.check_hostname = False
-        self.client = httpx.Client(verify=context, timeout=endpoint.timeout_s, follow_redirects=False)
+        self.session = requests.Session()
+        self.session.mount("https://", _TrustAdapter(context))
+        self.session.mount("http://", HTTPAdapter(max_retries=NO_RETRY))
 
     def close(self) -> None:
-        self.client.close()
+        self.session.close()
 
     def request(self, obs: Observations, name: str, method: str, url: str, **kwargs: Any) -> Exchange:
         exchange = Exchange(name, method, url, at=round(time.monotonic() - obs.started, 3))
-        self.client.cookies.clear()  # each request carries only the cookies its caller gives it
+        self.session.cookies.clear()  # each request carries only the cookies its caller gives it
         start = time.perf_counter()
         try:
-            response = self.client.request(method, url, **kwargs)
+            # verify per request: a session's own would lose to REQUESTS_CA_BUNDLE where that is set.
+            response = self.session.request(method, url, timeout=self.endpoint.timeout_s, allow_redirects=False,
+                                            verify=self.endpoint.ca_bundle or True, **kwargs)
             exchange.status = response.status_code
             exchange.headers = dict(response.headers)
             try:
                 exchange.raw = response.json()
                 exchange.body = _redact(exchange.raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except ValueError:  # not JSON, or not text at all
                 exchange.body = response.text[:300]
-        except httpx.HTTPError as exc:
-            exchange.error = f"{type(exc).__name__}: {exc}"
+        except requests.RequestException as exc:
+            exchange.error = _one_line(exc)
         exchange.elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
         obs.exchanges.append(exchange)
         return exchange
 
     def get(self, obs: Observations, name: str, path: str, **kwargs: Any) -> Exchange:
         return self.request(obs, name, "GET", self.endpoint.base_url + path, **kwargs)
+
+
+def _one_line(exc: requests.RequestException) -> str:
+    """requests wraps the cause in layers of pool messages; the innermost reason is what a reader needs."""
+    reason: BaseException = exc
+    while reason.args and isinstance(reason.args[0], BaseException):
+        reason = reason.args[0]
+    reason = getattr(reason, "reason", None) or reason
+    return f"{type(exc).__name__}: {reason}"
 
 
 def tls_report(endpoint: Endpoint) -> TlsReport:

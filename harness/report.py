@@ -35,8 +35,8 @@ def _message(report: pytest.TestReport) -> str:
         return str(report.longrepr[2]).removeprefix("Skipped: ")
     crash = getattr(report.longrepr, "reprcrash", None)
     if crash is not None:
-        # The assertion's own message, without pytest's "assert ..." explanation under it.
-        return crash.message.split("\n", 1)[0].removeprefix("AssertionError: ")
+        # The assertion's (or pytest.fail's) own message, without pytest's "assert ..." explanation under it.
+        return crash.message.split("\n", 1)[0].removeprefix("AssertionError: ").removeprefix("Failed: ")
     return str(report.longrepr or "")
 
 

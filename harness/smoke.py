@@ -2,11 +2,14 @@
 and repeat until every check holds or the deadline passes (a rollout converging is not a failure).
 
 `observe` fetches one round of observations; the `judge_*` functions are pure and one per requirement;
-`run_gate` is the loop. The smoke tests only read the gate's final verdicts.
+`run_gate` is the loop. The smoke tests only read the gate's final verdicts. A step of the round that
+raises (a backend answering in a shape nobody foresaw, a bug here) costs only the check it observes for:
+that check's verdict is "could not be observed" (an ERROR), and the other checks are judged as usual.
 """
 from __future__ import annotations
 
 import math
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -24,6 +27,7 @@ class Verdict:
     ok: bool
     message: str
     evidence: Any = None
+    observed: bool = True  # False: the gate could not observe the check (ERROR, neither pass nor fail)
 
 
 @dataclass(frozen=True)
@@ -51,25 +55,17 @@ class GateResult:
 
 
 def observe(probe: Probe, given: GateInput) -> Observations:
+    """One round: each step probes for one check (the first wanted of `ids`); a step that raises is noted
+    against that check, and the round goes on."""
     obs = Observations(base_url=probe.endpoint.base_url, started=time.monotonic())
-    wanted = given.expects
-    if "SMK-03" in wanted:
-        obs.tls = tls_report(probe.endpoint)
-    if wanted.keys() & {"SMK-01", "SMK-04", "SMK-08"}:
-        probe.get(obs, "health", _expect(given, "SMK-01", "SMK-04").get("path", "/api/health"))
-    if "SMK-02" in wanted:
-        probe.request(obs, "redirect", "GET", probe.endpoint.http_url + wanted["SMK-02"]["path"])
-    if "SMK-05" in wanted:
-        for _ in range(int(wanted["SMK-05"]["requests"])):
-            probe.get(obs, "latency", wanted["SMK-05"]["path"])
-    if "SMK-06" in wanted:
-        _auth_round_trip(probe, obs, wanted["SMK-06"], given.account)
-    if "SMK-07" in wanted:
-        _sticky(probe, obs, wanted["SMK-07"])
-    if "SMK-08" in wanted:
-        probe.get(obs, "version", wanted["SMK-08"]["path"])
-    if "SMK-09" in wanted:
-        probe.get(obs, "unknown route", wanted["SMK-09"]["path"])
+    for ids, step in _STEPS:
+        wanted = [rid for rid in ids if rid in given.expects]
+        if not wanted:
+            continue
+        try:
+            step(probe, obs, given)
+        except Exception as exc:  # noqa: BLE001 - whatever it is, it must not cost the other checks their verdict
+            obs.broken[wanted[0]] = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
     return obs
 
 
@@ -77,8 +73,26 @@ def _expect(given: GateInput, *ids: str) -> dict[str, Any]:
     return next((given.expects[i] for i in ids if i in given.expects), {})
 
 
-def _auth_round_trip(probe: Probe, obs: Observations, expect: dict[str, Any],
-                     account: tuple[str, str] | None) -> None:
+def _tls(probe: Probe, obs: Observations, given: GateInput) -> None:
+    obs.tls = tls_report(probe.endpoint)
+
+
+def _health(probe: Probe, obs: Observations, given: GateInput) -> None:
+    probe.get(obs, "health", _expect(given, "SMK-01", "SMK-04").get("path", "/api/health"))
+
+
+def _redirect(probe: Probe, obs: Observations, given: GateInput) -> None:
+    probe.request(obs, "redirect", "GET", probe.endpoint.http_url + given.expects["SMK-02"]["path"])
+
+
+def _latency(probe: Probe, obs: Observations, given: GateInput) -> None:
+    expect = given.expects["SMK-05"]
+    for _ in range(int(expect["requests"])):
+        probe.get(obs, "latency", expect["path"])
+
+
+def _auth_round_trip(probe: Probe, obs: Observations, given: GateInput) -> None:
+    expect, account = given.expects["SMK-06"], given.account
     if account is None:
         return
     login = probe.request(obs, "login", "POST", probe.endpoint.base_url + expect["login"],
@@ -92,24 +106,75 @@ def _auth_round_trip(probe: Probe, obs: Observations, expect: dict[str, Any],
     new_access, _ = _tokens(refreshed)
     if new_access:
         probe.get(obs, "protected after refresh", expect["protected"], headers={"Authorization": f"Bearer {new_access}"})
-    claims = jwt.decode(access, options={"verify_signature": False})
-    forged = jwt.encode(claims, "not-the-signing-key-of-this-deployment", algorithm="HS256")
+    forged, obs.forgery = tamper(access)
     probe.get(obs, "forged token", expect["protected"], headers={"Authorization": f"Bearer {forged}"})
     probe.get(obs, "no token", expect["protected"])
 
 
+def tamper(token: str) -> tuple[str, str]:
+    """A token the backend must refuse, made from the real one, and how it was made. The token's format is
+    the backend's business: a JWT is re-signed with another key (what a server that skips verification
+    accepts); any other token has one character of its last part changed, where an opaque `<body>.<mac>`
+    keeps its MAC, so a server that trusts the body without checking the MAC accepts it."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        pass
+    else:
+        if isinstance(claims, dict):
+            return jwt.encode(claims, secrets.token_urlsafe(32), algorithm="HS256"), "the JWT re-signed with another key"
+    start = token.rfind(".") + 1
+    part = token[start:]
+    # Not the part's last character: in base64 it may carry only padding bits, which decoders ignore.
+    middle = start + max(0, (len(part) - 2) // 2)
+    position = next((i for i in [*range(middle, len(token) - 1), *range(start, middle), len(token) - 1]
+                     if token[i].isalnum()), None)
+    if position is None:
+        return token + "x", "the opaque token with a character appended"
+    hexadecimal = all(c in "0123456789abcdefABCDEF" for c in part)
+    return (token[:position] + _next_char(token[position], hexadecimal) + token[position + 1:],
+            f"the opaque token with character {position + 1} of {len(token)} changed")
+
+
+def _next_char(char: str, hexadecimal: bool) -> str:
+    """The next character of the same kind, so the altered token stays in the token's own alphabet."""
+    for alphabet in ("0123456789", "abcdef" if hexadecimal else "abcdefghijklmnopqrstuvwxyz",
+                     "ABCDEF" if hexadecimal else "ABCDEFGHIJKLMNOPQRSTUVWXYZ"):
+        if char in alphabet:
+            return alphabet[(alphabet.index(char) + 1) % len(alphabet)]
+    return "0"
+
+
 def _tokens(exchange: Exchange) -> tuple[str | None, str | None]:
     raw = exchange.raw if isinstance(exchange.raw, dict) else {}
-    return raw.get("accessToken"), raw.get("refreshToken")
+    access, refresh = raw.get("accessToken"), raw.get("refreshToken")
+    return (access if isinstance(access, str) else None), (refresh if isinstance(refresh, str) else None)
 
 
-def _sticky(probe: Probe, obs: Observations, expect: dict[str, Any]) -> None:
+def _sticky(probe: Probe, obs: Observations, given: GateInput) -> None:
+    expect = given.expects["SMK-07"]
     first = probe.get(obs, "sticky", expect["path"])
     cookie = first.cookie(expect["cookie"])
     if cookie is None:
         return
     for _ in range(int(expect["requests"])):
         probe.get(obs, "sticky", expect["path"], headers={"Cookie": f"{expect['cookie']}={cookie}"})
+
+
+def _version(probe: Probe, obs: Observations, given: GateInput) -> None:
+    probe.get(obs, "version", given.expects["SMK-08"]["path"])
+
+
+def _unknown_route(probe: Probe, obs: Observations, given: GateInput) -> None:
+    probe.get(obs, "unknown route", given.expects["SMK-09"]["path"])
+
+
+# The round's steps in order, each with the checks it observes for (its failure is the first one's).
+_STEPS: list[tuple[tuple[str, ...], Callable[[Probe, Observations, GateInput], None]]] = [
+    (("SMK-03",), _tls), (("SMK-01", "SMK-04", "SMK-08"), _health), (("SMK-02",), _redirect),
+    (("SMK-05",), _latency), (("SMK-06",), _auth_round_trip), (("SMK-07",), _sticky),
+    (("SMK-08",), _version), (("SMK-09",), _unknown_route),
+]
 
 
 # -- the judges ------------------------------------------------------------------------------------------
@@ -216,7 +281,8 @@ def judge_auth(obs: Observations, expect: dict[str, Any], given: GateInput) -> V
             return Verdict(False, f"the round trip stopped before '{name}': {_seen(obs.first('login'))} "
                                   f"/ {_seen(obs.first('refresh'))}", evidence)
         if exchange.status not in statuses:
-            return Verdict(False, f"{name}: {_seen(exchange)}, expected {statuses}", evidence)
+            forged = f" ({obs.forgery})" if name == "forged token" and obs.forgery else ""
+            return Verdict(False, f"{name}{forged}: {_seen(exchange)}, expected {statuses}", evidence)
     return Verdict(True, "login, protected call, refresh, protected call; forged and missing tokens get 401", evidence)
 
 
@@ -235,22 +301,44 @@ def judge_stickiness(obs: Observations, expect: dict[str, Any], given: GateInput
 
 
 def judge_version(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
+    """The version is judged on the responses that carry the header: a NestJS interceptor that sets it does
+    not run when a guard answers 401 or no route matches (404). A response without it is a finding only
+    when the plan asks for the header on every response (`every_response`)."""
     responses = _app_responses(obs)
-    versions = [(e.name, e.header(expect["header"])) for e in responses]
-    seen = sorted({v or "(none)" for _, v in versions})
-    evidence = {"expected": given.expected_version, "seen": seen,
-                "tasks": sorted({e.header(expect["task_header"]) or "(none)" for e in responses})}
-    if not versions:
-        return Verdict(False, f"no response to read {expect['header']} from: {_seen(obs.first('version'))}", evidence)
+    carrying = [e for e in responses if e.header(expect["header"])]
+    bare = [e for e in responses if not e.header(expect["header"])]
+    served = _served_by(carrying, expect)
+    evidence = {"expected": given.expected_version, "responses": len(responses), "without_header": len(bare),
+                "served": served}
+    if expect.get("every_response") and bare:
+        return Verdict(False, f"{len(bare)} of {len(responses)} responses carry no {expect['header']}: "
+                              + ", ".join(sorted({f'{e.method} {urlsplit(e.url).path} {e.status}' for e in bare})),
+                       evidence)
+    if not carrying:
+        return Verdict(False, f"no response carries {expect['header']} ({len(responses)} read): "
+                              f"{_seen(obs.first('version'))}", evidence)
+    seen = sorted(served)
+    by_task = "; ".join(f"{version} from {', '.join(tasks)}" for version, tasks in sorted(served.items()))
     if given.expected_version is not None:
-        wrong = [f"{name}: {v}" for name, v in versions if v != given.expected_version]
+        wrong = [e for e in carrying if e.header(expect["header"]) != given.expected_version]
         if wrong:
-            return Verdict(False, f"{len(wrong)} of {len(versions)} responses are not version "
-                                  f"{given.expected_version}: seen {seen}", evidence)
-        return Verdict(True, f"all {len(versions)} responses are version {given.expected_version}", evidence)
-    if len(seen) != 1 or seen == ["(none)"]:
-        return Verdict(False, f"responses report versions {seen}", evidence)
-    return Verdict(True, f"all {len(versions)} responses report version {seen[0]} (no --expect-version given)", evidence)
+            return Verdict(False, f"{len(wrong)} of {len(carrying)} responses are not version "
+                                  f"{given.expected_version}: seen {seen}; {by_task}", evidence)
+        return Verdict(True, f"all {len(carrying)} responses that carry {expect['header']} are version "
+                             f"{given.expected_version} ({by_task})", evidence)
+    if len(seen) != 1:
+        return Verdict(False, f"responses report versions {seen}: {by_task}", evidence)
+    return Verdict(True, f"all {len(carrying)} responses that carry {expect['header']} report version {seen[0]} "
+                         f"(no --expect-version given)", evidence)
+
+
+def _served_by(responses: list[Exchange], expect: dict[str, Any]) -> dict[str, list[str]]:
+    """Version -> the tasks (by their task header) that answered with it."""
+    served: dict[str, set[str]] = {}
+    for e in responses:
+        served.setdefault(e.header(expect["header"]) or "", set()).add(
+            e.header(expect["task_header"]) or f"(no {expect['task_header']})")
+    return {version: sorted(tasks) for version, tasks in served.items()}
 
 
 def judge_unknown_route(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
@@ -271,6 +359,13 @@ JUDGES: dict[str, Callable[[Observations, dict[str, Any], GateInput], Verdict]] 
 }
 
 
+def judge(obs: Observations, rid: str, given: GateInput) -> Verdict:
+    """The verdict on one check for one round; a check whose step broke could not be observed."""
+    if rid in obs.broken:
+        return Verdict(False, f"{rid} could not be observed: {obs.broken[rid]}", observed=False)
+    return JUDGES[rid](obs, given.expects[rid], given)
+
+
 def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, interval_s: float = 2.0) -> GateResult:
     """Observe and judge until every check holds or the deadline passes; the last round's verdicts stand."""
     start = time.monotonic()
@@ -279,7 +374,7 @@ def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, inte
     try:
         while True:
             obs = observe(probe, given)
-            result.verdicts = {rid: JUDGES[rid](obs, expect, given) for rid, expect in given.expects.items()}
+            result.verdicts = {rid: judge(obs, rid, given) for rid in given.expects}
             result.rounds.append({"at_s": round(time.monotonic() - start, 2),
                                   "failing": sorted(r for r, v in result.verdicts.items() if not v.ok)})
             remaining = deadline_s - (time.monotonic() - start)

@@ -9,15 +9,14 @@ import os
 import shutil
 import signal
 import subprocess
-import ssl
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pytest
+import requests
 
 from conftest import ROOT, SuiteRun, free_port, run_suite
 from harness.local.database import process_alive
@@ -161,8 +160,8 @@ def test_a_dead_task_is_restarted(plane):
 
 def _answers(port: int, path: str = "/api/health") -> bool:
     try:
-        return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200
-    except httpx.HTTPError:
+        return requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200
+    except requests.RequestException:
         return False
 
 
@@ -194,22 +193,25 @@ def test_local_up_is_idempotent_and_down_leaves_nothing(tmp_path):
 
 def test_notes_are_scoped_to_their_owner(plane):
     """The tenant-scoped resource the load journeys use: list, create, get; nobody else's notes."""
-    base, ca = plane.urls["https"], str(plane.ca_file)
-    with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=ca), timeout=10) as client:
+    base = plane.urls["https"]
+    with requests.Session() as client:
+        client.trust_env = False  # else REQUESTS_CA_BUNDLE, where set, overrides the CA given here
+        client.verify = str(plane.ca_file)
         tokens = []
         for who in ("alice", "bob"):
             account = {"email": f"{who}-{time.time_ns()}@example.com", "password": "a long enough password"}
-            response = client.post("/api/auth/register", json=account)
+            response = client.post(f"{base}/api/auth/register", json=account, timeout=10)
             assert response.status_code == 201, response.text
             tokens.append({"Authorization": f"Bearer {response.json()['accessToken']}"})
-        created = client.post("/api/notes", json={"title": "rota", "body": "on call"}, headers=tokens[0])
+        created = client.post(f"{base}/api/notes", json={"title": "rota", "body": "on call"}, headers=tokens[0],
+                              timeout=10)
         assert created.status_code == 201
         note = created.json()
-        assert client.get(f"/api/notes/{note['id']}", headers=tokens[0]).json()["title"] == "rota"
-        assert [n["id"] for n in client.get("/api/notes", headers=tokens[0]).json()][0] == note["id"]
-        assert client.get(f"/api/notes/{note['id']}", headers=tokens[1]).status_code == 404
-        assert client.get("/api/notes", headers=tokens[1]).json() == []
-        assert client.get("/api/notes").status_code == 401
+        assert client.get(f"{base}/api/notes/{note['id']}", headers=tokens[0], timeout=10).json()["title"] == "rota"
+        assert [n["id"] for n in client.get(f"{base}/api/notes", headers=tokens[0], timeout=10).json()][0] == note["id"]
+        assert client.get(f"{base}/api/notes/{note['id']}", headers=tokens[1], timeout=10).status_code == 404
+        assert client.get(f"{base}/api/notes", headers=tokens[1], timeout=10).json() == []
+        assert client.get(f"{base}/api/notes", timeout=10).status_code == 401
 
 
 def test_the_stand_in_refuses_to_serve_another_environment(plane):

@@ -1,0 +1,106 @@
+"""The smoke gate's pure parts as tables, in-process: the forged token made from each kind of real token,
+and the version judge on responses with and without the version header.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import jwt
+import pytest
+
+from harness.probes import Exchange, Observations
+from harness.smoke import GateInput, judge_version, tamper
+
+KEY = b"signing-key-of-the-backend-under-test"
+VERSION = {"path": "/api/version", "header": "X-App-Version", "task_header": "X-Task-Id", "every_response": False}
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def opaque(claims: dict) -> str:
+    body = b64(json.dumps(claims).encode())
+    return f"{body}.{b64(hmac.new(KEY, body.encode(), hashlib.sha256).digest())}"
+
+
+def mac_holds(token: str) -> bool:
+    body, _, mac = token.rpartition(".")
+    return hmac.compare_digest(mac, b64(hmac.new(KEY, body.encode(), hashlib.sha256).digest()))
+
+
+def test_a_jwt_is_re_signed_with_another_key_and_keeps_its_claims():
+    real = jwt.encode({"sub": "smoke", "typ": "access"}, KEY, algorithm="HS256")
+    forged, how = tamper(real)
+    assert how == "the JWT re-signed with another key"
+    assert jwt.decode(forged, options={"verify_signature": False}) == {"sub": "smoke", "typ": "access"}
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, KEY, algorithms=["HS256"])
+
+
+@pytest.mark.parametrize("claims", [{"sub": "smoke"}, {"sub": "x" * 40, "exp": 1}, {}])
+def test_an_opaque_token_keeps_its_body_and_loses_its_mac(claims):
+    real = opaque(claims)
+    forged, how = tamper(real)
+    assert "opaque token" in how and forged != real and len(forged) == len(real)
+    body, _, mac = forged.rpartition(".")
+    assert body == real.rpartition(".")[0], "the body must stay readable: a server that skips the MAC trusts it"
+    assert mac_holds(real) and not mac_holds(forged)
+    # Still in the base64url alphabet, and not only padding bits changed: the decoded MAC differs.
+    padded = mac + "=" * (-len(mac) % 4)
+    assert base64.urlsafe_b64decode(padded) != base64.urlsafe_b64decode(real.rpartition(".")[2] + "=")
+
+
+@pytest.mark.parametrize("real, alphabet", [
+    ("9f86d081884c7d659a2feaa0c55ad015", set("0123456789abcdef")),  # a hex session id
+    ("A1B2C3D4", set("0123456789ABCDEF")),
+    ("s3ss10n-t0k3n_", None),  # no dot: some character changes, in the token's own kinds of characters
+    ("zz", None),
+])
+def test_other_tokens_change_in_their_own_alphabet(real, alphabet):
+    forged, _ = tamper(real)
+    assert forged != real and len(forged) == len(real)
+    if alphabet:
+        assert set(forged) <= alphabet
+
+
+def exchange(name: str, status: int, version: str | None, task: str | None = "task-1",
+             path: str = "/api/version") -> Exchange:
+    headers = {k: v for k, v in {"X-App-Version": version, "X-Task-Id": task}.items() if v is not None}
+    return Exchange(name, "GET", f"https://alb.example{path}", status=status, headers=headers)
+
+
+def version_verdict(exchanges: list[Exchange], expected: str | None = "2.0.0", **expect: object):
+    given = GateInput(expects={}, expected_version=expected)
+    return judge_version(Observations(exchanges=exchanges), {**VERSION, **expect}, given)
+
+
+INTERCEPTOR_STYLE = [exchange("health", 200, "2.0.0"), exchange("protected", 401, None, None, "/api/auth/me"),
+                     exchange("unknown route", 404, None, None, "/api/no-such-route"),
+                     exchange("version", 200, "2.0.0", "task-2")]
+
+
+@pytest.mark.parametrize("case, exchanges, expected, expect, ok, message", [
+    ("interceptor style: no header on 401/404", INTERCEPTOR_STYLE, "2.0.0", {}, True,
+     "all 2 responses that carry X-App-Version are version 2.0.0"),
+    ("the plan asks for the header everywhere", INTERCEPTOR_STYLE, "2.0.0", {"every_response": True}, False,
+     "2 of 4 responses carry no X-App-Version: GET /api/auth/me 401, GET /api/no-such-route 404"),
+    ("one task behind", [exchange("a", 200, "2.0.0", "task-1"), exchange("b", 200, "1.9.0", "task-2"),
+                         exchange("c", 200, "1.9.0", "task-2")], "2.0.0", {}, False,
+     "2 of 3 responses are not version 2.0.0: seen ['1.9.0', '2.0.0']; 1.9.0 from task-2; 2.0.0 from task-1"),
+    ("no response carries the header", [exchange("version", 200, None)], "2.0.0", {}, False,
+     "no response carries X-App-Version (1 read)"),
+    ("no expected version: one consistent version", INTERCEPTOR_STYLE, None, {}, True,
+     "report version 2.0.0 (no --expect-version given)"),
+    ("no expected version: two versions", [exchange("a", 200, "2.0.0", "t1"), exchange("b", 200, "1.0", "t2")],
+     None, {}, False, "responses report versions ['1.0', '2.0.0']: 1.0 from t2; 2.0.0 from t1"),
+    ("a task without a task header", [exchange("a", 200, "1.0", None)], "2.0.0", {}, False,
+     "1.0 from (no X-Task-Id)"),
+])
+def test_version_judge(case, exchanges, expected, expect, ok, message):
+    verdict = version_verdict(exchanges, expected, **expect)
+    assert verdict.ok is ok, verdict.message
+    assert message in verdict.message, verdict.message
