@@ -24,7 +24,7 @@ from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_w
 from harness.probes import Endpoint
 from harness.report import Outcome, classify, summarize, write_summary
 from harness.smoke import GateInput, GateResult, run_gate
-from harness.target import LOCAL_ENDPOINT, Target, TargetError
+from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
 
 ALLURE_SEVERITY = {"critical": "blocker", "high": "critical", "medium": "normal", "low": "minor"}
 STATE = pytest.StashKey["HarnessState"]()
@@ -35,13 +35,14 @@ SUMMARY = pytest.StashKey[dict]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "Dougust deployment verification")
     group.addoption("--target", choices=("local", "localstack", "aws"), default="local",
-                    help="local: embedded emulator on 127.0.0.1:4566 (default); localstack: --endpoint-url; "
-                         "aws: a real account, read-only")
+                    help="local: embedded emulator on 127.0.0.1:4566 (default); localstack: --endpoint-url, else "
+                         "LocalStack's conventions (AWS_ENDPOINT_URL, LOCALSTACK_HOST); aws: a real account, read-only")
     group.addoption("--env", default="prod", help="environment of the plan to verify (default: prod)")
     group.addoption("--plan", default=None, help="plan file (default: plan/dougust.toml under the rootdir)")
     group.addoption("--waivers", default=None, help="waiver file (default: waivers.toml beside the plan)")
     group.addoption("--endpoint-url", default=None,
-                    help="AWS-compatible endpoint (local default http://127.0.0.1:4566; required for localstack)")
+                    help="AWS-compatible endpoint (local default http://127.0.0.1:4566; localstack default from "
+                         "AWS_ENDPOINT_URL or LOCALSTACK_HOST, else http://localhost:4566)")
     group.addoption("--region", default=None, help="AWS region (default: the plan's region for --env)")
     group.addoption("--profile", default=None,
                     help="AWS profile: the account's on aws; on an emulator, one that enforces IAM")
@@ -221,9 +222,8 @@ class HarnessState:
                 raise TargetError("--provision is refused on --target aws: the harness never writes to a real "
                                   "account; drop --provision")
             return Target("aws", region, endpoint_url=opt.endpoint_url, profile=opt.profile)
-        if opt.target == "localstack" and not opt.endpoint_url:
-            raise TargetError("--target localstack needs --endpoint-url (e.g. http://127.0.0.1:4566)")
-        return Target(opt.target, region, endpoint_url=opt.endpoint_url or LOCAL_ENDPOINT, profile=opt.profile)
+        return Target(opt.target, region, endpoint_url=opt.endpoint_url or default_endpoint(opt.target),
+                      profile=opt.profile)
 
 
 @pytest.hookimpl(tryfirst=True)

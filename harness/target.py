@@ -15,6 +15,7 @@ from urllib.parse import urlparse
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from localstack_client import config as localstack_config
 
 TargetKind = Literal["local", "localstack", "aws"]
 LOCAL_ENDPOINT = "http://127.0.0.1:4566"
@@ -143,6 +144,16 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     message = str(error.get("Message", "")).lower()
     return error.get("Code") == "InternalFailure" and ("not yet implemented" in message or "pro feature" in message)
+
+
+def default_endpoint(kind: TargetKind) -> str | None:
+    """Where a target's AWS APIs are when no --endpoint-url is given. `localstack` looks where LocalStack's
+    own clients do (localstack-client's conventions: AWS_ENDPOINT_URL, else LOCALSTACK_HOST as host[:port],
+    https when USE_SSL is set, else http://localhost:4566), so a shell set up for LocalStack needs no option;
+    `local` is the embedded emulator the harness starts itself; `aws` is boto3's own resolution."""
+    if kind == "aws":
+        return None
+    return localstack_config.get_service_endpoint("sts") if kind == "localstack" else LOCAL_ENDPOINT
 
 
 def endpoint_listening(url: str) -> bool:

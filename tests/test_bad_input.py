@@ -60,7 +60,6 @@ CASES = {
                                  r"waiver for 'NET-42' names no requirement of the plan"),
     "unreachable endpoint": (lambda t: ["--target", "localstack", "--endpoint-url", f"http://127.0.0.1:{free_port()}"],
                              r"cannot reach http://127\.0\.0\.1:\d+ \(Connection refused\); start LocalStack"),
-    "localstack without endpoint": (lambda t: ["--target", "localstack"], r"--target localstack needs --endpoint-url"),
     "provision on aws": (lambda t: ["--target", "aws", "--provision"], r"--provision is refused on --target aws"),
     "unknown profile": (lambda t: ["--target", "aws", "--profile", "no-such-profile"],
                         r"AWS profile 'no-such-profile' is not configured"),
@@ -109,6 +108,19 @@ def test_plan_copy_is_valid(tmp_path, reports):
     run = run_suite("--plan", str(_plan_copy(tmp_path)), "--snapshot", str(GOLDEN), reports=reports)
     assert run.returncode == 0, run.stdout + run.stderr
     shutil.rmtree(reports)
+
+
+@pytest.mark.parametrize("variable, value", [("LOCALSTACK_HOST", "127.0.0.1:{port}"),
+                                             ("AWS_ENDPOINT_URL", "http://127.0.0.1:{port}")])
+def test_localstack_is_looked_for_where_its_own_clients_look(variable, value, reports):
+    """Without --endpoint-url, --target localstack follows localstack-client's conventions."""
+    port = free_port()
+    unset = {name: None for name in ("LOCALSTACK_HOST", "AWS_ENDPOINT_URL", "USE_SSL")}
+    run = run_suite("--target", "localstack", reports=reports, timeout=60,
+                    env={**unset, variable: value.format(port=port)})
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert len(run.error_lines) == 1 and f"cannot reach http://127.0.0.1:{port} (Connection refused)" in \
+        run.error_lines[0], run.stderr
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -55,6 +55,7 @@ def test_ready_hook_provisions_the_plan(localstack, tmp_path):
     assert done.returncode == 0, done.stderr
     assert re.search(r"provisioned dev at .*: \d+ created", done.stdout), done.stdout
     assert "skipped rds: rds is not available at this endpoint (HTTP 501)" in done.stdout
-    run = run_suite("--target", "localstack", "--endpoint-url", localstack, "--env", "dev",
-                    reports=tmp_path / "reports")
+    # No --endpoint-url: found through LOCALSTACK_HOST, as LocalStack's own clients find it.
+    run = run_suite("--target", "localstack", "--env", "dev", reports=tmp_path / "reports",
+                    env={"LOCALSTACK_HOST": localstack.removeprefix("http://"), "AWS_ENDPOINT_URL": None})
     assert run.returncode == 0 and run.summary["counts"]["pass"] >= 10, run.stdout[-3000:]
