@@ -1,4 +1,5 @@
-"""The `harness` command: provision the plan into an emulator, take a snapshot, print the last summary.
+"""The `harness` command: list the plan's requirements, provision the plan into an emulator, take a snapshot,
+print the last summary.
 
 The suites themselves run under pytest; this command is for the steps around them (a LocalStack init
 hook provisioning the environment, a nightly job keeping the snapshot it judged).
@@ -7,13 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
+from harness.catalogue import FORMATS, render
 from harness.inventory import take_snapshot
 from harness.plan import PlanError, load_plan
-from harness.target import LOCAL_ENDPOINT, Target, TargetError
+from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
         p.add_argument("--env", default="prod", help="environment of the plan (default: prod)")
-        p.add_argument("--endpoint-url", default=LOCAL_ENDPOINT, help=f"emulator endpoint (default {LOCAL_ENDPOINT})")
+        p.add_argument("--endpoint-url", default=None,
+                       help=f"AWS-compatible endpoint (default: {LOCAL_ENDPOINT} for the stand-in and --target local; "
+                            "LocalStack's conventions, AWS_ENDPOINT_URL or LOCALSTACK_HOST, to provision or for "
+                            "--target localstack)")
         p.add_argument("--region", default=None, help="region (default: the plan's region for --env)")
 
     prov = sub.add_parser("provision", help="build the plan's compliant environment in an emulator (never AWS)")
@@ -33,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     snap.add_argument("--target", choices=("local", "localstack", "aws"), default="local")
     snap.add_argument("--profile", default=None, help="AWS profile for --target aws")
     snap.add_argument("--out", required=True, help="file to write")
+    cat = sub.add_parser("plan", help="print the plan's requirements: severity, flags, expected values per environment")
+    cat.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
+    cat.add_argument("--format", choices=FORMATS, default="text",
+                     help="text for the terminal (default); markdown is docs/requirements.md")
     rep = sub.add_parser("report", help="print the last run's summary")
     rep.add_argument("--reports-dir", default="reports")
     local = sub.add_parser("local", help="the local stand-in of the running system: up, down, status")
@@ -49,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(Path(args.reports_dir))
+        if args.command == "plan":
+            return _plan(args.plan, args.format)
         if args.command == "local":
             return _local(args)
         plan = load_plan(Path(args.plan))
@@ -56,16 +68,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "provision":
             from harness.local.provision import provision
 
-            target = Target("localstack", region, endpoint_url=args.endpoint_url)
+            target = Target("localstack", region, endpoint_url=args.endpoint_url or default_endpoint("localstack"))
             target.check_reachable()
             report = provision(target.client, plan, args.env)
-            print(f"provisioned {args.env} at {args.endpoint_url}: {len(report.created)} created, "
+            print(f"provisioned {args.env} at {target.endpoint_url}: {len(report.created)} created, "
                   f"{len(report.existing)} already there, {len(target.recorder.calls)} API calls")
             for service, reason in sorted(report.skipped.items()):
                 print(f"skipped {service}: {reason}")
             return 0
         kind = args.target
-        target = Target(kind, region, endpoint_url=None if kind == "aws" else args.endpoint_url, profile=args.profile)
+        target = Target(kind, region, endpoint_url=None if kind == "aws" else args.endpoint_url or default_endpoint(kind),
+                        profile=args.profile)
         target.check_reachable()
         inventory = take_snapshot(target, plan, args.env)
         inventory.save(Path(args.out))
@@ -82,7 +95,8 @@ def _local(args: argparse.Namespace) -> int:
     from harness.local.dataplane import DataPlane, StandInError
 
     load_plan(Path(args.plan)).environment(args.env)
-    plane = DataPlane.for_project(Path.cwd(), Path(args.plan), args.env, args.endpoint_url, args.port_offset)
+    plane = DataPlane.for_project(Path.cwd(), Path(args.plan), args.env, args.endpoint_url or LOCAL_ENDPOINT,
+                                  args.port_offset)
     if args.action == "up":
         start = time.monotonic()
         try:
@@ -94,12 +108,25 @@ def _local(args: argparse.Namespace) -> int:
         for name, url in plane.urls.items():
             print(f"  {name:<9} {url}")
         print(f"  CA        {plane.ca_file}   (pass --ca-bundle {plane.ca_file})")
+        if (database := plane.database).relocated:
+            print(f"  database  {database.state}   (PostgreSQL's user cannot reach the project; down removes it)")
         return 0
     if args.action == "down":
         plane.down()
         print("stand-in stopped")
         return 0
     print(json.dumps(plane.status(), indent=2, default=str))
+    return 0
+
+
+def _plan(source: str, fmt: str) -> int:
+    text = render(load_plan(Path(source)), fmt, source)
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # A reader that stops early (`| head`) is not a failure; keep Python from complaining at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

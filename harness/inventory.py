@@ -1,6 +1,6 @@
 """ONE snapshot of the deployment, fetched once per session and judged many times.
 
-Discovery follows the contract in DESIGN.md: resources are found by the plan's Project/Environment tags,
+Discovery follows the contract in docs/design.md: resources are found by the plan's Project/Environment tags,
 secrets by their name prefix, everything else by its links (the service's task definition and target
 group, the task definition's log group, the alarms whose dimensions name discovered resources). No
 name or id chosen by the harness is used, so the same snapshot logic works on an environment someone

@@ -160,6 +160,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PlanError(f"{path}: file not found; pass an existing file") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a directory, an unreadable or a binary file
+        raise PlanError(f"{path}: cannot be read as a TOML file ({exc}); pass the TOML file") from None
     except tomllib.TOMLDecodeError as exc:
         raise PlanError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
 

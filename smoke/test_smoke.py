@@ -1,4 +1,4 @@
-"""The post-deploy gate (REQUIREMENTS.md, Smoke): the new version serving correctly through the ALB.
+"""The post-deploy gate (SMK-01 to SMK-09 in docs/requirements.md): the new version serving correctly through the ALB.
 
 Each check holds when the gate's last round saw it hold; its message says what was seen otherwise.
 """

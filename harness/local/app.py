@@ -1,5 +1,5 @@
 """The local stand-in of the Dougust API: one ECS task's worth of it, implementing the contract the smoke
-gate assumes (REQUIREMENTS.md, "The API contract"), on PostgreSQL.
+gate assumes (docs/design.md, "The smoke API contract"), on PostgreSQL.
 
 It is configured as the NestJS container is, from its environment only: PORT, DATABASE_URL, JWT_SECRET,
 JWT_REFRESH_SECRET, JWT_ACCESS_TOKEN_TTL, JWT_REFRESH_TOKEN_TTL, TENANT_ID; the task launcher adds
