@@ -43,8 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     cat.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
     cat.add_argument("--format", choices=FORMATS, default="text",
                      help="text for the terminal (default); markdown is docs/requirements.md")
+    pol = sub.add_parser("iam-policy", help="print the least-privilege IAM policy a suite needs, derived from "
+                                            "the calls it makes (plan/iam/ holds the committed ones)")
+    pol.add_argument("--suite", choices=("compliance", "smoke"), default="compliance")
+    pol.add_argument("--env", default=None, help="one environment of the plan (default: all of them)")
+    pol.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
     rep = sub.add_parser("report", help="print the last run's summary")
     rep.add_argument("--reports-dir", default="reports")
+    dif = sub.add_parser("diff", help="what changed between two snapshots, and which requirements newly fail")
+    dif.add_argument("old", help="the baseline snapshot (e.g. last night's --snapshot-out)")
+    dif.add_argument("new", help="the later snapshot")
+    dif.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
+    dif.add_argument("--reports-dir", default="reports", help="where drift.json and drift.md go (default: reports)")
+    dif.add_argument("--fail-on", choices=("critical", "high", "medium", "low"), default=None,
+                     help="exit 1 when a requirement of this severity or worse newly fails or newly errors")
     local = sub.add_parser("local", help="the local stand-in of the running system: up, down, status")
     local.add_argument("action", choices=("up", "down", "status"))
     common(local)
@@ -61,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             return _report(Path(args.reports_dir))
         if args.command == "plan":
             return _plan(args.plan, args.format)
+        if args.command == "iam-policy":
+            return _iam_policy(args)
+        if args.command == "diff":
+            return _diff(args)
         if args.command == "local":
             return _local(args)
         plan = load_plan(Path(args.plan))
@@ -119,6 +135,27 @@ def _local(args: argparse.Namespace) -> int:
     return 0
 
 
+def _iam_policy(args: argparse.Namespace) -> int:
+    """The policy for the nightly job's role (compliance) or the deploy pipeline's (smoke), for one
+    environment or for every environment of the plan."""
+    from harness import iam
+
+    plan = load_plan(Path(args.plan))
+    envs = [args.env] if args.env else sorted(plan.environments)
+    for env in envs:
+        plan.environment(env)  # an unknown environment stops here, with the plan's own message
+    if args.suite == "smoke":
+        policy = iam.smoke_policy(plan, envs)
+    else:
+        try:
+            policy = iam.compliance_policy(plan, envs)
+        except iam.DerivationError as exc:
+            print(f"harness: {exc}", file=sys.stderr)
+            return 1
+    sys.stdout.write(iam.render(policy))
+    return 0
+
+
 def _plan(source: str, fmt: str) -> int:
     text = render(load_plan(Path(source)), fmt, source)
     try:
@@ -127,6 +164,32 @@ def _plan(source: str, fmt: str) -> int:
     except BrokenPipeError:
         # A reader that stops early (`| head`) is not a failure; keep Python from complaining at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from harness.drift import diff, summary_line
+    from harness.inventory import Inventory
+    from harness.report import write_drift
+
+    plan = load_plan(Path(args.plan))
+    try:
+        old, new = (Inventory.load(Path(p)).to_json() for p in (args.old, args.new))
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    if old["meta"].get("env") != new["meta"].get("env"):
+        raise PlanError(f"{args.old} is of environment '{old['meta'].get('env')}' and {args.new} of "
+                        f"'{new['meta'].get('env')}'; compare two snapshots of one environment")
+    found = diff(old, new)
+    _, markdown = write_drift(Path(args.reports_dir), found, {rid: r.text for rid, r in plan.requirements.items()})
+    print(f"drift since {found.baseline_taken_at}: {summary_line(found)}\n  details: {markdown}")
+    if args.fail_on:
+        env = new["meta"]["env"]
+        blocking = found.newly_failing_at_or_above(
+            args.fail_on, {rid: r.severity_in(env) for rid, r in plan.requirements.items()})
+        if blocking:
+            print(f"newly failing at {args.fail_on} or worse: {', '.join(blocking)}")
+            return 1
     return 0
 
 

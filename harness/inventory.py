@@ -20,6 +20,7 @@ from typing import Any, Callable, Literal
 
 import botocore.exceptions
 
+from harness.files import write_atomic
 from harness.plan import Plan
 from harness.redact import redact_environment
 from harness.target import Target, is_unavailable
@@ -77,10 +78,7 @@ class Inventory:
         }
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, default=str, sort_keys=True), encoding="utf-8")
-        tmp.replace(path)
+        write_atomic(path, json.dumps(self.to_json(), indent=1, default=str, sort_keys=True))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Inventory:

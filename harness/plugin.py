@@ -19,10 +19,12 @@ import allure
 import botocore.exceptions
 import pytest
 
+from harness.allure_results import Attachment, write_result
+from harness.drift import diff, summary_line
 from harness.inventory import PARTS, Inventory, PartUnavailable, take_snapshot
 from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
 from harness.probes import Endpoint
-from harness.report import Outcome, classify, summarize, write_summary
+from harness.report import Outcome, classify, drift_section, summarize, write_drift, write_summary
 from harness.smoke import GateInput, GateResult, run_gate
 from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
 
@@ -48,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="AWS profile: the account's on aws; on an emulator, one that enforces IAM")
     group.addoption("--provision", action="store_true",
                     help="localstack: provision the plan's environment first (never allowed on aws)")
+    group.addoption("--baseline", default=None, metavar="FILE",
+                    help="an earlier snapshot (--snapshot-out of another night): write what changed since, and "
+                         "which requirements newly fail, to drift.json and drift.md in --reports-dir")
     group.addoption("--snapshot", default=None, metavar="FILE",
                     help="judge a saved snapshot offline instead of fetching one")
     group.addoption("--snapshot-out", default=None, metavar="FILE", help="save the session's snapshot as JSON")
@@ -90,6 +95,7 @@ class HarnessState:
     endpoint: Endpoint | None = None
     gate_input: GateInput | None = None
     gate: GateResult | None = None
+    baseline: dict[str, Any] | None = None
     started: float | None = None
     resources: ExitStack = field(default_factory=ExitStack)
 
@@ -134,6 +140,15 @@ class HarnessState:
     def prepare_inventory(self) -> None:
         opt = self.config.option
         assert self.plan is not None
+        if opt.baseline:
+            try:
+                baseline = Inventory.load(Path(opt.baseline))
+            except ValueError as exc:
+                raise TargetError(f"--baseline: {exc}") from None
+            if baseline.meta.get("env") != self.env:
+                raise TargetError(f"baseline {opt.baseline} is of environment '{baseline.meta.get('env')}' but --env "
+                                  f"is '{self.env}'; pass a baseline of {self.env}")
+            self.baseline = baseline.to_json()
         if opt.snapshot:
             try:
                 inventory = Inventory.load(Path(opt.snapshot))
@@ -165,8 +180,6 @@ class HarnessState:
                 self.config.get_terminal_writer().line(f"harness: provisioning skipped {service}: {reason}")
         self.started = time.perf_counter()
         self.inventory = take_snapshot(target, self.plan, self.env)
-        if opt.snapshot_out:
-            self.inventory.save(Path(opt.snapshot_out))
 
     def prepare_smoke(self, smoke_ids: set[str]) -> None:
         """Where the gate looks and with which account; on --target local, the stand-in is brought up."""
@@ -383,8 +396,34 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not state.active or state.started is None:
         return
     summary = summarize(state, duration_s=time.perf_counter() - state.started)
+    opt = session.config.option
+    if state.inventory is not None:
+        # The night's verdicts travel with its snapshot, so tomorrow's run can say what newly fails.
+        state.inventory.meta["results"] = {row["id"]: row["status"] for row in summary["requirements"]
+                                           if state.plan.requirements[row["id"]].suite == "compliance"}
+        if opt.snapshot_out:
+            state.inventory.save(Path(opt.snapshot_out))
+        if state.baseline is not None:
+            summary["drift"] = _report_drift(state, Path(opt.reports_dir))
     session.config.stash[SUMMARY] = summary
-    write_summary(Path(session.config.option.reports_dir), summary)
+    write_summary(Path(opt.reports_dir), summary)
+
+
+def _report_drift(state: HarnessState, reports_dir: Path) -> dict[str, Any]:
+    """drift.json and drift.md in the reports, and in Allure as a result of its own beside the checks."""
+    assert state.baseline is not None and state.inventory is not None and state.plan is not None
+    found = diff(state.baseline, state.inventory.to_json())
+    texts = {rid: req.text for rid, req in state.plan.requirements.items()}
+    json_path, md_path = write_drift(reports_dir, found, texts)
+    results_dir = getattr(state.config.option, "allure_report_dir", None)
+    if results_dir:
+        newly = (found.requirements or {}).get("newly_failing", [])
+        write_result(Path(results_dir), f"Drift since {found.baseline_taken_at}", "compliance.drift",
+                     "failed" if newly else "passed", summary_line(found),
+                     {"epic": "compliance", "feature": "Drift", "story": "drift since the baseline"},
+                     [Attachment("drift.md", md_path.read_text(encoding="utf-8"), "text/markdown", "md"),
+                      Attachment("drift.json", json_path.read_text(encoding="utf-8"), "application/json", "json")])
+    return {**drift_section(found), "files": [str(json_path), str(md_path)]}
 
 
 
@@ -404,6 +443,9 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         rounds = gate["rounds"]
         tr.line(f"smoke gate on {gate['base_url']}: {len(rounds)} round(s) in {gate['elapsed_s']:.2f} s, "
                 f"last failing: {', '.join(rounds[-1]['failing']) or 'none'}")
+    if summary.get("drift"):
+        tr.line(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
+        tr.line(f"  details: {summary['drift']['files'][1]}")
     for rid in summary["waivers_can_go"]:
         tr.line(f"waiver for {rid} can go: the requirement passes", yellow=True)
     if summary["uncovered"]:

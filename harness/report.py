@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from harness.drift import Drift, summary_line, to_markdown
+from harness.files import write_atomic
+
 if TYPE_CHECKING:
     from harness.plugin import HarnessState
 
@@ -111,9 +114,17 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
 
 
 def write_summary(reports_dir: Path, summary: dict[str, Any]) -> Path:
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    path = reports_dir / "summary.json"
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(reports_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+
+
+def write_drift(reports_dir: Path, drift: Drift, plan_texts: dict[str, str]) -> tuple[Path, Path]:
+    """`drift.json` for machines (the nightly gate, tomorrow's comparison) and `drift.md` for people."""
+    return (write_atomic(reports_dir / "drift.json", json.dumps(drift.to_json(), indent=2, default=str)),
+            write_atomic(reports_dir / "drift.md", to_markdown(drift, plan_texts)))
+
+
+def drift_section(drift: Drift) -> dict[str, Any]:
+    """What summary.json says of the drift: the counts and the requirement lists; the details are in drift.json."""
+    return {"baseline_taken_at": drift.baseline_taken_at, "added": len(drift.added), "removed": len(drift.removed),
+            "changed": len(drift.changed), "requirements": drift.requirements, "line": summary_line(drift)}
+
