@@ -1,0 +1,150 @@
+"""Least-privilege IAM policies for the suites, derived from the AWS calls they make.
+
+A hand-written policy drifts from the code: a new describe call fails the nightly run with AccessDenied, a
+call that is gone leaves a permission nobody needs. So the compliance policy is derived: the plan's
+compliant environment is built into moto inside this process, the suite's session (the reachability check,
+then the one snapshot it judges) runs on it, and every call it records is mapped to the IAM action that
+authorizes it. The smoke gate reads one secret per environment, so its policy is that one action on those
+secrets.
+
+`policy_for` is the pure mapping from calls to a policy; `compliance_policy` and `smoke_policy` do the rest.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import botocore.exceptions
+
+from harness.inventory import take_snapshot
+from harness.plan import Plan
+from harness.target import Target
+
+POLICY_VERSION = "2012-10-17"
+
+# boto3 service name -> IAM service prefix, for every service a session calls. Explicit on purpose: a new
+# service stops the derivation until its prefix is checked in the AWS Service Authorization Reference.
+# CloudWatch signs its requests as "monitoring", but its IAM prefix is "cloudwatch".
+IAM_PREFIX: dict[str, str] = {
+    "application-autoscaling": "application-autoscaling",
+    "cloudtrail": "cloudtrail",
+    "cloudwatch": "cloudwatch",
+    "ec2": "ec2",
+    "ecr": "ecr",
+    "ecs": "ecs",
+    "elbv2": "elasticloadbalancing",
+    "logs": "logs",
+    "rds": "rds",
+    "s3": "s3",
+    "secretsmanager": "secretsmanager",
+    "sns": "sns",
+    "sts": "sts",
+    "wafv2": "wafv2",
+}
+
+# Operations that are not authorized by exactly the action of their own name.
+ACTIONS_OF: dict[tuple[str, str], tuple[str, ...]] = {
+    # IAM has no HeadBucket action: S3 authorizes a HEAD on a bucket as listing it.
+    ("s3", "HeadBucket"): ("s3:ListBucket",),
+    # WAF checks wafv2:GetWebACL on the web ACL it finds, on the caller's behalf, before returning it.
+    ("wafv2", "GetWebACLForResource"): ("wafv2:GetWebACLForResource", "wafv2:GetWebACL"),
+    # Answers any valid credentials, even under an explicit Deny: there is nothing to grant.
+    ("sts", "GetCallerIdentity"): (),
+}
+
+class DerivationError(Exception):
+    """The calls cannot be mapped, or the emulator run did not make all of them; the policy would be short."""
+
+
+def actions_for(calls: Iterable[tuple[str, str]]) -> list[str]:
+    """The IAM actions that authorize (boto3 service, PascalCase operation) calls, sorted, each once."""
+    actions: set[str] = set()
+    for service, operation in calls:
+        if service not in IAM_PREFIX:
+            raise DerivationError(f"no IAM prefix known for the service '{service}' ({service}:{operation}); "
+                                  f"look it up in the Service Authorization Reference and add it to IAM_PREFIX")
+        actions.update(ACTIONS_OF.get((service, operation), (f"{IAM_PREFIX[service]}:{operation}",)))
+    return sorted(actions)
+
+
+def policy_for(calls: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """The identity policy allowing exactly those calls. Resource is "*": the suite finds its resources by
+    tags, so it cannot name them in advance, and most Describe/List actions take no resource anyway."""
+    actions = actions_for(calls)
+    statements = [{"Sid": "ComplianceSnapshotRead", "Effect": "Allow", "Action": actions, "Resource": "*"}]
+    return {"Version": POLICY_VERSION, "Statement": statements if actions else []}
+
+
+def smoke_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
+    """GetSecretValue on each environment's smoke-account secret and nothing else. One ARN per environment,
+    from the plan's secret prefix, rather than a wildcard over environments: a `*/dougust/...` pattern would
+    also match names outside the plan. Secrets Manager appends '-' and six characters to the name."""
+    resources = [f"arn:aws:secretsmanager:*:*:secret:{plan.secret_prefix(env)}"
+                 f"{plan.requirements['SMK-06'].expected(env)['account_secret']}-*" for env in envs]
+    statement = {"Sid": "SmokeAccountRead", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+                 "Resource": resources}
+    return {"Version": POLICY_VERSION, "Statement": [statement]}
+
+
+def compliance_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
+    """What the nightly job's role needs to judge those environments of the plan."""
+    return policy_for(compliance_calls(plan, envs))
+
+
+def compliance_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
+    """Every call a compliance session makes against each environment built as the plan asks, in moto's
+    in-process mock. A compliant environment has every resource, so every part of the snapshot is fetched
+    and no call is skipped for want of something to describe."""
+    from moto import mock_aws
+
+    calls: list[tuple[str, str]] = []
+    targets: dict[str, Target] = {}  # one per region: its clients, loaded once, serve every environment there
+    with _shell_settings_ignored(), mock_aws():
+        for env in envs:
+            region = plan.environment(env).region
+            try:
+                calls += _session_calls(targets.setdefault(region, Target("local", region)), plan, env)
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                raise DerivationError(f"the emulator failed while building or reading {env}: {exc}") from None
+    return calls
+
+
+def _session_calls(target: Target, plan: Plan, env: str) -> list[tuple[str, str]]:
+    """Build `env` at the target, then the calls of one session on it: the reachability check and the snapshot."""
+    from harness.local.provision import provision
+
+    report = provision(target.client, plan, env)
+    if report.skipped:
+        raise DerivationError(f"the emulator could not build all of {env}: {report.skipped}")
+    mark = target.recorder.mark()
+    target.check_reachable()
+    inventory = take_snapshot(target, plan, env)
+    if inventory.failures:
+        failed = "; ".join(f"{part}: {f.message}" for part, f in sorted(inventory.failures.items()))
+        raise DerivationError(f"the snapshot of {env} in the emulator is incomplete ({failed})")
+    return [(service, operation) for service, operation, _ in target.recorder.since(mark)]
+
+
+@contextmanager
+def _shell_settings_ignored() -> Iterator[None]:
+    """Keep the shell's AWS settings out of the derivation: an AWS_ENDPOINT_URL (or an endpoint_url in the
+    config file) would send its calls, the provisioning ones included, past the mock to a real endpoint."""
+    saved = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
+    for name in saved:
+        del os.environ[name]
+    os.environ.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+                       "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"})
+    try:
+        yield
+    finally:
+        for name in [n for n in os.environ if n.startswith("AWS_")]:
+            del os.environ[name]
+        os.environ.update(saved)
+
+
+def render(policy: dict[str, Any]) -> str:
+    """The policy as committed under plan/iam/: two-space JSON in the order built, so a diff shows a change."""
+    return json.dumps(policy, indent=2) + "\n"

@@ -1,0 +1,331 @@
+"""The committed IAM policies (plan/iam/) are what the suites need, no more: derived from the calls they
+make, enough on a server that enforces IAM, and each service's part of them really checked there.
+
+The server is moto's, enforcing IAM after its first calls (`INITIAL_NO_AUTH_ACTION_COUNT`), started by this
+file with three corrections so that it authorizes as AWS does (moto 5.2: moto/core/responses.py,
+moto/iam/access_control.py, moto/s3/responses.py):
+
+- CloudWatch: moto names the action by the request's signing name, `monitoring:DescribeAlarms`; IAM's
+  prefix for CloudWatch is `cloudwatch`, so a correct policy would be denied.
+- S3: moto checks a HEAD on a bucket as `s3:HeadBucket`, an action IAM does not have; AWS checks
+  `s3:ListBucket`.
+- Secrets Manager: moto checks every action against the resource "*" (only SQS, IAM and STS name one), so a
+  policy scoped to one secret's ARN would deny everything; this server names the secret's ARN, as AWS does.
+
+What moto still does not check: a dependent action a service evaluates on the caller's behalf, here
+wafv2:GetWebACL behind GetWebACLForResource. That one is in the policy on the word of AWS's documentation
+(harness/iam.py), and no test here can show it is needed. moto also answers a denied JSON-protocol call
+(ECS, ECR, Logs, Secrets Manager, CloudTrail, WAF, Application Auto Scaling) with an XML body, which botocore
+reports as the error code "403"; a denial is therefore any outcome other than "ok".
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import botocore.exceptions
+import botocore.session
+import pytest
+from botocore import xform_name
+
+from conftest import ROOT, SuiteRun, free_port, run_suite
+from harness import cli
+from harness.iam import IAM_PREFIX, DerivationError, actions_for, policy_for
+from harness.inventory import take_snapshot
+from harness.plan import load_plan
+from harness.target import Target
+
+PLAN = load_plan(ROOT / "plan" / "dougust.toml")
+COMPLIANCE = ROOT / "plan" / "iam" / "compliance-readonly.json"
+SMOKE = ROOT / "plan" / "iam" / "smoke-readonly.json"
+ENV = "dev"
+REGION = PLAN.environment(ENV).region
+
+# The action taken away from the nightly policy in the one-action test. GetLifecyclePolicy is called while
+# the repositories part is fetched, so without it that whole part is unknown: every check that reads it
+# errors, not only ECR-03 (the lifecycle rule) but ECR-01 (private), ECR-02 (scan on push) and ECR-04 (the
+# service's image is from the repository). TAG-01 reads the part only when it was fetched and reports it as
+# not observable otherwise, so it keeps its verdict.
+REMOVED_ACTION = "ecr:GetLifecyclePolicy"
+NEEDS_LIFECYCLE_POLICY = {"ECR-01", "ECR-02", "ECR-03", "ECR-04"}
+
+BOOTSTRAP_CALLS = 3  # create_user, put_user_policy and create_access_key for the admin; then IAM is enforced
+
+
+def _committed(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _without(policy: dict[str, Any], drop: set[str]) -> dict[str, Any]:
+    """The policy with the given actions taken out of every statement."""
+    statements = [{**s, "Action": [a for a in s["Action"] if a not in drop]} for s in policy["Statement"]]
+    return {**policy, "Statement": statements}
+
+
+def _allow_all() -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+
+
+# --- the server --------------------------------------------------------------------------------------------
+
+
+def _serve_as_aws_authorizes(port: int) -> None:
+    """moto's server with the three corrections of the module docstring; run as this file's main."""
+    from moto.iam.access_control import IAMRequestBase
+    from moto.s3.responses import ACTION_MAP
+    from moto.secretsmanager.responses import SecretsManagerResponse
+    from moto.server import main
+
+    signed_as = IAMRequestBase.__init__
+
+    def named_by_iam_prefix(self: Any, *args: Any, **kwargs: Any) -> None:
+        signed_as(self, *args, **kwargs)
+        if self._service == "monitoring":
+            self._action = "cloudwatch:" + self._action.split(":", 1)[1]
+
+    def secret_arn(self: Any) -> str:
+        secret_id = self._get_param("SecretId")
+        secret = self.backend.secrets.get(secret_id) if secret_id else None
+        return secret.arn if secret else "*"
+
+    IAMRequestBase.__init__ = named_by_iam_prefix
+    ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+    SecretsManagerResponse._determine_resource = secret_arn
+    main(["-H", "127.0.0.1", "-p", str(port)])
+
+
+@dataclass
+class IamServer:
+    endpoint: str
+    credentials: Path
+    admin_iam: Any
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a process that picks its user by --profile from this server's credentials file."""
+        return {"AWS_SHARED_CREDENTIALS_FILE": str(self.credentials), "AWS_CONFIG_FILE": "/nonexistent"}
+
+    def grant(self, user: str, policy: dict[str, Any]) -> None:
+        """Replace the user's one inline policy; moto evaluates it again on every request."""
+        self.admin_iam.put_user_policy(UserName=user, PolicyName="harness", PolicyDocument=json.dumps(policy))
+
+    def run(self, user: str, tmp: Path, *extra: str) -> SuiteRun:
+        return run_suite("--target", "localstack", "--endpoint-url", self.endpoint, "--profile", user,
+                         "--env", ENV, *extra, reports=tmp / user, env=self.env)
+
+
+def _wait_for(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "moto server did not start"
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def iam_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamServer]:
+    """The IAM-enforcing server with one user per role: the admin (everything), the nightly job (the
+    committed compliance policy), the nightly job short of REMOVED_ACTION, a probe whose policy each test
+    sets, and the deploy pipeline's smoke gate (the committed smoke policy)."""
+    port = free_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_CALLS)}
+    server = subprocess.Popen([sys.executable, __file__, str(port)], env=env, cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(port, server)
+        endpoint = f"http://127.0.0.1:{port}"
+        bootstrap = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
+                                 aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+        admin_key = _user(bootstrap, "admin", _allow_all())
+        admin_iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
+                                 aws_access_key_id=admin_key[0], aws_secret_access_key=admin_key[1])
+        nightly = _committed(COMPLIANCE)
+        policies = {"nightly": nightly, "nightly-without-lifecycle": _without(nightly, {REMOVED_ACTION}),
+                    "probe": nightly, "smoke": _committed(SMOKE)}
+        keys = {"admin": admin_key, **{user: _user(admin_iam, user, p) for user, p in policies.items()}}
+        credentials = tmp_path_factory.mktemp("aws") / "credentials"
+        credentials.write_text("".join(f"[{user}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+                                       for user, (key, secret) in keys.items()))
+        yield IamServer(endpoint, credentials, admin_iam)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _user(iam: Any, name: str, policy: dict[str, Any]) -> tuple[str, str]:
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="harness", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+@pytest.fixture(scope="module")
+def admin_run(iam_server: IamServer, tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
+    """The admin builds the plan's dev environment and judges it: the verdicts any reader should reach."""
+    run = iam_server.run("admin", tmp_path_factory.mktemp("admin"), "--provision")
+    assert run.summary and run.summary["counts"]["error"] == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return run
+
+
+def _statuses(run: SuiteRun) -> dict[str, str]:
+    return {r["id"]: r["status"] for r in (run.summary or {}).get("requirements", [])}
+
+
+# --- the derivation, in process ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("calls, actions", [
+    ([("ec2", "DescribeVpcs")], ["ec2:DescribeVpcs"]),
+    ([("elbv2", "DescribeTargetGroups")], ["elasticloadbalancing:DescribeTargetGroups"]),
+    ([("cloudwatch", "DescribeAlarms")], ["cloudwatch:DescribeAlarms"]),
+    ([("application-autoscaling", "DescribeScalableTargets")], ["application-autoscaling:DescribeScalableTargets"]),
+    ([("s3", "HeadBucket")], ["s3:ListBucket"]),
+    ([("wafv2", "GetWebACLForResource")], ["wafv2:GetWebACL", "wafv2:GetWebACLForResource"]),
+    ([("cloudtrail", "GetTrailStatus"), ("cloudtrail", "DescribeTrails"), ("cloudtrail", "GetTrailStatus")],
+     ["cloudtrail:DescribeTrails", "cloudtrail:GetTrailStatus"]),
+    ([("sts", "GetCallerIdentity"), ("ecr", "GetLifecyclePolicy")], ["ecr:GetLifecyclePolicy"]),
+])
+def test_policy_for_maps_each_call_to_its_action(calls, actions):
+    policy = policy_for(calls)
+    assert policy == {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ComplianceSnapshotRead", "Effect": "Allow", "Action": actions, "Resource": "*"}]}
+
+
+def test_policy_for_grants_nothing_for_calls_that_need_no_permission():
+    assert policy_for([("sts", "GetCallerIdentity")]) == {"Version": "2012-10-17", "Statement": []}
+
+
+def test_policy_for_refuses_a_service_nobody_mapped():
+    with pytest.raises(DerivationError, match="no IAM prefix known for the service 'kms'"):
+        policy_for([("ec2", "DescribeVpcs"), ("kms", "DescribeKey")])
+
+
+@pytest.mark.parametrize("suite, path", [("compliance", COMPLIANCE), ("smoke", SMOKE)])
+def test_committed_policy_is_the_current_derivation(suite, path, capsys):
+    assert cli.main(["iam-policy", "--suite", suite]) == 0
+    derived = capsys.readouterr().out
+    assert path.read_text(encoding="utf-8") == derived, (
+        f"{path.relative_to(ROOT)} is not what the suite needs now; regenerate it: "
+        f"harness iam-policy --suite {suite} > {path.relative_to(ROOT)}")
+
+
+# Functions of harness/inventory.py that take the operation name of one fixed service.
+OPERATION_HELPERS = {"per_vpc": "ec2"}
+
+
+def _named_call(node: ast.AST) -> tuple[str, str] | None:
+    """(service, snake_case operation) of `f.call("svc", "op")`, `f.paginate("svc", "op")` or a helper's
+    `per_vpc("op")`, when they are written as string literals."""
+    if not isinstance(node, ast.Call):
+        return None
+    literals = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
+    if isinstance(node.func, ast.Attribute) and node.func.attr in ("call", "paginate") and len(literals) >= 2:
+        return literals[0], literals[1]
+    if isinstance(node.func, ast.Name) and node.func.id in OPERATION_HELPERS and literals:
+        return OPERATION_HELPERS[node.func.id], literals[0]
+    return None
+
+
+def test_policy_covers_every_call_the_snapshot_code_can_make():
+    """The derivation sees the calls a compliant environment leads to; this reads them off the code, so a
+    call made only on some other branch (a missing resource, a second page) cannot be left out."""
+    source = (ROOT / "harness" / "inventory.py").read_text(encoding="utf-8")
+    written = {call for node in ast.walk(ast.parse(source)) if (call := _named_call(node))}
+    session = botocore.session.get_session()
+    operations = {}
+    for service in {s for s, _ in written}:
+        model = session.get_service_model(service)
+        operations.update({(service, xform_name(op)): op for op in model.operation_names})
+    calls = [(service, operations[(service, method)]) for service, method in written]
+    assert set(actions_for(calls)) == set(_committed(COMPLIANCE)["Statement"][0]["Action"])
+
+
+def test_iam_policy_command_refuses_an_unknown_environment(capsys):
+    assert cli.main(["iam-policy", "--env", "staging"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("harness: unknown environment 'staging'") and err.count("\n") == 1, err
+
+
+# --- the committed policies on the IAM-enforcing server ------------------------------------------------------
+
+
+def test_nightly_policy_is_enough(iam_server, admin_run, tmp_path):
+    nightly = iam_server.run("nightly", tmp_path)
+    assert _statuses(nightly) == _statuses(admin_run), nightly.stdout[-3000:]
+    assert nightly.summary["counts"]["error"] == 0
+    seen = nightly.stdout + nightly.stderr + json.dumps(nightly.summary)
+    assert "AccessDenied" not in seen and "not authorized" not in seen
+
+
+def test_one_missing_action_errors_exactly_the_checks_that_need_it(iam_server, admin_run, tmp_path):
+    short = iam_server.run("nightly-without-lifecycle", tmp_path)
+    assert short.returncode == 1
+    assert short.ids_with("error") == NEEDS_LIFECYCLE_POLICY, short.summary["counts"]
+    assert all(f"{REMOVED_ACTION} failed" in short.message(rid) for rid in NEEDS_LIFECYCLE_POLICY), short.stdout
+    unchanged = {rid: status for rid, status in _statuses(admin_run).items() if rid not in NEEDS_LIFECYCLE_POLICY}
+    assert {rid: s for rid, s in _statuses(short).items() if rid not in NEEDS_LIFECYCLE_POLICY} == unchanged
+
+
+@pytest.fixture(scope="module")
+def probe(iam_server: IamServer, admin_run: SuiteRun) -> Iterator[Target]:
+    """A session as the probe user, reused so its clients are built once; each test sets the probe's policy."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in iam_server.env.items():
+            mp.setenv(name, value)
+        yield Target("localstack", REGION, endpoint_url=iam_server.endpoint, profile="probe")
+
+
+PREFIXES = sorted({action.split(":")[0] for action in _committed(COMPLIANCE)["Statement"][0]["Action"]})
+
+
+@pytest.mark.parametrize("prefix", PREFIXES)
+def test_server_enforces_each_service_of_the_policy(prefix, iam_server, probe):
+    """Without its actions, every call to that service is denied and every other call still succeeds: the
+    server checks this service, under this prefix."""
+    services = {service for service, iam_prefix in IAM_PREFIX.items() if iam_prefix == prefix}
+    nightly = _committed(COMPLIANCE)
+    iam_server.grant("probe", _without(nightly, {a for a in nightly["Statement"][0]["Action"]
+                                                 if a.startswith(f"{prefix}:")}))
+    mark = probe.recorder.mark()
+    take_snapshot(probe, PLAN, ENV)
+    calls = probe.recorder.since(mark)
+    denied = {(service, op) for service, op, outcome in calls if outcome != "ok"}
+    assert denied and {service for service, _ in denied} == services, calls
+    assert all(outcome != "ok" for service, _, outcome in calls if service in services), calls
+
+
+def test_smoke_policy_reads_the_smoke_account_and_nothing_else(iam_server, monkeypatch):
+    for name, value in iam_server.env.items():
+        monkeypatch.setenv(name, value)
+    admin = boto3.Session(profile_name="admin", region_name=REGION).client("secretsmanager",
+                                                                             endpoint_url=iam_server.endpoint)
+    account = PLAN.requirements["SMK-06"].expected("prod")["account_secret"]
+    prefix = PLAN.secret_prefix("prod")
+    readable = f"{prefix}{account}"
+    unreadable = [f"{prefix}database-url", f"{prefix}{account}ant", f"staging/dougust/{account}"]
+    for name in (readable, *unreadable):
+        admin.create_secret(Name=name, SecretString=json.dumps({"email": "smoke@example.com", "password": name}))
+    secrets = Target("localstack", REGION, endpoint_url=iam_server.endpoint, profile="smoke").client("secretsmanager")
+    assert json.loads(secrets.get_secret_value(SecretId=readable)["SecretString"])["password"] == readable
+    for name in unreadable:
+        with pytest.raises(botocore.exceptions.ClientError, match="not authorized to perform: "
+                                                                   "secretsmanager:GetSecretValue"):
+            secrets.get_secret_value(SecretId=name)
+    with pytest.raises(botocore.exceptions.ClientError, match="secretsmanager:ListSecrets"):
+        secrets.list_secrets()
+
+
+if __name__ == "__main__":
+    _serve_as_aws_authorizes(int(sys.argv[1]))
