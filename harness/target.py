@@ -83,9 +83,10 @@ class Target:
                     # Emulators accept any key; fixed ones keep a stray real credential from ever being sent.
                     self._session = boto3.Session(aws_access_key_id="test", aws_secret_access_key="test",
                                                   region_name=self.region)
-            except botocore.exceptions.ProfileNotFound:
-                raise TargetError(f"AWS profile '{self.profile}' is not configured; "
-                                  f"run 'aws configure --profile {self.profile}' or pass another --profile") from None
+            except botocore.exceptions.ProfileNotFound as exc:
+                name = exc.kwargs.get("profile", self.profile)  # AWS_PROFILE names it when --profile does not
+                raise TargetError(f"AWS profile '{name}' is not configured; "
+                                  f"run 'aws configure --profile {name}' or pass another --profile") from None
         return self._session
 
     def client(self, service: str) -> Any:

@@ -132,3 +132,10 @@ def test_smoke_bad_input_is_one_usage_line(args, expected, reports):
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
     assert len(run.error_lines) == 1 and re.search(expected, run.error_lines[0]), run.stderr
     assert "Traceback" not in run.stdout + run.stderr
+
+
+def test_a_missing_profile_named_by_aws_profile_is_named(reports):
+    run = run_suite("--target", "aws", reports=reports, timeout=60, env={"AWS_PROFILE": "no-such-profile"})
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert run.error_lines == ["ERROR: AWS profile 'no-such-profile' is not configured; run 'aws configure "
+                               "--profile no-such-profile' or pass another --profile"], run.stderr
