@@ -48,8 +48,14 @@ def _parser() -> argparse.ArgumentParser:
     pol.add_argument("--suite", choices=("compliance", "smoke"), default="compliance")
     pol.add_argument("--env", default=None, help="one environment of the plan (default: all of them)")
     pol.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
-    rep = sub.add_parser("report", help="print the last run's summary")
-    rep.add_argument("--reports-dir", default="reports")
+    rep = sub.add_parser("report", help="print the last run's summary; with --html, render the HTML report (Allure 3)")
+    rep.add_argument("--reports-dir", default="reports", help="where summary.json is (default: reports)")
+    rep.add_argument("--html", default=None, metavar="DIR",
+                     help="render the HTML report into DIR/index.html (one file) from --results and the summary")
+    rep.add_argument("--results", default="reports/allure-results", metavar="DIR",
+                     help="the run's Allure results, as --alluredir wrote them (default: reports/allure-results)")
+    rep.add_argument("--history", default=None, metavar="FILE",
+                     help="with --html: the report history (JSON lines) to read earlier runs from and add this one to")
     dif = sub.add_parser("diff", help="what changed between two snapshots, and which requirements newly fail")
     dif.add_argument("old", help="the baseline snapshot (e.g. last night's --snapshot-out)")
     dif.add_argument("new", help="the later snapshot")
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "report":
-            return _report(Path(args.reports_dir))
+            return _report(Path(args.reports_dir)) if args.html is None and args.history is None else _html_report(args)
         if args.command == "plan":
             return _plan(args.plan, args.format)
         if args.command == "iam-policy":
@@ -204,6 +210,31 @@ def _report(reports_dir: Path) -> int:
     for row in summary["requirements"]:
         if row["status"] != "pass":
             print(f"  {row['status']:<13} {row['id']:<7} {row['severity']:<8} {row['message'][:160]}")
+    if summary.get("drift"):
+        print(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
+    return 0
+
+
+def _html_report(args: argparse.Namespace) -> int:
+    from harness.html_report import ReportInputError, ReportToolError, render
+
+    if args.html is None:
+        print("harness: --history goes with --html DIR (the report it belongs to)", file=sys.stderr)
+        return 2
+    history = Path(args.history) if args.history else None
+    try:
+        done = render(Path(args.results), Path(args.reports_dir) / "summary.json", Path(args.html), history,
+                      Path(args.reports_dir))
+    except (ReportInputError, OSError) as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 2
+    except ReportToolError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 1
+    print(f"HTML report of {done.results} results written to {done.index} (Allure took {done.seconds:.1f} s)")
+    if history is not None:
+        again = "; this run's earlier entry replaced" if done.replaced_same_run else ""
+        print(f"history {history}: {done.history_runs} run(s){again}")
     return 0
 
 

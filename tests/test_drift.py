@@ -180,7 +180,8 @@ def _break(endpoint: str, retention: dict[str, int], undo: bool = False) -> None
                                          retentionInDays=retention["logs"] if undo else 1)
 
 
-def test_three_edits_through_the_api_are_the_nights_drift_and_restoring_them_resolves(moto_endpoint, tmp_path):
+def test_three_edits_through_the_api_are_the_nights_drift_and_restoring_them_resolves(moto_endpoint, tmp_path,
+                                                                                      capsys):
     first = _nightly(moto_endpoint, tmp_path, "night-1", None, "--provision")
     assert first.returncode == 0, first.stdout[-3000:]
     night_1 = json.loads((tmp_path / "night-1.json").read_text())
@@ -202,6 +203,10 @@ def test_three_edits_through_the_api_are_the_nights_drift_and_restoring_them_res
     assert drift["requirements"]["newly_failing"] == sorted(BROKEN_BY_THE_EDITS), drift["requirements"]
     assert second.summary["drift"]["requirements"]["newly_failing"] == sorted(BROKEN_BY_THE_EDITS)
     assert "drift since" in second.stdout and "newly failing DB-06, ECS-13, NET-08" in second.stdout
+    from harness.cli import main
+
+    assert main(["report", "--reports-dir", str(tmp_path / "night-2")]) == 0
+    assert "newly failing DB-06, ECS-13, NET-08" in capsys.readouterr().out
     markdown = (tmp_path / "night-2" / "drift.md").read_text()
     assert "**Newly failing** (3):" in markdown and "- DB-06: Automated backups retained" in markdown
     allure = [json.loads(p.read_text()) for p in (tmp_path / "allure-night-2").glob("*-result.json")]
