@@ -12,6 +12,8 @@ from pathlib import Path
 
 from harness.files import write_atomic
 
+DRIFT_RESULT = "compliance.drift"  # the full name, and so the history id, of the drift's result
+
 
 @dataclass(frozen=True)
 class Attachment:

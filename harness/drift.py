@@ -138,7 +138,7 @@ def _compare(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
 
 
 def _compare_lists(old: list[Any], new: list[Any], path: str) -> list[tuple[str, Any, Any]]:
-    name = _name_key(old + new)
+    name = _name_key(old) if _name_key(new) == _name_key(old) else None
     if name is not None:
         by_old = {str(item[name]): item for item in old}
         by_new = {str(item[name]): item for item in new}
@@ -169,7 +169,7 @@ def _name_key(items: list[Any]) -> str | None:
     if not items or not all(isinstance(i, dict) for i in items):
         return None
     for key in NAME_KEYS:
-        if all(key in i for i in items):
+        if all(key in i for i in items) and len({str(i[key]) for i in items}) == len(items):
             return key
     return None
 

@@ -24,11 +24,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness.allure_results import DRIFT_RESULT
+from harness.files import write_atomic
 
 TOOL_DIR = Path(__file__).resolve().parents[1] / "allure3"
 CONFIG = TOOL_DIR / "allurerc.mjs"
@@ -358,7 +360,8 @@ def render(results_dir: Path, summary_path: Path, html: Path, history: Path | No
         (work / COVERAGE_FILE).write_text(coverage_markdown(summary), encoding="utf-8")
         attachments = [str(work / COVERAGE_FILE)]
         drift = (reports_dir or summary_path.parent) / "drift.md"
-        if drift.is_file() and not _has_drift_result(staging):
+        # Only this run's drift: a drift.md left by an earlier run with --baseline is not tonight's.
+        if summary.get("drift") and drift.is_file() and not _has_drift_result(staging):
             attachments.append(str(drift.resolve()))
         history_runs, replaced = None, False
         staged_history = work / "history.jsonl"
@@ -387,10 +390,7 @@ def render(results_dir: Path, summary_path: Path, html: Path, history: Path | No
         index.write_text(without_analytics(index.read_text(encoding="utf-8")), encoding="utf-8")
         _replace_dir(out, html)
         if history is not None:
-            history.parent.mkdir(parents=True, exist_ok=True)
-            tmp_history = history.with_name(f".{history.name}.{uuid.uuid4().hex}.tmp")
-            shutil.copyfile(staged_history, tmp_history)
-            tmp_history.replace(history)
+            write_atomic(history, staged_history.read_bytes())
             # Allure keeps at most the config's historyLimit lines.
             history_runs = sum(1 for line in staged_history.read_text(encoding="utf-8").splitlines() if line.strip())
     return Rendered(html / "index.html", seconds, len(starts), history_runs, replaced)
@@ -399,7 +399,7 @@ def render(results_dir: Path, summary_path: Path, html: Path, history: Path | No
 def _has_drift_result(staging: Path) -> bool:
     for path in staging.glob("*-result.json"):
         try:
-            if str(json.loads(path.read_text(encoding="utf-8")).get("name", "")).startswith("Drift since"):
+            if json.loads(path.read_text(encoding="utf-8")).get("fullName") == DRIFT_RESULT:
                 return True
         except ValueError:
             continue

@@ -19,7 +19,7 @@ import allure
 import botocore.exceptions
 import pytest
 
-from harness.allure_results import Attachment, write_result
+from harness.allure_results import DRIFT_RESULT, Attachment, write_result
 from harness.drift import diff, summary_line
 from harness.inventory import PARTS, Inventory, PartUnavailable, take_snapshot
 from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
@@ -417,9 +417,11 @@ def _report_drift(state: HarnessState, reports_dir: Path) -> dict[str, Any]:
     json_path, md_path = write_drift(reports_dir, found, texts)
     results_dir = getattr(state.config.option, "allure_report_dir", None)
     if results_dir:
-        newly = (found.requirements or {}).get("newly_failing", [])
-        write_result(Path(results_dir), f"Drift since {found.baseline_taken_at}", "compliance.drift",
-                     "failed" if newly else "passed", summary_line(found),
+        lists = found.requirements or {}
+        # Failed when something newly fails or newly cannot be judged: what `harness diff --fail-on` gates on.
+        worse = lists.get("newly_failing", []) + lists.get("newly_erroring", [])
+        write_result(Path(results_dir), f"Drift since {found.baseline_taken_at}", DRIFT_RESULT,
+                     "failed" if worse else "passed", summary_line(found),
                      {"epic": "compliance", "feature": "Drift", "story": "drift since the baseline"},
                      [Attachment("drift.md", md_path.read_text(encoding="utf-8"), "text/markdown", "md"),
                       Attachment("drift.json", json_path.read_text(encoding="utf-8"), "application/json", "json")])

@@ -159,6 +159,8 @@ class Probe:
                 exchange.body = response.text[:300]
         except requests.RequestException as exc:
             exchange.error = _one_line(exc)
+        except OSError as exc:  # e.g. a REQUESTS_CA_BUNDLE that names no file: this request's failure
+            exchange.error = f"{type(exc).__name__}: {exc}"
         exchange.elapsed_ms = round((time.perf_counter() - start) * 1000, 2)
         obs.exchanges.append(exchange)
         return exchange

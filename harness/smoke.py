@@ -307,13 +307,17 @@ def judge_version(obs: Observations, expect: dict[str, Any], given: GateInput) -
     responses = _app_responses(obs)
     carrying = [e for e in responses if e.header(expect["header"])]
     bare = [e for e in responses if not e.header(expect["header"])]
+    # A route that matched runs the interceptor: a success without the header is a task that does not set it
+    # (an old version?), not an error response an interceptor never saw.
+    unexplained = bare if expect.get("every_response") else [e for e in bare if 200 <= (e.status or 0) < 300]
     served = _served_by(carrying, expect)
     evidence = {"expected": given.expected_version, "responses": len(responses), "without_header": len(bare),
                 "served": served}
-    if expect.get("every_response") and bare:
-        return Verdict(False, f"{len(bare)} of {len(responses)} responses carry no {expect['header']}: "
-                              + ", ".join(sorted({f'{e.method} {urlsplit(e.url).path} {e.status}' for e in bare})),
-                       evidence)
+    if unexplained:
+        tasks = sorted({e.header(expect["task_header"]) or f"(no {expect['task_header']})" for e in unexplained})
+        return Verdict(False, f"{len(unexplained)} of {len(responses)} responses carry no {expect['header']}: "
+                              + ", ".join(sorted({f'{e.method} {urlsplit(e.url).path} {e.status}'
+                                                  for e in unexplained})) + f" (from {', '.join(tasks)})", evidence)
     if not carrying:
         return Verdict(False, f"no response carries {expect['header']} ({len(responses)} read): "
                               f"{_seen(obs.first('version'))}", evidence)
@@ -336,7 +340,7 @@ def _served_by(responses: list[Exchange], expect: dict[str, Any]) -> dict[str, l
     """Version -> the tasks (by their task header) that answered with it."""
     served: dict[str, set[str]] = {}
     for e in responses:
-        served.setdefault(e.header(expect["header"]) or "", set()).add(
+        served.setdefault(str(e.header(expect["header"])), set()).add(
             e.header(expect["task_header"]) or f"(no {expect['task_header']})")
     return {version: sorted(tasks) for version, tasks in served.items()}
 
@@ -360,10 +364,14 @@ JUDGES: dict[str, Callable[[Observations, dict[str, Any], GateInput], Verdict]] 
 
 
 def judge(obs: Observations, rid: str, given: GateInput) -> Verdict:
-    """The verdict on one check for one round; a check whose step broke could not be observed."""
+    """The verdict on one check for one round; a check whose step or judge broke is an ERROR of its own."""
     if rid in obs.broken:
         return Verdict(False, f"{rid} could not be observed: {obs.broken[rid]}", observed=False)
-    return JUDGES[rid](obs, given.expects[rid], given)
+    try:
+        return JUDGES[rid](obs, given.expects[rid], given)
+    except Exception as exc:  # noqa: BLE001 - an answer in a shape the judge did not foresee: this check only
+        return Verdict(False, f"{rid} could not be judged: {type(exc).__name__}: {exc}".splitlines()[0][:300],
+                       observed=False)
 
 
 def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, interval_s: float = 2.0) -> GateResult:

@@ -210,6 +210,9 @@ def test_failing_health_check_takes_a_task_out_and_with_none_left_fails_open(alb
     wait_for(lambda: alb.status()["servers"]["task-2"] == "DOWN", timeout=3.5)
     # As the ALB does with every target unhealthy: route to all of them, not to none.
     assert {whoami(alb, certs.ca_file) for _ in range(6)} == {"task-1", "task-2"}
+    # ... and a client stuck to a task stays on it (the smoke gate's stickiness check holds in fail-open).
+    stuck = get(alb.urls["https"] + "/whoami", certs.ca_file)
+    assert stuck.awsalb and {whoami(alb, certs.ca_file, stuck.awsalb) for _ in range(6)} == {stuck.json()["task"]}
 
     tasks[0].health = 200  # rise 1: one good check brings it back
     wait_for(lambda: alb.status()["servers"]["task-1"] == "UP", timeout=2.5)

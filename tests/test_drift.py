@@ -107,6 +107,9 @@ def test_secret_looking_values_are_masked():
     assert [(c.path, c.old, c.new) for c in found.changed] == [
         (f"containerDefinitions[name=backend].environment[name={secret_name}]", None, MASK)]
     assert "hunter2" not in json.dumps(found.to_json()) + to_markdown(found)
+    changed = diff(edited(leak), edited(lambda s: (leak(s), set_env(secret_name, "hunter3-plain")(s))))
+    assert [(c.old, c.new) for c in changed.changed] == [(MASK, MASK)]
+    assert "hunter" not in json.dumps(changed.to_json()) + to_markdown(changed)
 
 
 def test_added_and_removed_resources_by_kind_and_identity():
@@ -124,6 +127,19 @@ def test_a_part_that_could_not_be_fetched_is_neither_added_nor_removed():
         del s["parts"]["db_instances"]
         s["failures"]["db_instances"] = {"kind": "error", "message": "rds:DescribeDBInstances failed: AccessDenied"}
     assert diff(BASE, edited(lose_rds)).removed == []
+    assert diff(edited(lose_rds), BASE).added == []
+
+
+def test_elements_that_share_a_name_are_compared_as_a_set():
+    """Two target-group links of one container share its name: a change to either must still show."""
+    links = [{"containerName": "backend", "containerPort": 3000, "targetGroupArn": "arn:tg/a"},
+             {"containerName": "backend", "containerPort": 3000, "targetGroupArn": "arn:tg/b"}]
+    old = {"parts": {"services": [{"serviceArn": "svc", "loadBalancers": links}]}, "meta": {}}
+    new = copy.deepcopy(old)
+    new["parts"]["services"][0]["loadBalancers"][0]["targetGroupArn"] = "arn:tg/c"
+    assert {(c.path, json.dumps(c.old), json.dumps(c.new)) for c in diff(old, new).changed} == {
+        ("loadBalancers[-]", json.dumps(links[0]), "null"),
+        ("loadBalancers[+]", "null", json.dumps({**links[0], "targetGroupArn": "arn:tg/c"}))}
 
 
 @pytest.mark.parametrize("before, after, expected", [

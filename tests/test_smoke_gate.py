@@ -83,6 +83,12 @@ FAULTS = {
 def test_each_fault_fails_its_check_alone(plane, fault, tmp_path):
     switches, rid, seen = FAULTS[fault]
     plane.set_faults(**switches)
+    if switches.get("health_down"):
+        # Judge the settled state (every target unhealthy, the ALB failing open), not the seconds in which
+        # the health checks take the tasks out one by one.
+        deadline = time.monotonic() + 10
+        while set(plane.alb.status()["servers"].values()) != {"DOWN"} and time.monotonic() < deadline:
+            time.sleep(0.1)
     run = gate(plane, tmp_path)
     assert run.returncode == 1
     assert failing(run) == {rid}, run.summary["counts"]

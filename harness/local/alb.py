@@ -236,8 +236,10 @@ def render_config(config: AlbConfig) -> str:
         f"    server {name} 127.0.0.1:{port}" + (f" cookie {name}" if c.stickiness else "")
         for name, port in c.backends)
     # The ALB fails open: with every target unhealthy it routes to all of them rather than to none. The
-    # unchecked backups take the traffic only when no checked server is up.
-    fail_open = "\n".join(f"    server {name}{FAIL_OPEN} 127.0.0.1:{port} backup no-check" for name, port in c.backends)
+    # unchecked backups take the traffic only when no checked server is up; each carries its task's cookie
+    # value, so a client stuck to a task stays on it when the whole group turns unhealthy.
+    fail_open = "\n".join(f"    server {name}{FAIL_OPEN} 127.0.0.1:{port} backup no-check"
+                          + (f" cookie {name}" if c.stickiness else "") for name, port in c.backends)
     if c.redirect:
         # `redirect scheme https` would keep the Host header's port, the HTTP one: name the HTTPS port.
         location = f"https://%[req.hdr(host),host_only]:{c.https_port}%[pathq]"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
-import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +19,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from harness.files import write_atomic
 
 CA_DAYS = 3650
 # A certificate issued moments ago for `days` days expires a little sooner than "now + days" by the time
@@ -90,8 +91,8 @@ def _create_ca(cert_file: Path, key_file: Path) -> tuple[x509.Certificate, ec.El
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(public), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write(key_file, _key_pem(key), private=True)
-    _write(cert_file, cert.public_bytes(serialization.Encoding.PEM), private=False)
+    write_atomic(key_file, _key_pem(key), mode=0o600)
+    write_atomic(cert_file, cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
 
@@ -137,23 +138,9 @@ def _issue(server_pem: Path, ca_cert: x509.Certificate, ca_key: ec.EllipticCurve
         .sign(ca_key, hashes.SHA256())
     )
     # The leaf alone: the CA signs it directly, and servers (the ALB among them) never send the root.
-    _write(server_pem, cert.public_bytes(serialization.Encoding.PEM) + _key_pem(key), private=True)
+    write_atomic(server_pem, cert.public_bytes(serialization.Encoding.PEM) + _key_pem(key), mode=0o600)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
-
-
-def _write(path: Path, data: bytes, *, private: bool) -> None:
-    """Write whole or not at all (a reader never sees half a file), 0600 when it holds a key."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o600 if private else 0o644)  # the umask may have narrowed or an old file widened it
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
