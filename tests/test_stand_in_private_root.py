@@ -49,6 +49,19 @@ def test_the_owner_of_a_private_root_keeps_its_state_inside(private_root: Path) 
     assert state_dir(private_root, me) == private_root / "postgres"
 
 
+def test_a_relocated_state_stays_where_it_is_when_the_root_opens_up(private_root: Path) -> None:
+    """`down` must find what `up` started, even if the clone's modes changed in between."""
+    state = state_dir(private_root, STRANGER)
+    state.mkdir(mode=0o700)
+    try:
+        private_root.chmod(0o755)
+        me = pwd.struct_passwd(("me", "x", os.geteuid(), os.getegid(), "", "/", "/bin/false"))
+        assert state_dir(private_root, STRANGER) == state == state_dir(private_root, me)
+    finally:
+        state.rmdir()
+    assert state_dir(private_root, STRANGER) == private_root / "postgres"
+
+
 def test_an_unreachable_root_moves_its_state_to_a_short_dir_of_its_own(private_root: Path) -> None:
     other = Path(tempfile.mkdtemp(prefix="dg-private-", dir="/tmp"))
     try:

@@ -394,14 +394,19 @@ def _server_user() -> pwd.struct_passwd:
 
 
 def state_dir(root: Path, server: pwd.struct_passwd) -> Path:
-    """Where the pair's state lives: `<root>/postgres` whenever the server's user can reach it, as it always
-    has. Otherwise (as root, PostgreSQL runs as `postgres`, which cannot pass a 0700 parent such as a
-    `mktemp -d` clone or /root) a directory under /tmp named after the resolved root, so two clones never
-    share one, and short, so the unix socket path stays within its limit wherever the clone is."""
+    """Where the pair's state lives: `<root>/postgres` whenever the server's user can reach it. Otherwise
+    (as root, PostgreSQL runs as `postgres`, which cannot pass a 0700 parent such as a `mktemp -d` clone
+    or /root) a directory under /tmp named after the resolved root, so two clones never share one, and
+    short, so the unix socket path stays within its limit wherever the clone is. Once that directory
+    exists it stays the answer, even if the clone's modes change meanwhile: `down` must find the servers
+    `up` started (one that someone else owns is not taken as ours)."""
     root = root.resolve()
+    relocated = RELOCATION_BASE / f"harness-pg-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+    if relocated.is_dir() and not relocated.is_symlink() and relocated.stat().st_uid in (os.geteuid(), server.pw_uid):
+        return relocated
     if traversable(root, server):
         return root / "postgres"
-    return RELOCATION_BASE / f"harness-pg-{hashlib.sha256(str(root).encode()).hexdigest()[:12]}"
+    return relocated
 
 
 def traversable(path: Path, user: pwd.struct_passwd) -> bool:
