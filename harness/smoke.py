@@ -114,8 +114,8 @@ def _auth_round_trip(probe: Probe, obs: Observations, given: GateInput) -> None:
 def tamper(token: str) -> tuple[str, str]:
     """A token the backend must refuse, made from the real one, and how it was made. The token's format is
     the backend's business: a JWT is re-signed with another key (what a server that skips verification
-    accepts); any other token has one character of its last part changed, where an opaque `<body>.<mac>`
-    keeps its MAC, so a server that trusts the body without checking the MAC accepts it."""
+    accepts); any other token has one character of its last part changed: an opaque `<body>.<mac>`
+    keeps its body and loses its MAC, so a server that trusts the body without checking the MAC accepts it."""
     try:
         claims = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError:
