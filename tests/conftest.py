@@ -7,10 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
+import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -77,3 +80,131 @@ def moto_endpoint() -> Iterator[str]:
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()
+
+
+# --- a moto server that enforces IAM -----------------------------------------------------------------------
+
+ALLOW_ALL = {"Effect": "Allow", "Action": "*", "Resource": "*"}
+
+
+def policy_document(*statements: dict[str, Any]) -> dict[str, Any]:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+@dataclass
+class IamServer:
+    endpoint: str
+    credentials: Path
+    admin_iam: Any
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for a process that picks its user by --profile from this server's credentials file."""
+        return {"AWS_SHARED_CREDENTIALS_FILE": str(self.credentials), "AWS_CONFIG_FILE": "/nonexistent"}
+
+    def grant(self, user: str, policy: dict[str, Any]) -> None:
+        """Replace the user's one inline policy; moto evaluates it again on every request."""
+        self.admin_iam.put_user_policy(UserName=user, PolicyName="harness", PolicyDocument=json.dumps(policy))
+
+    def run(self, user: str, tmp: Path, *extra: str, environment: str = "dev") -> SuiteRun:
+        """The compliance suite against this server as `user`, its reports under tmp/user."""
+        return run_suite("--target", "localstack", "--endpoint-url", self.endpoint, "--profile", user,
+                         "--env", environment, *extra, reports=tmp / user, env=self.env)
+
+
+# create_user, put_user_policy and create_access_key for the first user; after them the server enforces IAM.
+BOOTSTRAP_CALLS = 3
+
+
+@contextmanager
+def iam_enforcing_server(users: Mapping[str, dict[str, Any]], directory: Path, *,
+                         as_aws_authorizes: bool = False) -> Iterator[IamServer]:
+    """A moto server on 127.0.0.1 that enforces IAM after its first few calls (`INITIAL_NO_AUTH_ACTION_COUNT`),
+    with one user per entry of `users`, each given that inline policy and an access key; the keys are written
+    as one profile per user to a credentials file in `directory`. The first user creates the others and makes
+    every later grant, so its policy must allow IAM. `as_aws_authorizes` starts the server with the
+    corrections of `_serve_as_aws_authorizes`."""
+    port = free_port()
+    if as_aws_authorizes:
+        command = [sys.executable, __file__, str(port)]
+    else:
+        command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_CALLS)}
+    server = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(port, server)
+        endpoint = f"http://127.0.0.1:{port}"
+        (admin, admin_policy), *others = users.items()
+        bootstrap = _iam(endpoint, ("bootstrap", "bootstrap"))
+        keys = {admin: _create_user(bootstrap, admin, admin_policy)}
+        admin_iam = _iam(endpoint, keys[admin])
+        keys.update({user: _create_user(admin_iam, user, policy) for user, policy in others})
+        credentials = directory / "credentials"
+        credentials.write_text("".join(f"[{user}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
+                                       for user, (key, secret) in keys.items()))
+        yield IamServer(endpoint, credentials, admin_iam)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _wait_for(port: int, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            assert time.monotonic() < deadline and server.poll() is None, "moto server did not start"
+            time.sleep(0.1)
+
+
+def _iam(endpoint: str, key: tuple[str, str]) -> Any:
+    return boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id=key[0], aws_secret_access_key=key[1])
+
+
+def _create_user(iam: Any, name: str, policy: dict[str, Any]) -> tuple[str, str]:
+    iam.create_user(UserName=name)
+    iam.put_user_policy(UserName=name, PolicyName="harness", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=name)["AccessKey"]
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def _serve_as_aws_authorizes(port: int) -> None:
+    """moto's server with three corrections so that it authorizes as AWS does (moto 5.2: moto/core/responses.py,
+    moto/iam/access_control.py, moto/s3/responses.py); run as this file's main.
+
+    - CloudWatch: moto names the action by the request's signing name, `monitoring:DescribeAlarms`; IAM's
+      prefix for CloudWatch is `cloudwatch`, so a correct policy would be denied.
+    - S3: moto checks a HEAD on a bucket as `s3:HeadBucket`, an action IAM does not have; AWS checks
+      `s3:ListBucket`.
+    - Secrets Manager: moto checks every action against the resource "*" (only SQS, IAM and STS name one), so
+      a policy scoped to one secret's ARN would deny everything; this server names the secret's ARN, as AWS
+      does.
+    """
+    from moto.iam.access_control import IAMRequestBase
+    from moto.s3.responses import ACTION_MAP
+    from moto.secretsmanager.responses import SecretsManagerResponse
+    from moto.server import main
+
+    signed_as = IAMRequestBase.__init__
+
+    def named_by_iam_prefix(self: Any, *args: Any, **kwargs: Any) -> None:
+        signed_as(self, *args, **kwargs)
+        if self._service == "monitoring":
+            self._action = "cloudwatch:" + self._action.split(":", 1)[1]
+
+    def secret_arn(self: Any) -> str:
+        secret_id = self._get_param("SecretId")
+        secret = self.backend.secrets.get(secret_id) if secret_id else None
+        return secret.arn if secret else "*"
+
+    IAMRequestBase.__init__ = named_by_iam_prefix
+    ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
+    SecretsManagerResponse._determine_resource = secret_arn
+    main(["-H", "127.0.0.1", "-p", str(port)])
+
+
+if __name__ == "__main__":
+    _serve_as_aws_authorizes(int(sys.argv[1]))

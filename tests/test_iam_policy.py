@@ -1,16 +1,8 @@
 """The committed IAM policies (plan/iam/) are what the suites need, no more: derived from the calls they
 make, enough on a server that enforces IAM, and each service's part of them really checked there.
 
-The server is moto's, enforcing IAM after its first calls (`INITIAL_NO_AUTH_ACTION_COUNT`), started by this
-file with three corrections so that it authorizes as AWS does (moto 5.2: moto/core/responses.py,
-moto/iam/access_control.py, moto/s3/responses.py):
-
-- CloudWatch: moto names the action by the request's signing name, `monitoring:DescribeAlarms`; IAM's
-  prefix for CloudWatch is `cloudwatch`, so a correct policy would be denied.
-- S3: moto checks a HEAD on a bucket as `s3:HeadBucket`, an action IAM does not have; AWS checks
-  `s3:ListBucket`.
-- Secrets Manager: moto checks every action against the resource "*" (only SQS, IAM and STS name one), so a
-  policy scoped to one secret's ARN would deny everything; this server names the secret's ARN, as AWS does.
+The server is moto's, enforcing IAM after its first calls, with the corrections of conftest.py's
+`_serve_as_aws_authorizes` so that it authorizes as AWS does for CloudWatch, S3 and Secrets Manager.
 
 What moto still does not check: a dependent action a service evaluates on the caller's behalf, here
 wafv2:GetWebACL behind GetWebACLForResource. That one is in the policy on the word of AWS's documentation
@@ -22,12 +14,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,7 +23,7 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from conftest import ROOT, SuiteRun, free_port, run_suite
+from conftest import ALLOW_ALL, ROOT, IamServer, SuiteRun, iam_enforcing_server, policy_document
 from harness import cli
 from harness.iam import IAM_PREFIX, DerivationError, actions_for, policy_for
 from harness.inventory import take_snapshot
@@ -58,8 +44,6 @@ REGION = PLAN.environment(ENV).region
 REMOVED_ACTION = "ecr:GetLifecyclePolicy"
 NEEDS_LIFECYCLE_POLICY = {"ECR-01", "ECR-02", "ECR-03", "ECR-04"}
 
-BOOTSTRAP_CALLS = 3  # create_user, put_user_policy and create_access_key for the admin; then IAM is enforced
-
 
 def _committed(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
@@ -71,67 +55,7 @@ def _without(policy: dict[str, Any], drop: set[str]) -> dict[str, Any]:
     return {**policy, "Statement": statements}
 
 
-def _allow_all() -> dict[str, Any]:
-    return {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-
-
 # --- the server --------------------------------------------------------------------------------------------
-
-
-def _serve_as_aws_authorizes(port: int) -> None:
-    """moto's server with the three corrections of the module docstring; run as this file's main."""
-    from moto.iam.access_control import IAMRequestBase
-    from moto.s3.responses import ACTION_MAP
-    from moto.secretsmanager.responses import SecretsManagerResponse
-    from moto.server import main
-
-    signed_as = IAMRequestBase.__init__
-
-    def named_by_iam_prefix(self: Any, *args: Any, **kwargs: Any) -> None:
-        signed_as(self, *args, **kwargs)
-        if self._service == "monitoring":
-            self._action = "cloudwatch:" + self._action.split(":", 1)[1]
-
-    def secret_arn(self: Any) -> str:
-        secret_id = self._get_param("SecretId")
-        secret = self.backend.secrets.get(secret_id) if secret_id else None
-        return secret.arn if secret else "*"
-
-    IAMRequestBase.__init__ = named_by_iam_prefix
-    ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
-    SecretsManagerResponse._determine_resource = secret_arn
-    main(["-H", "127.0.0.1", "-p", str(port)])
-
-
-@dataclass
-class IamServer:
-    endpoint: str
-    credentials: Path
-    admin_iam: Any
-
-    @property
-    def env(self) -> dict[str, str]:
-        """Environment for a process that picks its user by --profile from this server's credentials file."""
-        return {"AWS_SHARED_CREDENTIALS_FILE": str(self.credentials), "AWS_CONFIG_FILE": "/nonexistent"}
-
-    def grant(self, user: str, policy: dict[str, Any]) -> None:
-        """Replace the user's one inline policy; moto evaluates it again on every request."""
-        self.admin_iam.put_user_policy(UserName=user, PolicyName="harness", PolicyDocument=json.dumps(policy))
-
-    def run(self, user: str, tmp: Path, *extra: str) -> SuiteRun:
-        return run_suite("--target", "localstack", "--endpoint-url", self.endpoint, "--profile", user,
-                         "--env", ENV, *extra, reports=tmp / user, env=self.env)
-
-
-def _wait_for(port: int, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return
-        except OSError:
-            assert time.monotonic() < deadline and server.poll() is None, "moto server did not start"
-            time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -139,42 +63,18 @@ def iam_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamServer]:
     """The IAM-enforcing server with one user per role: the admin (everything), the nightly job (the
     committed compliance policy), the nightly job short of REMOVED_ACTION, a probe whose policy each test
     sets, and the deploy pipeline's smoke gate (the committed smoke policy)."""
-    port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_CALLS)}
-    server = subprocess.Popen([sys.executable, __file__, str(port)], env=env, cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_for(port, server)
-        endpoint = f"http://127.0.0.1:{port}"
-        bootstrap = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
-                                 aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        admin_key = _user(bootstrap, "admin", _allow_all())
-        admin_iam = boto3.client("iam", endpoint_url=endpoint, region_name=REGION,
-                                 aws_access_key_id=admin_key[0], aws_secret_access_key=admin_key[1])
-        nightly = _committed(COMPLIANCE)
-        policies = {"nightly": nightly, "nightly-without-lifecycle": _without(nightly, {REMOVED_ACTION}),
-                    "probe": nightly, "smoke": _committed(SMOKE)}
-        keys = {"admin": admin_key, **{user: _user(admin_iam, user, p) for user, p in policies.items()}}
-        credentials = tmp_path_factory.mktemp("aws") / "credentials"
-        credentials.write_text("".join(f"[{user}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
-                                       for user, (key, secret) in keys.items()))
-        yield IamServer(endpoint, credentials, admin_iam)
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def _user(iam: Any, name: str, policy: dict[str, Any]) -> tuple[str, str]:
-    iam.create_user(UserName=name)
-    iam.put_user_policy(UserName=name, PolicyName="harness", PolicyDocument=json.dumps(policy))
-    key = iam.create_access_key(UserName=name)["AccessKey"]
-    return key["AccessKeyId"], key["SecretAccessKey"]
+    nightly = _committed(COMPLIANCE)
+    users = {"admin": policy_document(ALLOW_ALL), "nightly": nightly,
+             "nightly-without-lifecycle": _without(nightly, {REMOVED_ACTION}), "probe": nightly,
+             "smoke": _committed(SMOKE)}
+    with iam_enforcing_server(users, tmp_path_factory.mktemp("aws"), as_aws_authorizes=True) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def admin_run(iam_server: IamServer, tmp_path_factory: pytest.TempPathFactory) -> SuiteRun:
     """The admin builds the plan's dev environment and judges it: the verdicts any reader should reach."""
-    run = iam_server.run("admin", tmp_path_factory.mktemp("admin"), "--provision")
+    run = iam_server.run("admin", tmp_path_factory.mktemp("admin"), "--provision", environment=ENV)
     assert run.summary and run.summary["counts"]["error"] == 0, run.stdout[-3000:] + run.stderr[-2000:]
     return run
 
@@ -262,7 +162,7 @@ def test_iam_policy_command_refuses_an_unknown_environment(capsys):
 
 
 def test_nightly_policy_is_enough(iam_server, admin_run, tmp_path):
-    nightly = iam_server.run("nightly", tmp_path)
+    nightly = iam_server.run("nightly", tmp_path, environment=ENV)
     assert _statuses(nightly) == _statuses(admin_run), nightly.stdout[-3000:]
     assert nightly.summary["counts"]["error"] == 0
     seen = nightly.stdout + nightly.stderr + json.dumps(nightly.summary)
@@ -270,7 +170,7 @@ def test_nightly_policy_is_enough(iam_server, admin_run, tmp_path):
 
 
 def test_one_missing_action_errors_exactly_the_checks_that_need_it(iam_server, admin_run, tmp_path):
-    short = iam_server.run("nightly-without-lifecycle", tmp_path)
+    short = iam_server.run("nightly-without-lifecycle", tmp_path, environment=ENV)
     assert short.returncode == 1
     assert short.ids_with("error") == NEEDS_LIFECYCLE_POLICY, short.summary["counts"]
     assert all(f"{REMOVED_ACTION} failed" in short.message(rid) for rid in NEEDS_LIFECYCLE_POLICY), short.stdout
@@ -325,7 +225,3 @@ def test_smoke_policy_reads_the_smoke_account_and_nothing_else(iam_server, monke
             secrets.get_secret_value(SecretId=name)
     with pytest.raises(botocore.exceptions.ClientError, match="secretsmanager:ListSecrets"):
         secrets.list_secrets()
-
-
-if __name__ == "__main__":
-    _serve_as_aws_authorizes(int(sys.argv[1]))
