@@ -7,10 +7,11 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import boto3
 import pytest
+import requests
 
 from conftest import GOLDEN, run_suite
 from harness.drift import Change, diff, to_markdown
@@ -196,8 +197,18 @@ def _break(endpoint: str, retention: dict[str, int], undo: bool = False) -> None
                                          retentionInDays=retention["logs"] if undo else 1)
 
 
-def test_three_edits_through_the_api_are_the_nights_drift_and_restoring_them_resolves(moto_endpoint, tmp_path,
+@pytest.fixture
+def fresh_emulator(moto_endpoint: str) -> Iterator[str]:
+    """moto keeps its state per process, and other modules of this worker provision the same environment:
+    start from an empty emulator, and leave an empty one behind."""
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+    yield moto_endpoint
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
+
+
+def test_three_edits_through_the_api_are_the_nights_drift_and_restoring_them_resolves(fresh_emulator, tmp_path,
                                                                                       capsys):
+    moto_endpoint = fresh_emulator
     first = _nightly(moto_endpoint, tmp_path, "night-1", None, "--provision")
     assert first.returncode == 0, first.stdout[-3000:]
     night_1 = json.loads((tmp_path / "night-1.json").read_text())
