@@ -280,6 +280,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             state.prepare_smoke(smoke_ids)
         if any("inventory" in names for names in needs):
             state.prepare_inventory()
+        elif session.config.option.baseline:
+            raise TargetError("--baseline compares snapshots, and no selected test judges one; run it with "
+                              "the compliance suite (pytest compliance --baseline FILE)")
     except (TargetError, PlanError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if state.started is None:

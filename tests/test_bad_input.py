@@ -68,6 +68,10 @@ CASES = {
     "snapshot not JSON": (lambda t: ["--snapshot", str(_waivers(t, "{nope"))], r"is not JSON .*take it again"),
     "snapshot of another env": (lambda t: ["--snapshot", str(GOLDEN), "--env", "dev"],
                                 r"is of environment 'prod' but --env is 'dev'; pass --env prod"),
+    "baseline missing": (lambda t: ["--snapshot", str(GOLDEN), "--baseline", str(t / "gone.json")],
+                         r"--baseline: snapshot .*gone\.json not found"),
+    "baseline of another env": (lambda t: ["--snapshot", str(GOLDEN), "--baseline", str(GOLDEN), "--env", "dev"],
+                                r"baseline .* is of environment 'prod' but --env is 'dev'; pass a baseline of dev"),
 }
 
 
@@ -126,6 +130,7 @@ def test_localstack_is_looked_for_where_its_own_clients_look(variable, value, re
 @pytest.mark.parametrize("args, expected", [
     (["--target", "aws"], r"smoke checks on --target aws need --base-url \(the load balancer's HTTPS URL\)"),
     (["--base-url", "https://localhost:1", "--smoke-user", "a@b.c"], r"pass both --smoke-user and --smoke-password"),
+    (["--base-url", "https://localhost:1", "--baseline", "x.json"], r"--baseline compares snapshots, and no selected"),
 ])
 def test_smoke_bad_input_is_one_usage_line(args, expected, reports):
     run = run_suite(*args, suite="smoke", reports=reports, timeout=60)
