@@ -1,0 +1,207 @@
+"""Exact latency statistics of a load run, kept as HDR histograms.
+
+Locust rounds response times into coarse buckets before it computes percentiles; the verdicts (p95, p99
+per endpoint) need the real values, merged exactly across worker processes. Every request's response
+time goes into an HDR histogram per phase and endpoint; workers ship the histograms encoded (base64 of
+HDR's compressed form) and the master adds them up. Nothing here imports Locust, so the pytest process
+can read and judge a results file with the same code the generator used to write it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from hdrh.histogram import HdrHistogram
+
+# Microseconds from 1 µs to 60 s with 3 significant digits: 0.1 % quantisation, far below any budget.
+LOWEST_US = 1
+HIGHEST_US = 60_000_000
+SIGNIFICANT_DIGITS = 3
+RAMP = "ramp"
+STEADY = "steady"
+# A start this much behind its schedule is late; below it is the scheduler's own jitter.
+LATE_TOLERANCE_S = 0.005
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def record_ms(hist: HdrHistogram, value_ms: float) -> None:
+    """Record a time in milliseconds, clamped into the histogram's range rather than dropped, so a
+    request slower than the range still counts."""
+    hist.record_value(min(max(int(round(value_ms * 1000)), LOWEST_US), HIGHEST_US))
+
+
+def encode(hist: HdrHistogram) -> str:
+    return hist.encode().decode("ascii")
+
+
+def decode(encoded: str) -> HdrHistogram:
+    hist = new_histogram()
+    if encoded:
+        hist.decode_and_add(encoded.encode("ascii"))
+    return hist
+
+
+def merge_encoded(encoded: Iterable[str]) -> str:
+    """One encoded histogram holding every sample of the given ones."""
+    total = new_histogram()
+    for item in encoded:
+        if item:
+            total.decode_and_add(item.encode("ascii"))
+    return encode(total)
+
+
+def percentile_ms(hist: HdrHistogram, percentile: float) -> float:
+    """The nearest-rank percentile: the smallest recorded value with at least `percentile` % of the samples
+    at or below it (the definition the smoke gate's p95 uses too). HDR's own rounds the rank to the nearest
+    integer, which on a sparse tail (73 samples: rank 69 instead of 70) reports the value one rank lower."""
+    total = hist.get_total_count()
+    if not total:
+        return 0.0
+    rank = max(1, math.ceil(round(percentile * total / 100, 9)))
+    seen = 0
+    for item in hist.get_recorded_iterator():
+        seen += item.count_added_in_this_iter_step
+        if seen >= rank:
+            return item.value_iterated_to / 1000
+    return hist.get_max_value() / 1000
+
+
+def percentiles_ms(encoded: str, percentiles: Iterable[float] = (50, 95, 99)) -> dict[float, float]:
+    """Percentiles in milliseconds of an encoded histogram, as the pytest side reads a results file."""
+    hist = decode(encoded)
+    return {p: percentile_ms(hist, p) for p in percentiles}
+
+
+def phase_of(elapsed_s: float, ramp_s: float) -> str:
+    """The ramp is not judged, so samples before ramp_s seconds of the test go to a phase of their own."""
+    return RAMP if elapsed_s < ramp_s else STEADY
+
+
+def phases(ramp_s: float, duration_s: float) -> list[dict[str, Any]]:
+    """The phases a run of duration_s went through, as the results file lists them."""
+    spans = [(RAMP, 0.0, min(ramp_s, duration_s)), (STEADY, ramp_s, duration_s)]
+    return [{"name": name, "start_s": round(start, 3), "end_s": round(end, 3)}
+            for name, start, end in spans if end > start]
+
+
+@dataclass
+class Cell:
+    """One endpoint in one phase: response times from the actual and from the intended start."""
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    hist_intended: HdrHistogram = field(default_factory=new_histogram)
+    failures: int = 0
+
+
+@dataclass
+class Second:
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    failures: int = 0
+
+
+@dataclass
+class Tally:
+    """Everything one process observed, or (on the master) everything merged so far.
+
+    Workers send their tally and start afresh after each report, so every sample crosses the wire once
+    and merging is plain addition."""
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    seconds: dict[int, Second] = field(default_factory=dict)
+    lag: HdrHistogram = field(default_factory=new_histogram)
+    late_starts: int = 0
+
+    def record(self, name: str, elapsed_s: float, ramp_s: float, response_ms: float, failed: bool,
+               lag_s: float | None = None) -> None:
+        """One request: elapsed_s since the test started; lag_s how far behind its intended start it
+        was sent (None when the run is not paced)."""
+        cell = self.cells.setdefault((phase_of(elapsed_s, ramp_s), name), Cell())
+        record_ms(cell.hist, response_ms)
+        record_ms(cell.hist_intended, response_ms + max(lag_s or 0.0, 0.0) * 1000)
+        second = self.seconds.setdefault(int(max(elapsed_s, 0.0)), Second())
+        record_ms(second.hist, response_ms)
+        if failed:
+            cell.failures += 1
+            second.failures += 1
+        if lag_s is not None:
+            record_ms(self.lag, max(lag_s, 0.0) * 1000)
+            self.late_starts += lag_s > LATE_TOLERANCE_S
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack-able form for Locust's worker report."""
+        return {
+            "cells": [[phase, name, encode(c.hist), encode(c.hist_intended), c.failures]
+                      for (phase, name), c in self.cells.items()],
+            "seconds": [[t, encode(s.hist), s.failures] for t, s in self.seconds.items()],
+            "lag": encode(self.lag), "late_starts": self.late_starts,
+        }
+
+    def add_wire(self, wire: dict[str, Any]) -> None:
+        for phase, name, hist, hist_intended, failures in wire["cells"]:
+            cell = self.cells.setdefault((phase, name), Cell())
+            cell.hist.decode_and_add(hist.encode("ascii"))
+            cell.hist_intended.decode_and_add(hist_intended.encode("ascii"))
+            cell.failures += failures
+        for t, hist, failures in wire["seconds"]:
+            second = self.seconds.setdefault(int(t), Second())
+            second.hist.decode_and_add(hist.encode("ascii"))
+            second.failures += failures
+        self.lag.decode_and_add(wire["lag"].encode("ascii"))
+        self.late_starts += wire["late_starts"]
+
+    def requests(self) -> int:
+        return sum(c.hist.get_total_count() for c in self.cells.values())
+
+
+def summary(hist: HdrHistogram, hist_intended: HdrHistogram, failures: int, span_s: float) -> dict[str, Any]:
+    requests = hist.get_total_count()
+    return {"requests": requests, "failures": failures, "rps": round(requests / span_s, 3) if span_s > 0 else 0.0,
+            "p50_ms": percentile_ms(hist, 50), "p95_ms": percentile_ms(hist, 95),
+            "p99_ms": percentile_ms(hist, 99), "max_ms": hist.get_max_value() / 1000 if requests else 0.0,
+            "hist": encode(hist), "hist_intended": encode(hist_intended)}
+
+
+def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, duration_s: float, ramp_s: float,
+            workers: int, worker_requests: dict[str, int] | None = None) -> dict[str, Any]:
+    """The results file's content (its shape is described in docs/design.md, "Load measurement")."""
+    spans = {p["name"]: p["end_s"] - p["start_s"] for p in phases(ramp_s, duration_s)}
+    endpoints: dict[str, dict[str, Any]] = {}
+    overall: dict[str, Any] = {}
+    for phase in sorted({phase for phase, _ in tally.cells}):
+        total, total_intended, failures = new_histogram(), new_histogram(), 0
+        endpoints[phase] = {}
+        for (cell_phase, name), cell in sorted(tally.cells.items()):
+            if cell_phase != phase:
+                continue
+            endpoints[phase][name] = summary(cell.hist, cell.hist_intended, cell.failures, spans.get(phase, 0.0))
+            total.add(cell.hist)
+            total_intended.add(cell.hist_intended)
+            failures += cell.failures
+        overall[phase] = summary(total, total_intended, failures, spans.get(phase, 0.0))
+    timeline = [{"t_s": t, "requests": s.hist.get_total_count(), "failures": s.failures,
+                 "p95_ms": percentile_ms(s.hist, 95)} for t, s in sorted(tally.seconds.items())]
+    return {"complete": complete, "started_at": started_at, "ended_at": ended_at, "workers": workers,
+            "worker_requests": worker_requests or {}, "phases": phases(ramp_s, duration_s),
+            "endpoints": endpoints, "overall": overall, "timeline": timeline,
+            "schedule": {"late_starts": tally.late_starts, "lag_p99_ms": percentile_ms(tally.lag, 99)}}
+
+
+def window(tally: Tally, first_s: int, last_s: int) -> dict[str, float]:
+    """Requests per second, p95 and error ratio over the seconds [first_s, last_s), for progress lines."""
+    hist, failures = new_histogram(), 0
+    for t in range(first_s, last_s):
+        if t in tally.seconds:
+            hist.add(tally.seconds[t].hist)
+            failures += tally.seconds[t].failures
+    requests = hist.get_total_count()
+    span = max(last_s - first_s, 1)
+    return {"rps": round(requests / span, 3), "p95_ms": percentile_ms(hist, 95),
+            "error_ratio": round(failures / requests, 4) if requests else 0.0}
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
