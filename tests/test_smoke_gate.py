@@ -4,6 +4,9 @@ rollout that converges within --deadline passes; one that does not fails with wh
 """
 from __future__ import annotations
 
+import concurrent.futures
+import csv
+import io
 import json
 import os
 import shutil
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -130,10 +134,25 @@ def _deploy(plane: DataPlane, tag: str) -> None:
     ecs.update_service(cluster=cluster, service=service["serviceName"], taskDefinition=revision["taskDefinitionArn"])
 
 
+def _requests_through_the_alb(plane: DataPlane) -> int:
+    """Requests HAProxy has sent to the tasks so far (its stats' session totals; health checks not counted)."""
+    with urllib.request.urlopen(plane.urls["stats"] + ";csv", timeout=2) as response:
+        rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
+        return sum(int(row["stot"] or 0) for row in rows if row["svname"] == "BACKEND")
+
+
 def test_gate_waits_for_a_rollout_that_converges_within_the_deadline(plane, tmp_path):
-    _deploy(plane, "v2")
+    # The deploy starts once the gate's first round is under way, so that round must see the old version
+    # however fast the rollout is, and the gate must wait for it.
+    before = _requests_through_the_alb(plane)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(gate, plane, tmp_path, "--deadline", "60", version="v2")
+        deadline = time.monotonic() + 60
+        while _requests_through_the_alb(plane) < before + 5 and not running.done() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        _deploy(plane, "v2")
+        run = running.result()
     try:
-        run = gate(plane, tmp_path, "--deadline", "60", version="v2")
         assert run.returncode == 0, run.stdout[-3000:]
         rounds = run.summary["gate"]["rounds"]
         assert len(rounds) >= 2 and "SMK-08" in rounds[0]["failing"] and rounds[-1]["failing"] == []
