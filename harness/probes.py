@@ -8,7 +8,6 @@ gate's business (--deadline), so a flaky load balancer shows up instead of being
 from __future__ import annotations
 
 import datetime as dt
-import json
 import socket
 import ssl
 import time
