@@ -187,7 +187,7 @@ def _diff(args: argparse.Namespace) -> int:
         raise PlanError(f"{args.old} is of environment '{old['meta'].get('env')}' and {args.new} of "
                         f"'{new['meta'].get('env')}'; compare two snapshots of one environment")
     found = diff(old, new)
-    _, markdown = write_drift(Path(args.reports_dir), found, {rid: r.text for rid, r in plan.requirements.items()})
+    _, markdown = write_drift(Path(args.reports_dir), found, plan)
     print(f"drift since {found.baseline_taken_at}: {summary_line(found)}\n  details: {markdown}")
     if args.fail_on:
         env = new["meta"]["env"]

@@ -55,6 +55,7 @@ ACTIONS_OF: dict[tuple[str, str], tuple[str, ...]] = {
     ("sts", "GetCallerIdentity"): (),
 }
 
+
 class DerivationError(Exception):
     """The calls cannot be mapped, or the emulator run did not make all of them; the policy would be short."""
 

@@ -164,7 +164,7 @@ class HarnessState:
         if target.kind == "local":
             from harness.local.emulator import running_emulator
 
-            self.resources.enter_context(running_emulator(target.endpoint_url or LOCAL_ENDPOINT))
+            self.resources.enter_context(running_emulator(target.endpoint_url))
         target.check_reachable()
         if target.kind == "local" or opt.provision:
             from harness.local.provision import provision
@@ -416,8 +416,7 @@ def _report_drift(state: HarnessState, reports_dir: Path) -> dict[str, Any]:
     """drift.json and drift.md in the reports, and in Allure as a result of its own beside the checks."""
     assert state.baseline is not None and state.inventory is not None and state.plan is not None
     found = diff(state.baseline, state.inventory.to_json())
-    texts = {rid: req.text for rid, req in state.plan.requirements.items()}
-    json_path, md_path = write_drift(reports_dir, found, texts)
+    json_path, md_path = write_drift(reports_dir, found, state.plan)
     results_dir = getattr(state.config.option, "allure_report_dir", None)
     if results_dir:
         lists = found.requirements or {}

@@ -14,6 +14,7 @@ import pytest
 
 from harness.drift import Drift, summary_line, to_markdown
 from harness.files import write_atomic
+from harness.plan import Plan
 
 if TYPE_CHECKING:
     from harness.plugin import HarnessState
@@ -117,10 +118,12 @@ def write_summary(reports_dir: Path, summary: dict[str, Any]) -> Path:
     return write_atomic(reports_dir / "summary.json", json.dumps(summary, indent=2, default=str))
 
 
-def write_drift(reports_dir: Path, drift: Drift, plan_texts: dict[str, str]) -> tuple[Path, Path]:
-    """`drift.json` for machines (the nightly gate, tomorrow's comparison) and `drift.md` for people."""
+def write_drift(reports_dir: Path, drift: Drift, plan: Plan) -> tuple[Path, Path]:
+    """`drift.json` for machines (the nightly gate, tomorrow's comparison) and `drift.md` for people, which
+    gives each requirement's plan sentence."""
+    texts = {rid: req.text for rid, req in plan.requirements.items()}
     return (write_atomic(reports_dir / "drift.json", json.dumps(drift.to_json(), indent=2, default=str)),
-            write_atomic(reports_dir / "drift.md", to_markdown(drift, plan_texts)))
+            write_atomic(reports_dir / "drift.md", to_markdown(drift, texts)))
 
 
 def drift_section(drift: Drift) -> dict[str, Any]:
