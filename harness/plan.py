@@ -117,10 +117,50 @@ class Environment(_Strict):
     region: str = "us-east-1"
 
 
+JOURNEYS = ("health", "me", "browse", "write")  # the load journeys of the API contract (load/journeys.py)
+
+
+class ProfileValues(_Strict):
+    """A load profile's settings, all optional so an environment can override some of them."""
+
+    users: int | None = Field(default=None, gt=0)
+    spawn_rate: float | None = Field(default=None, gt=0)
+    duration_s: float | None = Field(default=None, gt=0)
+    ramp_s: float | None = Field(default=None, ge=0)
+    rate_per_s: float | None = Field(default=None, ge=0)  # total arrival rate; 0: unpaced (closed model)
+    workers: int | None = Field(default=None, ge=0)  # local worker processes; 0: one standalone process
+    mix: dict[str, float] | None = None
+
+    @field_validator("mix")
+    @classmethod
+    def _known_journeys(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
+        unknown = sorted(set(value) - set(JOURNEYS))
+        if unknown:
+            raise ValueError(f"unknown journeys {unknown}; the journeys are {list(JOURNEYS)}")
+        if any(w < 0 for w in value.values()) or not any(w > 0 for w in value.values()):
+            raise ValueError("weights must be 0 or more, at least one of them positive")
+        return value
+
+
+class LoadProfile(ProfileValues):
+    """`[load.<name>]` in the plan: values common to every environment, `env.<name>` overrides."""
+
+    text: str = ""
+    env: dict[str, ProfileValues] = Field(default_factory=dict)
+
+    def values(self, env: str) -> dict[str, Any]:
+        common = self.model_dump(exclude={"text", "env"}, exclude_none=True)
+        override = self.env.get(env)
+        return {**common, **(override.model_dump(exclude_none=True) if override else {})}
+
+
 class Plan(_Strict):
     plan: Settings
     environments: dict[str, Environment]
     requirement: list[Requirement]
+    load: dict[str, LoadProfile] = Field(default_factory=dict)
 
     @property
     def project(self) -> str:
@@ -203,6 +243,11 @@ def load_plan(path: Path) -> Plan:
         for env in req.env:
             if env not in plan.environments:
                 raise PlanError(f"{path}: requirement {req.id}: env.{env} names no environment of the plan; "
+                                f"use one of {', '.join(sorted(plan.environments))}")
+    for name, profile in plan.load.items():
+        for env in profile.env:
+            if env not in plan.environments:
+                raise PlanError(f"{path}: load.{name}: env.{env} names no environment of the plan; "
                                 f"use one of {', '.join(sorted(plan.environments))}")
     return plan
 

@@ -68,6 +68,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     smoke.addoption("--smoke-password", default=None, help="smoke account password (default: the plan's secret)")
     smoke.addoption("--deadline", type=float, default=0.0,
                     help="seconds to keep re-checking until every check holds (default 0: one round)")
+    load = parser.getgroup("harness-load", "Dougust load test (Locust)")
+    load.addoption("--load-profile", default=None,
+                   help="profile of the plan's [load.NAME] (default on the local stand-in: local)")
+    load.addoption("--load-users", type=int, default=None, help="override the profile's users")
+    load.addoption("--load-rate", type=float, default=None,
+                   help="override the profile's total arrival rate per second (0: unpaced)")
+    load.addoption("--load-duration", type=float, default=None, help="override the profile's duration_s")
+    load.addoption("--load-workers", type=int, default=None,
+                   help="local Locust worker processes (0: one standalone process)")
+    load.addoption("--load-expect-workers", type=int, default=0,
+                   help="wait for this many workers started elsewhere (locust -f load/locustfile.py --worker "
+                        "--master-host ...) instead of starting local ones")
+    load.addoption("--load-master-bind", default="127.0.0.1:5557", metavar="HOST:PORT",
+                   help="where the Locust master listens for workers (default 127.0.0.1:5557)")
+    load.addoption("--load-phase-file", default=None, metavar="FILE",
+                   help='phases another component marks during the run, JSON lines {"at": epoch, "phase": name}')
+    load.addoption("--accounts-file", default=None,
+                   help="JSON list of {email, password} for the simulated users (default: the plan's secret "
+                        "<env>/dougust/load-accounts; on the local stand-in, made for the run)")
+    load.addoption("--confirm", default=None, metavar="ENV",
+                   help="confirm load against a protected environment by naming it")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -96,6 +117,7 @@ class HarnessState:
     gate_input: GateInput | None = None
     gate: GateResult | None = None
     baseline: dict[str, Any] | None = None
+    load: Any = None  # harness.load.session.LoadRun, once the session's load run is over
     started: float | None = None
     resources: ExitStack = field(default_factory=ExitStack)
 
@@ -191,7 +213,8 @@ class HarnessState:
         if opt.base_url:
             self.endpoint = Endpoint.of(opt.base_url, opt.http_url, opt.ca_bundle)
         elif opt.target == "local":
-            self.endpoint = self._stand_in()
+            plane = self._stand_in()
+            self.endpoint = Endpoint.of(plane.urls["https"], plane.urls["http"], str(plane.ca_file))
         else:
             raise TargetError(f"smoke checks on --target {opt.target} need --base-url (the load balancer's HTTPS URL)")
         account = (opt.smoke_user, opt.smoke_password) if opt.smoke_user else None
@@ -200,7 +223,8 @@ class HarnessState:
             account, problem = self._smoke_account(expects["SMK-06"]["account_secret"])
         self.gate_input = GateInput(expects, opt.expect_version, account, problem)
 
-    def _stand_in(self) -> Endpoint:
+    def _stand_in(self) -> Any:
+        """The local stand-in (harness.local.dataplane.DataPlane), brought up for this session if it is not."""
         from harness.local.dataplane import DataPlane, StandInError
 
         assert self.plan is not None and self.plan_path is not None
@@ -212,7 +236,77 @@ class HarnessState:
         except StandInError as exc:
             plane.down()
             raise TargetError(f"the local stand-in did not come up: {exc}") from None
-        return Endpoint.of(plane.urls["https"], plane.urls["http"], str(plane.ca_file))
+        return plane
+
+    def prepare_load(self, load_ids: set[str]) -> None:
+        """Settle the profile, the URL, the accounts and the confirmation, then make the session's one load
+        run (Locust in its own processes), with live progress; the checks judge what it measured."""
+        from harness.load import accounts as load_accounts
+        from harness.load.chart import draw
+        from harness.load.profile import resolve
+        from harness.load.runner import RunSpec, run
+        from harness.load.scaling import ScalingObserver
+        from harness.load.session import LoadRun
+
+        opt = self.config.option
+        assert self.plan is not None
+        stand_in = opt.target == "local" and not opt.base_url
+        name = opt.load_profile or ("local" if stand_in else None)
+        if name is None:
+            raise TargetError(f"load on --target {opt.target} needs --load-profile (the plan defines "
+                              f"{', '.join(sorted(self.plan.load))})")
+        profile = resolve(self.plan, self.env, name, users=opt.load_users, rate_per_s=opt.load_rate,
+                          duration_s=opt.load_duration, workers=opt.load_workers)
+        if opt.load_expect_workers < 0:
+            raise TargetError("--load-expect-workers must be 0 or more")
+        if not stand_in and self.plan.environment(self.env).protected and opt.confirm != self.env:
+            raise TargetError(f"environment '{self.env}' is protected: load against it needs --confirm {self.env}")
+        if not stand_in and not opt.base_url:
+            raise TargetError(f"load on --target {opt.target} needs --base-url (the load balancer's URL, "
+                              f"https:// or http://)")
+        plane = self._stand_in() if stand_in else None
+        base_url = plane.urls["https"] if plane else opt.base_url.rstrip("/")
+        ca_bundle = str(plane.ca_file) if plane else opt.ca_bundle
+        if not base_url.startswith(("http://", "https://")):
+            raise TargetError(f"--base-url {base_url}: give an http:// or https:// URL")
+        if opt.accounts_file:
+            accounts = load_accounts.from_file(Path(opt.accounts_file))
+        elif plane is not None:
+            accounts = load_accounts.for_stand_in(plane.target, self.plan, self.env, base_url, ca_bundle)
+        else:
+            accounts = load_accounts.from_secret(self._target(), self.plan, self.env)
+        time_scale = float(plane.status()["tasks"].get("time_scale", 1.0)) if plane else 1.0
+        observer = None
+        if "LOAD-03" in load_ids and opt.target != "localstack":
+            observer = ScalingObserver(plane.target if plane else self._target(), self.plan, self.env,
+                                       interval_s=1.0 if plane else 15.0,
+                                       cpu_reader=getattr(plane, "service_cpu", None) if plane else None)
+        out_dir = Path(opt.reports_dir) / "load"
+        accounts_file = load_accounts.private_file(accounts)
+        writer = self.config.get_terminal_writer()
+        spec = RunSpec(base_url, profile, accounts_file, out_dir, ca_bundle=ca_bundle,
+                       expect_workers=opt.load_expect_workers, master_bind=opt.load_master_bind,
+                       phase_file=Path(opt.load_phase_file) if opt.load_phase_file else None)
+        self.started = time.perf_counter()
+        origin = time.monotonic()
+        if observer is not None:
+            observer.start(origin)
+        try:
+            result = run(spec, report=lambda line: writer.line(f"harness: {line}"))
+        finally:
+            accounts_file.unlink(missing_ok=True)
+            if observer is not None:
+                observer.stop()
+        cpu_target = self.plan.requirements["ECS-12"].expected(self.env).get("cpu_target") \
+            if "ECS-12" in self.plan.requirements else None
+        self.load = LoadRun(profile, base_url, result, observer, time_scale, load_start_s=profile.ramp_s,
+                            cpu_target=cpu_target)
+        if result.results and result.results.get("timeline"):
+            slo = self.plan.requirements["LOAD-01"].expected(self.env).get("p95_ms") if "LOAD-01" in self.plan.requirements else None
+            self.load.chart = draw(result.results, out_dir / "load.png", target_rps=profile.rate_per_s, p95_slo_ms=slo,
+                                   title=f"{self.plan.project} {self.env}: load profile {profile.name} on {base_url}")
+        if result.interrupted:
+            raise KeyboardInterrupt
 
     def _smoke_account(self, secret: str) -> tuple[tuple[str, str] | None, str | None]:
         """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""
@@ -278,6 +372,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         # The stand-in first: its bring-up is part of the environment, not of the suite's duration.
         if smoke_ids:
             state.prepare_smoke(smoke_ids)
+        load_ids = {state.requirement(item).id for item in session.items  # type: ignore[union-attr]
+                    if "load_run" in getattr(item, "fixturenames", ()) and state.requirement(item)}
+        if load_ids:
+            state.prepare_load(load_ids)
         if any("inventory" in names for names in needs):
             state.prepare_inventory()
         elif session.config.option.baseline:
@@ -325,6 +423,15 @@ def smoke_gate(harness_state: HarnessState) -> GateResult:
     harness_state.gate = run_gate(harness_state.endpoint, harness_state.gate_input,
                                   deadline_s=harness_state.config.option.deadline)
     return harness_state.gate
+
+
+@pytest.fixture(scope="session")
+def load_run(harness_state: HarnessState) -> Any:
+    """The session's load run (harness.load.session.LoadRun); an ERROR when it measured nothing."""
+    run = harness_state.load
+    if run is None or run.results is None:
+        pytest.fail(f"the load run gave no results: {run.result.problem if run else 'it did not start'}", pytrace=False)
+    return run
 
 
 @pytest.fixture
@@ -408,6 +515,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             state.inventory.save(Path(opt.snapshot_out))
         if state.baseline is not None:
             summary["drift"] = _report_drift(state, Path(opt.reports_dir))
+    if state.load is not None:
+        summary["load"] = state.load.section()
     session.config.stash[SUMMARY] = summary
     write_summary(Path(opt.reports_dir), summary)
 
@@ -447,6 +556,16 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         rounds = gate["rounds"]
         tr.line(f"smoke gate on {gate['base_url']}: {len(rounds)} round(s) in {gate['elapsed_s']:.2f} s, "
                 f"last failing: {', '.join(rounds[-1]['failing']) or 'none'}")
+    if summary.get("load"):
+        from harness.load.session import table
+
+        load = summary["load"]
+        tr.line(f"load profile {load['profile']} on {load['base_url']}: "
+                + ("complete" if load["complete"] else f"INCOMPLETE ({load['problem']})"))
+        for line in table(load):
+            tr.line(f"  {line}")
+        for rid, verdict in load["verdicts"].items():
+            tr.line(f"  {rid} {verdict['status']}: {verdict['message']}")
     if summary.get("drift"):
         tr.line(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
         tr.line(f"  details: {summary['drift']['files'][1]}")

@@ -1,0 +1,274 @@
+"""Exact latency statistics of a load run, kept as HDR histograms.
+
+Locust rounds response times into coarse buckets before it computes percentiles; the verdicts (p95, p99
+per endpoint) need the real values, merged exactly across worker processes. Every request's response
+time goes into an HDR histogram per phase and endpoint; workers ship the histograms encoded (base64 of
+HDR's compressed form) and the master adds them up. Nothing here imports Locust, so the pytest process
+can read and judge a results file with the same code the generator used to write it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from hdrh.histogram import HdrHistogram
+
+# Microseconds from 1 µs to 60 s with 3 significant digits: 0.1 % quantisation, far below any budget.
+LOWEST_US = 1
+HIGHEST_US = 60_000_000
+SIGNIFICANT_DIGITS = 3
+RAMP = "ramp"
+STEADY = "steady"
+# A start this much behind its schedule is late; below it is the scheduler's own jitter.
+LATE_TOLERANCE_S = 0.005
+
+
+def new_histogram() -> HdrHistogram:
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def record_ms(hist: HdrHistogram, value_ms: float) -> None:
+    """Record a time in milliseconds, clamped into the histogram's range rather than dropped, so a
+    request slower than the range still counts."""
+    hist.record_value(min(max(int(round(value_ms * 1000)), LOWEST_US), HIGHEST_US))
+
+
+def encode(hist: HdrHistogram) -> str:
+    return hist.encode().decode("ascii")
+
+
+def decode(encoded: str) -> HdrHistogram:
+    hist = new_histogram()
+    if encoded:
+        hist.decode_and_add(encoded.encode("ascii"))
+    return hist
+
+
+def merge_encoded(encoded: Iterable[str]) -> str:
+    """One encoded histogram holding every sample of the given ones."""
+    total = new_histogram()
+    for item in encoded:
+        if item:
+            total.decode_and_add(item.encode("ascii"))
+    return encode(total)
+
+
+def percentile_ms(hist: HdrHistogram, percentile: float) -> float:
+    """The nearest-rank percentile: the smallest recorded value with at least `percentile` % of the samples
+    at or below it (the definition the smoke gate's p95 uses too). HDR's own rounds the rank to the nearest
+    integer, which on a sparse tail (73 samples: rank 69 instead of 70) reports the value one rank lower."""
+    total = hist.get_total_count()
+    if not total:
+        return 0.0
+    rank = max(1, math.ceil(round(percentile * total / 100, 9)))
+    seen = 0
+    for item in hist.get_recorded_iterator():
+        seen += item.count_added_in_this_iter_step
+        if seen >= rank:
+            return item.value_iterated_to / 1000
+    return hist.get_max_value() / 1000
+
+
+def percentiles_ms(encoded: str, percentiles: Iterable[float] = (50, 95, 99)) -> dict[float, float]:
+    """Percentiles in milliseconds of an encoded histogram, as the pytest side reads a results file."""
+    hist = decode(encoded)
+    return {p: percentile_ms(hist, p) for p in percentiles}
+
+
+def phase_of(elapsed_s: float, ramp_s: float, marks: list[tuple[float, str]] | None = None) -> str:
+    """The phase a moment of the run belongs to. The ramp is not judged, so samples before ramp_s go to a
+    phase of their own; after it, the latest phase another component marked (a drill's "during"), else
+    steady. marks: (elapsed_s, name), sorted by time."""
+    named = [name for at, name in (marks or []) if at <= elapsed_s]
+    if named:
+        return named[-1]
+    return RAMP if elapsed_s < ramp_s else STEADY
+
+
+def phases(ramp_s: float, duration_s: float, marks: list[tuple[float, str]] | None = None) -> list[dict[str, Any]]:
+    """The phases a run of duration_s went through, in order, as the results file lists them."""
+    cuts = sorted({0.0, min(ramp_s, duration_s), *(min(at, duration_s) for at, _ in marks or [])})
+    spans: list[dict[str, Any]] = []
+    for start, end in zip(cuts, [*cuts[1:], duration_s]):
+        if end <= start:
+            continue
+        name = phase_of(start, ramp_s, marks)
+        if spans and spans[-1]["name"] == name:
+            spans[-1]["end_s"] = round(end, 3)
+        else:
+            spans.append({"name": name, "start_s": round(start, 3), "end_s": round(end, 3)})
+    return spans
+
+
+def read_marks(path: Path | None, started: float) -> list[tuple[float, str]]:
+    """Phase marks appended by another component ({"at": epoch, "phase": name} per line), as elapsed times."""
+    if path is None or not path.exists():
+        return []
+    marks = []
+    for line in path.read_text().splitlines():
+        try:
+            item = json.loads(line)
+            marks.append((float(item["at"]) - started, str(item["phase"])))
+        except (ValueError, KeyError, TypeError):
+            continue  # a line being written; it is read whole on the next poll
+    return sorted(marks)
+
+
+def mark_phase(path: Path, phase: str, at: float) -> None:
+    """Start phase `phase` at epoch `at` in the run that reads `path` (its --phase-file)."""
+    with Path(path).open("a") as out:
+        out.write(json.dumps({"at": at, "phase": phase}) + "\n")
+
+
+@dataclass
+class Cell:
+    """One endpoint in one phase: response times from the actual and from the intended start."""
+    hist: HdrHistogram = field(default_factory=new_histogram)
+    hist_intended: HdrHistogram = field(default_factory=new_histogram)
+    failures: int = 0
+
+
+@dataclass
+class Second:
+    """One second of the run, for the chart and the progress lines (1 % quantisation is plenty there)."""
+    hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(LOWEST_US, HIGHEST_US, 2))
+    failures: int = 0
+    cpu: float = 0.0  # the busiest generator process's CPU in this second (1.0 = one core)
+
+
+@dataclass
+class Tally:
+    """Everything one process observed, or (on the master) everything merged so far.
+
+    Workers send their tally and start afresh after each report, so every sample crosses the wire once
+    and merging is plain addition (maxima for the CPU figures)."""
+    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    seconds: dict[int, Second] = field(default_factory=dict)
+    lag: HdrHistogram = field(default_factory=new_histogram)
+    loop_lag: HdrHistogram = field(default_factory=new_histogram)
+    late_starts: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # generator process -> its highest CPU share
+
+    def record(self, name: str, elapsed_s: float, ramp_s: float, response_ms: float, failed: bool,
+               lag_s: float | None = None, marks: list[tuple[float, str]] | None = None) -> None:
+        """One request: elapsed_s since the test started; lag_s how far behind its intended start it
+        was sent (None when the run is not paced)."""
+        cell = self.cells.setdefault((phase_of(elapsed_s, ramp_s, marks), name), Cell())
+        record_ms(cell.hist, response_ms)
+        record_ms(cell.hist_intended, response_ms + max(lag_s or 0.0, 0.0) * 1000)
+        second = self.second(elapsed_s)
+        record_ms(second.hist, response_ms)
+        if failed:
+            cell.failures += 1
+            second.failures += 1
+        if lag_s is not None:
+            record_ms(self.lag, max(lag_s, 0.0) * 1000)
+            self.late_starts += lag_s > LATE_TOLERANCE_S
+
+    def second(self, elapsed_s: float) -> Second:
+        return self.seconds.setdefault(int(max(elapsed_s, 0.0)), Second())
+
+    def record_generator(self, process: str, elapsed_s: float, cpu: float, loop_lag_s: float) -> None:
+        """The generator measuring itself: a process's CPU share over the last sample, and how late its
+        event loop woke up against a timer (both grow when the process is saturated)."""
+        self.cpu[process] = max(self.cpu.get(process, 0.0), cpu)
+        second = self.second(elapsed_s)
+        second.cpu = max(second.cpu, cpu)
+        record_ms(self.loop_lag, max(loop_lag_s, 0.0) * 1000)
+
+    def to_wire(self) -> dict[str, Any]:
+        """A msgpack-able form for Locust's worker report."""
+        return {
+            "cells": [[phase, name, encode(c.hist), encode(c.hist_intended), c.failures]
+                      for (phase, name), c in self.cells.items()],
+            "seconds": [[t, encode(s.hist), s.failures, s.cpu] for t, s in self.seconds.items()],
+            "lag": encode(self.lag), "loop_lag": encode(self.loop_lag), "late_starts": self.late_starts,
+            "cpu": self.cpu,
+        }
+
+    def add_wire(self, wire: dict[str, Any]) -> None:
+        for phase, name, hist, hist_intended, failures in wire["cells"]:
+            cell = self.cells.setdefault((phase, name), Cell())
+            cell.hist.decode_and_add(hist.encode("ascii"))
+            cell.hist_intended.decode_and_add(hist_intended.encode("ascii"))
+            cell.failures += failures
+        for t, hist, failures, cpu in wire["seconds"]:
+            second = self.seconds.setdefault(int(t), Second())
+            second.hist.decode_and_add(hist.encode("ascii"))
+            second.failures += failures
+            second.cpu = max(second.cpu, cpu)
+        self.lag.decode_and_add(wire["lag"].encode("ascii"))
+        self.loop_lag.decode_and_add(wire["loop_lag"].encode("ascii"))
+        self.late_starts += wire["late_starts"]
+        for process, cpu in wire["cpu"].items():
+            self.cpu[process] = max(self.cpu.get(process, 0.0), cpu)
+
+    def requests(self) -> int:
+        return sum(c.hist.get_total_count() for c in self.cells.values())
+
+
+def summary(hist: HdrHistogram, hist_intended: HdrHistogram, failures: int, span_s: float) -> dict[str, Any]:
+    requests = hist.get_total_count()
+    return {"requests": requests, "failures": failures,
+            "error_ratio": round(failures / requests, 5) if requests else 0.0,
+            "rps": round(requests / span_s, 3) if span_s > 0 else 0.0,
+            "p50_ms": percentile_ms(hist, 50), "p95_ms": percentile_ms(hist, 95),
+            "p99_ms": percentile_ms(hist, 99), "max_ms": hist.get_max_value() / 1000 if requests else 0.0,
+            "p99_intended_ms": percentile_ms(hist_intended, 99),
+            "hist": encode(hist), "hist_intended": encode(hist_intended)}
+
+
+def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, duration_s: float, ramp_s: float,
+            workers: int, worker_requests: dict[str, int] | None = None,
+            marks: list[tuple[float, str]] | None = None) -> dict[str, Any]:
+    """The results file's content (its shape is described in docs/design.md, "Load measurement")."""
+    spans: dict[str, float] = {}
+    listed = phases(ramp_s, duration_s, marks)
+    for span in listed:
+        spans[span["name"]] = spans.get(span["name"], 0.0) + span["end_s"] - span["start_s"]
+    endpoints: dict[str, dict[str, Any]] = {}
+    overall: dict[str, Any] = {}
+    for phase in sorted({phase for phase, _ in tally.cells}):
+        total, total_intended, failures = new_histogram(), new_histogram(), 0
+        endpoints[phase] = {}
+        for (cell_phase, name), cell in sorted(tally.cells.items()):
+            if cell_phase != phase:
+                continue
+            endpoints[phase][name] = summary(cell.hist, cell.hist_intended, cell.failures, spans.get(phase, 0.0))
+            total.add(cell.hist)
+            total_intended.add(cell.hist_intended)
+            failures += cell.failures
+        overall[phase] = summary(total, total_intended, failures, spans.get(phase, 0.0))
+    timeline = [{"t_s": t, "requests": s.hist.get_total_count(), "failures": s.failures,
+                 "p50_ms": percentile_ms(s.hist, 50), "p95_ms": percentile_ms(s.hist, 95), "cpu": round(s.cpu, 3)}
+                for t, s in sorted(tally.seconds.items())]
+    return {"complete": complete, "started_at": started_at, "ended_at": ended_at, "workers": workers,
+            "worker_requests": worker_requests or {}, "phases": listed,
+            "endpoints": endpoints, "overall": overall, "timeline": timeline,
+            "schedule": {"late_starts": tally.late_starts, "lag_p99_ms": percentile_ms(tally.lag, 99)},
+            "generator": {"cpu_max": round(max(tally.cpu.values(), default=0.0), 3),
+                          "cpu_by_process": {k: round(v, 3) for k, v in sorted(tally.cpu.items())},
+                          "loop_lag_p99_ms": percentile_ms(tally.loop_lag, 99),
+                          "lag_p99_ms": percentile_ms(tally.lag, 99)}}
+
+
+def window(tally: Tally, first_s: int, last_s: int) -> dict[str, float]:
+    """Requests per second, p95, error ratio and generator CPU over the seconds [first_s, last_s), for
+    progress lines."""
+    hist, failures, cpu = HdrHistogram(LOWEST_US, HIGHEST_US, 2), 0, 0.0
+    for t in range(first_s, last_s):
+        if t in tally.seconds:
+            hist.add(tally.seconds[t].hist)
+            failures += tally.seconds[t].failures
+            cpu = max(cpu, tally.seconds[t].cpu)
+    requests = hist.get_total_count()
+    span = max(last_s - first_s, 1)
+    return {"rps": round(requests / span, 3), "p95_ms": percentile_ms(hist, 95),
+            "error_ratio": round(failures / requests, 4) if requests else 0.0, "cpu": round(cpu, 3)}
+
+
+def read_results(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

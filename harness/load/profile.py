@@ -1,0 +1,69 @@
+"""A load profile as the run uses it: the plan's values for the environment, with the operator's overrides.
+
+The profile decides Locust's settings (users, spawn rate, how long, the arrival rate, the journeys' mix)
+and the run's shape (a ramp that is not judged, then the steady phase)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from harness.plan import JOURNEYS, Plan, PlanError
+
+REQUIRED = ("users", "spawn_rate", "duration_s", "ramp_s", "rate_per_s", "mix")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    users: int
+    spawn_rate: float
+    duration_s: float
+    ramp_s: float
+    rate_per_s: float  # total arrival rate; 0: unpaced, every user as fast as it goes
+    mix: dict[str, float]
+    workers: int = 1  # local Locust worker processes; 0: one standalone process
+    text: str = ""
+    overridden: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def paced(self) -> bool:
+        return self.rate_per_s > 0
+
+    @property
+    def steady_s(self) -> float:
+        return max(self.duration_s - self.ramp_s, 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "users": self.users, "spawn_rate": self.spawn_rate,
+                "duration_s": self.duration_s, "ramp_s": self.ramp_s, "rate_per_s": self.rate_per_s,
+                "mix": self.mix, "workers": self.workers, "overridden": self.overridden}
+
+
+def resolve(plan: Plan, env: str, name: str, *, users: int | None = None, rate_per_s: float | None = None,
+            duration_s: float | None = None, workers: int | None = None) -> Profile:
+    """The named profile for `env`, overridden by the options given (None: keep the plan's value)."""
+    if name not in plan.load:
+        known = ", ".join(sorted(plan.load)) or "none"
+        raise PlanError(f"unknown load profile '{name}': the plan defines {known}; pass --load-profile with one "
+                        f"of them or add [load.{name}] to the plan")
+    values = plan.load[name].values(env)
+    missing = [key for key in REQUIRED if key not in values]
+    if missing:
+        raise PlanError(f"load profile '{name}' has no {', '.join(missing)} for environment '{env}'; "
+                        f"add them to [load.{name}] in the plan")
+    overrides = {k: v for k, v in {"users": users, "rate_per_s": rate_per_s, "duration_s": duration_s,
+                                   "workers": workers}.items() if v is not None}
+    for key, value in overrides.items():
+        if value < 0 or (key in ("users", "duration_s") and value == 0):
+            raise PlanError(f"--load-{key.split('_')[0]} {value}: must be {'positive' if key in ('users', 'duration_s') else '0 or more'}")
+    profile = Profile(name=name, users=int(values["users"]), spawn_rate=float(values["spawn_rate"]),
+                      duration_s=float(values["duration_s"]), ramp_s=float(values["ramp_s"]),
+                      rate_per_s=float(values["rate_per_s"]), workers=int(values.get("workers", 1)),
+                      mix={k: float(v) for k, v in values["mix"].items() if v > 0 and k in JOURNEYS},
+                      text=plan.load[name].text)
+    profile = replace(profile, **{k: type(getattr(profile, k))(v) for k, v in overrides.items()},
+                      overridden=overrides)
+    if profile.ramp_s >= profile.duration_s:
+        raise PlanError(f"load profile '{name}': ramp_s {profile.ramp_s:g} leaves no steady phase in duration_s "
+                        f"{profile.duration_s:g}; pass a longer --load-duration or shorten ramp_s in the plan")
+    return profile

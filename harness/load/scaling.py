@@ -1,0 +1,95 @@
+"""What LOAD-03 observes during a load run: the service's desired and running counts over time, read from
+ECS (the emulator on local, where the stand-in's ECS agent applies the provisioned scaling policy), and
+the peak of the service's average CPU: CloudWatch's AWS/ECS CPUUtilization on AWS, the stand-in's own
+measurement on local. Read-only calls, from a thread of the pytest process (never from Locust's)."""
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from harness.inventory import tag_dict
+from harness.plan import Plan
+from harness.target import Target
+
+
+@dataclass
+class ScalingObserver:
+    target: Target
+    plan: Plan
+    env: str
+    interval_s: float = 1.0
+    cpu_reader: Callable[[], float | None] | None = None  # local: the stand-in's average task CPU (%)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    cpu_samples: list[float] = field(default_factory=list)
+    problem: str | None = None
+    service: tuple[str, str] | None = None  # cluster ARN, service name
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _origin: float = 0.0
+    _started_at: dt.datetime | None = None
+
+    def find_service(self) -> tuple[str, str]:
+        ecs = self.target.client("ecs")
+        wanted = self.plan.tags(self.env)
+        for cluster in ecs.list_clusters()["clusterArns"]:
+            arns = ecs.list_services(cluster=cluster)["serviceArns"]
+            for i in range(0, len(arns), 10):
+                for service in ecs.describe_services(cluster=cluster, services=arns[i:i + 10],
+                                                     include=["TAGS"])["services"]:
+                    if service.get("status") == "ACTIVE" and all(
+                            tag_dict(service.get("tags")).get(k) == v for k, v in wanted.items()):
+                        return cluster, service["serviceName"]
+        raise LookupError(f"no ECS service tagged {wanted}")
+
+    def sample(self) -> None:
+        assert self.service is not None
+        service = self.target.client("ecs").describe_services(
+            cluster=self.service[0], services=[self.service[1]])["services"][0]
+        self.samples.append({"t_s": round(time.monotonic() - self._origin, 2), "desired": service["desiredCount"],
+                             "running": service["runningCount"]})
+        if self.cpu_reader is not None:
+            cpu = self.cpu_reader()
+            if cpu is not None:
+                self.cpu_samples.append(cpu)
+
+    def start(self, origin: float) -> None:
+        """Sample from now on; t_s of each sample counts from `origin` (time.monotonic() of the load's start)."""
+        self._origin = origin
+        self._started_at = dt.datetime.now(dt.timezone.utc)
+        try:
+            self.service = self.find_service()
+            self.sample()
+        except Exception as exc:  # noqa: BLE001 - any failure to read is this check's ERROR, not the run's
+            self.problem = f"the service's counts could not be read: {type(exc).__name__}: {exc}"
+            return
+        self._thread = threading.Thread(target=self._loop, name="scaling-observer", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.sample()
+            except Exception as exc:  # noqa: BLE001
+                self.problem = f"reading the service's counts failed during the run: {type(exc).__name__}: {exc}"
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def cpu_peak(self) -> float | None:
+        """The highest average CPU of the service's tasks during the run, in percent."""
+        if self.cpu_reader is not None:
+            return max(self.cpu_samples, default=None)
+        if self.service is None or self._started_at is None:
+            return None
+        cluster_name = self.service[0].rsplit("/", 1)[-1]
+        points = self.target.client("cloudwatch").get_metric_statistics(
+            Namespace="AWS/ECS", MetricName="CPUUtilization", Statistics=["Average"], Period=60,
+            Dimensions=[{"Name": "ClusterName", "Value": cluster_name}, {"Name": "ServiceName", "Value": self.service[1]}],
+            StartTime=self._started_at, EndTime=dt.datetime.now(dt.timezone.utc))["Datapoints"]
+        return max((p["Average"] for p in points), default=None)

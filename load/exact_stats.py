@@ -1,0 +1,217 @@
+"""Locust plugin: exact per-endpoint latency, merged across workers, written as one results file.
+
+Imported by the locustfile. Each load-generating process (a worker, or a standalone run) records every
+request into the HDR histograms of harness.load.exact; a worker ships what it recorded since its last
+report with Locust's own stats messages and starts afresh, and the master adds the reports up. At the end
+the master (or the standalone process) writes the results file the pytest side judges, and every few
+seconds while the test runs it appends a progress line for the CI log.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gevent
+import psutil
+from locust import events
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from harness.load.exact import Tally, phase_of, read_marks, results, window
+
+PROGRESS_INTERVAL_S = 2.0
+# The generator's self-measurement: CPU every second, and how late a 100 ms timer fires (event-loop lag).
+CPU_SAMPLE_S = 1.0
+LOOP_TIMER_S = 0.1
+MARKS_MESSAGE = "harness_phase_marks"
+# Workers report every 3 s (Locust's WORKER_REPORT_INTERVAL), so the master's latest seconds are partial
+# that long; a progress line looks at the seconds already complete.
+MASTER_REPORT_DELAY_S = 3
+PROGRESS_WINDOW_S = 5
+
+
+@dataclass
+class Run:
+    """This process's view of the test."""
+    tally: Tally = field(default_factory=Tally)
+    ramp_s: float = 0.0
+    started: float | None = None
+    stopped: float | None = None
+    worker_requests: dict[str, int] = field(default_factory=dict)
+    finished_workers: set[str] = field(default_factory=set)
+    window_s: float = 0.0
+    marks: list[tuple[float, str]] = field(default_factory=list)
+
+
+run = Run()
+
+
+@events.init_command_line_parser.add_listener
+def add_arguments(parser: Any) -> None:
+    group = parser.add_argument_group("exact statistics")
+    group.add_argument("--ramp-s", type=float, default=0.0, env_var="HARNESS_LOAD_RAMP_S",
+                       help="seconds since the start that count as ramp, reported apart and not judged")
+    group.add_argument("--results-file", default="", env_var="HARNESS_LOAD_RESULTS",
+                       help="where the master (or standalone process) writes the results JSON at the end")
+    group.add_argument("--progress-file", default="", env_var="HARNESS_LOAD_PROGRESS",
+                       help="append a JSON progress line here every 2 s")
+    group.add_argument("--window-s", type=float, default=0.0, env_var="HARNESS_LOAD_WINDOW_S",
+                       help="seconds during which users start requests; run Locust a few seconds longer (-t) so "
+                            "the requests in flight finish and reach the master before it stops (0: until stop)")
+    group.add_argument("--phase-file", default="", env_var="HARNESS_LOAD_PHASE_FILE",
+                       help='phases another component marks, one JSON line each: {"at": epoch, "phase": name}; '
+                            "read by the master (or standalone process) and passed on to the workers")
+
+
+def window_open() -> bool:
+    """Whether users may start another request. When Locust stops a run it kills users mid-request, and
+    the requests it cuts are the slowest; a measurement window that closes before the stop lets every
+    request started in it finish, and every worker report it, so the upper percentiles are whole."""
+    return run.window_s <= 0 or run.started is None or time.time() - run.started < run.window_s
+
+
+def iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat()
+
+
+def on_request(name: str, response_time: float, exception: Exception | None, context: dict[str, Any] | None = None,
+               start_time: float | None = None, **_: Any) -> None:
+    started = start_time or time.time()
+    origin = run.started if run.started is not None else started
+    intended = (context or {}).get("intended_start")
+    lag = started - intended if intended is not None else None
+    run.tally.record(name, started - origin, run.ramp_s, response_time, exception is not None, lag, run.marks)
+
+
+def on_test_start(environment: Environment, **_: Any) -> None:
+    options = environment.parsed_options
+    run.ramp_s = float(getattr(options, "ramp_s", 0.0) or 0.0)
+    run.window_s = float(getattr(options, "window_s", 0.0) or 0.0)
+    run.stopped = None
+    if isinstance(environment.runner, WorkerRunner):
+        # The master's start, forwarded with the options, so every worker cuts the ramp at the same instant.
+        run.started = float(getattr(options, "load_started_at", 0.0) or time.time())
+        return
+    run.started = time.time()
+    run.tally = Tally()
+    if options is not None:
+        options.load_started_at = run.started
+
+
+def on_test_stop(environment: Environment, **_: Any) -> None:
+    run.stopped = time.time()
+
+
+def on_report_to_master(client_id: str, data: dict[str, Any]) -> None:
+    data["exact"] = run.tally.to_wire()
+    data["exact_final"] = run.stopped is not None
+    run.tally = Tally()
+
+
+def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
+    wire = data.get("exact")
+    if wire is None:
+        return
+    before = run.tally.requests()
+    run.tally.add_wire(wire)
+    run.worker_requests[client_id] = run.worker_requests.get(client_id, 0) + run.tally.requests() - before
+    if data.get("exact_final"):
+        run.finished_workers.add(client_id)
+
+
+def progress(environment: Environment, path: Path, delay_s: int) -> None:
+    while True:
+        gevent.sleep(PROGRESS_INTERVAL_S)
+        if run.started is None or run.stopped is not None:
+            continue
+        elapsed = time.time() - run.started
+        last = int(elapsed) - delay_s
+        line = {"t_s": round(elapsed, 1), "phase": phase_of(elapsed, run.ramp_s, run.marks),
+                "users": environment.runner.user_count if environment.runner else 0,
+                **window(run.tally, max(last - PROGRESS_WINDOW_S, 0), max(last, 0))}
+        with path.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+
+
+def write_results(environment: Environment, **_: Any) -> None:
+    path = getattr(environment.parsed_options, "results_file", "")
+    if not path or run.started is None:
+        return
+    ended = min(run.stopped or time.time(), run.started + run.window_s if run.window_s > 0 else float("inf"))
+    distributed = isinstance(environment.runner, MasterRunner)
+    # A worker that never sent its final report took samples the file does not have.
+    complete = run.stopped is not None and (not distributed or (
+        bool(run.worker_requests) and run.finished_workers >= set(run.worker_requests)))
+    content = results(run.tally, complete=complete, started_at=iso(run.started), ended_at=iso(ended),
+                      duration_s=ended - run.started, ramp_s=run.ramp_s,
+                      workers=len(run.worker_requests) if distributed else 0,
+                      worker_requests=run.worker_requests if distributed else None, marks=run.marks)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(content, indent=1))
+
+
+def measure_generator(role: str) -> None:
+    """Sample this process's CPU (psutil: 1.0 is one core, all a gevent process can use) and its event
+    loop's lateness; a saturated generator shows in both, and its verdicts become inconclusive."""
+    process = psutil.Process()
+    process.cpu_percent(None)
+    name = f"{socket.gethostname()}:{role}:{process.pid}"
+    last_cpu = time.monotonic()
+    while True:
+        before = time.monotonic()
+        gevent.sleep(LOOP_TIMER_S)
+        now = time.monotonic()
+        if run.started is None or run.stopped is not None:
+            continue
+        cpu = None
+        if now - last_cpu >= CPU_SAMPLE_S:
+            cpu, last_cpu = process.cpu_percent(None) / 100, now
+        run.tally.record_generator(name, time.time() - run.started, cpu or 0.0, now - before - LOOP_TIMER_S)
+
+
+def follow_marks(environment: Environment, path: Path) -> None:
+    """Read the phase marks as another component appends them, and pass them on to the workers."""
+    while True:
+        gevent.sleep(0.25)
+        if run.started is None:
+            continue
+        marks = read_marks(path, run.started)
+        if marks != run.marks:
+            run.marks = marks
+            if isinstance(environment.runner, MasterRunner):
+                environment.runner.send_message(MARKS_MESSAGE, [[at, name] for at, name in marks])
+
+
+def on_marks(environment: Environment, msg: Any, **_: Any) -> None:
+    run.marks = [(float(at), str(name)) for at, name in msg.data]
+
+
+@events.init.add_listener
+def on_init(environment: Environment, **_: Any) -> None:
+    environment.events.test_start.add_listener(on_test_start)
+    environment.events.test_stop.add_listener(on_test_stop)
+    runner = environment.runner
+    role = "worker" if isinstance(runner, WorkerRunner) else "master" if isinstance(runner, MasterRunner) else "local"
+    gevent.spawn(measure_generator, role)
+    if isinstance(runner, WorkerRunner):
+        environment.events.request.add_listener(on_request)
+        environment.events.report_to_master.add_listener(on_report_to_master)
+        runner.register_message(MARKS_MESSAGE, on_marks)
+        return
+    phase_file = getattr(environment.parsed_options, "phase_file", "")
+    if phase_file:
+        gevent.spawn(follow_marks, environment, Path(phase_file))
+    if isinstance(runner, MasterRunner):
+        environment.events.worker_report.add_listener(on_worker_report)
+    else:
+        environment.events.request.add_listener(on_request)
+    environment.events.quitting.add_listener(write_results)
+    progress_file = getattr(environment.parsed_options, "progress_file", "")
+    if progress_file:
+        delay = MASTER_REPORT_DELAY_S if isinstance(runner, MasterRunner) else 0
+        gevent.spawn(progress, environment, Path(progress_file), delay)
