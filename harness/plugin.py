@@ -82,6 +82,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                         "--master-host ...) instead of starting local ones")
     load.addoption("--load-master-bind", default="127.0.0.1:5557", metavar="HOST:PORT",
                    help="where the Locust master listens for workers (default 127.0.0.1:5557)")
+    load.addoption("--load-workers-wait", type=int, default=60, metavar="S",
+                   help="how long the master waits for its workers to connect (default 60 s)")
     load.addoption("--load-phase-file", default=None, metavar="FILE",
                    help='phases another component marks during the run, JSON lines {"at": epoch, "phase": name}')
     load.addoption("--accounts-file", default=None,
@@ -269,7 +271,9 @@ class HarnessState:
         ca_bundle = str(plane.ca_file) if plane else opt.ca_bundle
         if not base_url.startswith(("http://", "https://")):
             raise TargetError(f"--base-url {base_url}: give an http:// or https:// URL")
-        if opt.accounts_file:
+        if set(profile.mix) <= {"health"}:
+            accounts = []  # the health journey logs in nowhere
+        elif opt.accounts_file:
             accounts = load_accounts.from_file(Path(opt.accounts_file))
         elif plane is not None:
             accounts = load_accounts.for_stand_in(plane.target, self.plan, self.env, base_url, ca_bundle)
@@ -277,7 +281,8 @@ class HarnessState:
             accounts = load_accounts.from_secret(self._target(), self.plan, self.env)
         time_scale = float(plane.status()["tasks"].get("time_scale", 1.0)) if plane else 1.0
         observer = None
-        if "LOAD-03" in load_ids and opt.target != "localstack":
+        # Scaling is observed where a service scales: the stand-in's emulator, or the AWS account.
+        if "LOAD-03" in load_ids and (plane is not None or opt.target == "aws"):
             observer = ScalingObserver(plane.target if plane else self._target(), self.plan, self.env,
                                        interval_s=1.0 if plane else 15.0,
                                        cpu_reader=getattr(plane, "service_cpu", None) if plane else None)
@@ -286,7 +291,8 @@ class HarnessState:
         writer = self.config.get_terminal_writer()
         spec = RunSpec(base_url, profile, accounts_file, out_dir, ca_bundle=ca_bundle,
                        expect_workers=opt.load_expect_workers, master_bind=opt.load_master_bind,
-                       phase_file=Path(opt.load_phase_file) if opt.load_phase_file else None)
+                       phase_file=Path(opt.load_phase_file) if opt.load_phase_file else None,
+                       workers_wait_s=opt.load_workers_wait)
         self.started = time.perf_counter()
         origin = time.monotonic()
         if observer is not None:
@@ -307,6 +313,8 @@ class HarnessState:
                                    title=f"{self.plan.project} {self.env}: load profile {profile.name} on {base_url}")
         if result.interrupted:
             raise KeyboardInterrupt
+        if result.results is None:
+            raise TargetError(f"the load run measured nothing: {result.problem}")
 
     def _smoke_account(self, secret: str) -> tuple[tuple[str, str] | None, str | None]:
         """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""

@@ -155,23 +155,50 @@ def write_results(environment: Environment, **_: Any) -> None:
     Path(path).write_text(json.dumps(content, indent=1))
 
 
+class LoopIdle:
+    """Time the event loop spends waiting in its poll for something to do, from libev/libuv prepare and
+    check watchers (the last to run before the poll, the first after it). A loop that never waits is
+    saturated even when the process shows little CPU: on a machine shared with the system under test the
+    scheduler may starve it, and then it is the bottleneck all the same."""
+
+    def __init__(self) -> None:
+        self.idle_s = 0.0
+        self._since: float | None = None
+        loop = gevent.get_hub().loop
+        self._prepare, self._check = loop.prepare(ref=False, priority=-2), loop.check(ref=False, priority=2)
+        self._prepare.start(self._before_poll)
+        self._check.start(self._after_poll)
+
+    def _before_poll(self) -> None:
+        self._since = time.perf_counter()
+
+    def _after_poll(self) -> None:
+        if self._since is not None:
+            self.idle_s += time.perf_counter() - self._since
+            self._since = None
+
+
 def measure_generator(role: str) -> None:
-    """Sample this process's CPU (psutil: 1.0 is one core, all a gevent process can use) and its event
-    loop's lateness; a saturated generator shows in both, and its verdicts become inconclusive."""
+    """Sample this process's CPU (psutil; 1.0 is one core, all a gevent process can use), how busy its
+    event loop was, and how late a 100 ms timer fired; a saturated generator shows in them, and its
+    verdicts become inconclusive."""
     process = psutil.Process()
     process.cpu_percent(None)
+    idle = LoopIdle()
     name = f"{socket.gethostname()}:{role}:{process.pid}"
-    last_cpu = time.monotonic()
+    last_sample, last_idle = time.perf_counter(), 0.0
     while True:
-        before = time.monotonic()
+        before = time.perf_counter()
         gevent.sleep(LOOP_TIMER_S)
-        now = time.monotonic()
+        now = time.perf_counter()
         if run.started is None or run.stopped is not None:
             continue
-        cpu = None
-        if now - last_cpu >= CPU_SAMPLE_S:
-            cpu, last_cpu = process.cpu_percent(None) / 100, now
-        run.tally.record_generator(name, time.time() - run.started, cpu or 0.0, now - before - LOOP_TIMER_S)
+        cpu = busy = 0.0
+        if now - last_sample >= CPU_SAMPLE_S:
+            cpu = process.cpu_percent(None) / 100
+            busy = max(0.0, 1 - (idle.idle_s - last_idle) / (now - last_sample))
+            last_sample, last_idle = now, idle.idle_s
+        run.tally.record_generator(name, time.time() - run.started, cpu, busy, now - before - LOOP_TIMER_S)
 
 
 def follow_marks(environment: Environment, path: Path) -> None:

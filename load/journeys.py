@@ -80,7 +80,7 @@ def configure(environment: Environment, **_: Any) -> None:
     Pool.user_interval_s = float(getattr(options, "load_user_interval_s", 0.0) or 0.0)
     Pool.refresh_interval_s = float(options.refresh_interval_s)
     Pool.mix = parse_mix(options.mix)
-    Pool.accounts = load_accounts(options.accounts_file)
+    Pool.accounts = load_accounts(options.accounts_file) if set(Pool.mix) - {"health"} else [{}]
     Pool.turn = itertools.count(getattr(runner, "worker_index", 0) or 0)
     ApiUser.ssl_context_factory = staticmethod(functools.partial(trusting, options.ca_bundle or None))
 
@@ -129,7 +129,8 @@ class ApiUser(FastHttpUser):
         self.note_ids: list[int] = []
         self.access = self.refresh_token = ""
         self.refresh_at = 0.0
-        self.login()
+        if set(Pool.mix) - {"health"}:  # the health journey needs no account
+            self.login()
 
     @task
     def journey(self) -> None:

@@ -151,6 +151,7 @@ class Tally:
     loop_lag: HdrHistogram = field(default_factory=new_histogram)
     late_starts: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # generator process -> its highest CPU share
+    busy: dict[str, float] = field(default_factory=dict)  # generator process -> its event loop's highest busy share
 
     def record(self, name: str, elapsed_s: float, ramp_s: float, response_ms: float, failed: bool,
                lag_s: float | None = None, marks: list[tuple[float, str]] | None = None) -> None:
@@ -171,10 +172,11 @@ class Tally:
     def second(self, elapsed_s: float) -> Second:
         return self.seconds.setdefault(int(max(elapsed_s, 0.0)), Second())
 
-    def record_generator(self, process: str, elapsed_s: float, cpu: float, loop_lag_s: float) -> None:
-        """The generator measuring itself: a process's CPU share over the last sample, and how late its
-        event loop woke up against a timer (both grow when the process is saturated)."""
+    def record_generator(self, process: str, elapsed_s: float, cpu: float, busy: float, loop_lag_s: float) -> None:
+        """The generator measuring itself: a process's CPU share and its event loop's busy share over the
+        last sample, and how late the loop woke up against a timer (all grow when it is saturated)."""
         self.cpu[process] = max(self.cpu.get(process, 0.0), cpu)
+        self.busy[process] = max(self.busy.get(process, 0.0), busy)
         second = self.second(elapsed_s)
         second.cpu = max(second.cpu, cpu)
         record_ms(self.loop_lag, max(loop_lag_s, 0.0) * 1000)
@@ -186,7 +188,7 @@ class Tally:
                       for (phase, name), c in self.cells.items()],
             "seconds": [[t, encode(s.hist), s.failures, s.cpu] for t, s in self.seconds.items()],
             "lag": encode(self.lag), "loop_lag": encode(self.loop_lag), "late_starts": self.late_starts,
-            "cpu": self.cpu,
+            "cpu": self.cpu, "busy": self.busy,
         }
 
     def add_wire(self, wire: dict[str, Any]) -> None:
@@ -205,6 +207,8 @@ class Tally:
         self.late_starts += wire["late_starts"]
         for process, cpu in wire["cpu"].items():
             self.cpu[process] = max(self.cpu.get(process, 0.0), cpu)
+        for process, busy in wire["busy"].items():
+            self.busy[process] = max(self.busy.get(process, 0.0), busy)
 
     def requests(self) -> int:
         return sum(c.hist.get_total_count() for c in self.cells.values())
@@ -251,6 +255,8 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
             "schedule": {"late_starts": tally.late_starts, "lag_p99_ms": percentile_ms(tally.lag, 99)},
             "generator": {"cpu_max": round(max(tally.cpu.values(), default=0.0), 3),
                           "cpu_by_process": {k: round(v, 3) for k, v in sorted(tally.cpu.items())},
+                          "busy_max": round(max(tally.busy.values(), default=0.0), 3),
+                          "busy_by_process": {k: round(v, 3) for k, v in sorted(tally.busy.items())},
                           "loop_lag_p99_ms": percentile_ms(tally.loop_lag, 99),
                           "lag_p99_ms": percentile_ms(tally.lag, 99)}}
 

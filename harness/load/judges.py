@@ -26,14 +26,20 @@ class Verdict:
 
 
 def saturation(results: dict[str, Any], expect: dict[str, Any]) -> str | None:
-    """Why the generator was the bottleneck, or None: a process above the CPU ceiling, or its event loop
-    (or, when paced, its schedule) running later than allowed."""
+    """Why the generator was the bottleneck, or None: a process above the CPU ceiling, an event loop that
+    never waited for work (a process the machine starves shows that before its CPU does), or a loop that
+    ran later than allowed."""
     gen = results.get("generator", {})
     cpu_max, ceiling = float(gen.get("cpu_max", 0.0)), float(expect.get("max_generator_cpu", 0.90))
     lag_limit = float(expect.get("max_lag_p99_ms", 100))
     if cpu_max > ceiling:
         busiest = max(gen.get("cpu_by_process", {}).items(), key=lambda kv: kv[1], default=("?", cpu_max))[0]
         return f"generator CPU reached {100 * cpu_max:.0f} % (ceiling {100 * ceiling:.0f} %) in {busiest}"
+    busy_max = float(gen.get("busy_max", 0.0))
+    if busy_max > ceiling:
+        busiest = max(gen.get("busy_by_process", {}).items(), key=lambda kv: kv[1], default=("?", busy_max))[0]
+        return (f"the generator's event loop was busy {100 * busy_max:.0f} % of the time (ceiling "
+                f"{100 * ceiling:.0f} %) in {busiest}: it never waited for work, so it could not go faster")
     loop_lag = float(gen.get("loop_lag_p99_ms", 0.0))
     if loop_lag > lag_limit:
         return f"the generator's event loop ran {loop_lag:.0f} ms late (p99; limit {lag_limit:.0f} ms)"

@@ -45,6 +45,7 @@ class LoadRun:
             "endpoints": {name: figures(row) for name, row in results.get("endpoints", {}).get(steady, {}).items()},
             "by_phase": {name: figures(row) for name, row in results.get("overall", {}).items()},
             "generator": {"cpu_max": results.get("generator", {}).get("cpu_max"),
+                          "busy_max": results.get("generator", {}).get("busy_max"),
                           "lag_p99_ms": results.get("generator", {}).get("lag_p99_ms"),
                           "loop_lag_p99_ms": results.get("generator", {}).get("loop_lag_p99_ms"),
                           "late_starts": results.get("schedule", {}).get("late_starts")},
@@ -62,8 +63,10 @@ def figures(row: dict[str, Any]) -> dict[str, Any]:
 def table(section: dict[str, Any]) -> list[str]:
     """The per-endpoint table (steady phase) as fixed-width lines, for the terminal and `harness report`."""
     head = f"{'endpoint':<28} {'requests':>8} {'errors':>7} {'req/s':>7} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}"
-    lines = [head]
     rows = {**section.get("endpoints", {}), "overall": section.get("overall", {})}
+    if not section.get("overall"):
+        return []
+    lines = [head]
     for name, row in rows.items():
         if not row:
             continue
