@@ -212,6 +212,19 @@ def _report(reports_dir: Path) -> int:
             print(f"  {row['status']:<13} {row['id']:<7} {row['severity']:<8} {row['message'][:160]}")
     if summary.get("drift"):
         print(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
+    load = summary.get("load")
+    if load:
+        from harness.load.session import table
+
+        print(f"load profile {load['profile']} on {load['base_url']} ({load['workers']} worker(s)): "
+              + ("complete" if load["complete"] else f"INCOMPLETE ({load['problem']})"))
+        for line in table(load):
+            print(f"  {line}")
+        generator = load["generator"]
+        print(f"  generator: cpu max {generator['cpu_max']}, loop busy max {generator['busy_max']}, "
+              f"schedule lag p99 {generator['lag_p99_ms']} ms")
+        for rid, verdict in load["verdicts"].items():
+            print(f"  {rid} {verdict['status']}: {verdict['message'][:200]}")
     return 0
 
 
