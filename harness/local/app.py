@@ -213,16 +213,18 @@ def build_app(settings: Settings) -> tuple[Starlette, Starlette]:
             return error(401, "Unauthorized")
         user = int(claims["sub"])
         async with pool.connection() as conn:
-            conn.row_factory = dict_row
+            # A cursor's row factory, not the connection's: a pooled connection keeps what is set on it,
+            # and the next request's tuple-reading code would get dicts.
+            rows = conn.cursor(row_factory=dict_row)
             if request.method == "POST":
                 body = await request.json()
                 if not isinstance(body, dict) or not isinstance(body.get("title"), str) or not body["title"]:
                     return error(400, "title is required")
-                cur = await conn.execute(
+                cur = await rows.execute(
                     "INSERT INTO notes (tenant, user_id, title, body) VALUES (%s, %s, %s, %s) "
                     "RETURNING id, title, body, created_at", (settings.tenant, user, body["title"], str(body.get("body", ""))))
                 return JSONResponse(_note(await cur.fetchone()), status_code=201)
-            cur = await conn.execute("SELECT id, title, body, created_at FROM notes WHERE tenant = %s AND user_id = %s "
+            cur = await rows.execute("SELECT id, title, body, created_at FROM notes WHERE tenant = %s AND user_id = %s "
                                      "ORDER BY id DESC LIMIT 50", (settings.tenant, user))
             return JSONResponse([_note(r) for r in await cur.fetchall()])
 
@@ -231,9 +233,9 @@ def build_app(settings: Settings) -> tuple[Starlette, Starlette]:
         if claims is None:
             return error(401, "Unauthorized")
         async with pool.connection() as conn:
-            conn.row_factory = dict_row
-            cur = await conn.execute("SELECT id, title, body, created_at FROM notes WHERE tenant = %s AND user_id = %s "
-                                     "AND id = %s", (settings.tenant, int(claims["sub"]), int(request.path_params["id"])))
+            cur = await conn.cursor(row_factory=dict_row).execute(
+                "SELECT id, title, body, created_at FROM notes WHERE tenant = %s AND user_id = %s AND id = %s",
+                (settings.tenant, int(claims["sub"]), int(request.path_params["id"])))
             row = await cur.fetchone()
         return JSONResponse(_note(row)) if row else error(404, "Note not found")
 
