@@ -157,7 +157,7 @@ class Tally:
                lag_s: float | None = None, marks: list[tuple[float, str]] | None = None) -> None:
         """One request: elapsed_s since the test started; lag_s how far behind its intended start it
         was sent (None when the run is not paced)."""
-        cell = self.cells.setdefault((phase_of(elapsed_s, ramp_s, marks), name), Cell())
+        cell = self.cell(phase_of(elapsed_s, ramp_s, marks), name)
         record_ms(cell.hist, response_ms)
         record_ms(cell.hist_intended, response_ms + max(lag_s or 0.0, 0.0) * 1000)
         second = self.second(elapsed_s)
@@ -169,8 +169,20 @@ class Tally:
             record_ms(self.lag, max(lag_s, 0.0) * 1000)
             self.late_starts += lag_s > LATE_TOLERANCE_S
 
+    # Get-or-create without setdefault: its default argument would build (and zero) a histogram of some
+    # hundred kilobytes on every request, which halves what one generator process can send.
+    def cell(self, phase: str, name: str) -> Cell:
+        cell = self.cells.get((phase, name))
+        if cell is None:
+            cell = self.cells[(phase, name)] = Cell()
+        return cell
+
     def second(self, elapsed_s: float) -> Second:
-        return self.seconds.setdefault(int(max(elapsed_s, 0.0)), Second())
+        t = int(max(elapsed_s, 0.0))
+        second = self.seconds.get(t)
+        if second is None:
+            second = self.seconds[t] = Second()
+        return second
 
     def record_generator(self, process: str, elapsed_s: float, cpu: float, busy: float, loop_lag_s: float) -> None:
         """The generator measuring itself: a process's CPU share and its event loop's busy share over the
@@ -193,12 +205,12 @@ class Tally:
 
     def add_wire(self, wire: dict[str, Any]) -> None:
         for phase, name, hist, hist_intended, failures in wire["cells"]:
-            cell = self.cells.setdefault((phase, name), Cell())
+            cell = self.cell(phase, name)
             cell.hist.decode_and_add(hist.encode("ascii"))
             cell.hist_intended.decode_and_add(hist_intended.encode("ascii"))
             cell.failures += failures
         for t, hist, failures, cpu in wire["seconds"]:
-            second = self.seconds.setdefault(int(t), Second())
+            second = self.second(t)
             second.hist.decode_and_add(hist.encode("ascii"))
             second.failures += failures
             second.cpu = max(second.cpu, cpu)
