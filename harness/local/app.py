@@ -19,6 +19,7 @@ import hmac
 import os
 import re
 import secrets
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -50,6 +51,7 @@ FAULTS = {
     "refresh_broken": "the refresh endpoint answers 500",
     "not_found_as": "unknown routes answer 500 ('500') or an HTML page ('html') instead of JSON 404",
     "insecure_headers": "drop the security headers and add X-Powered-By",
+    "cpu_ms": "every request but the health check first burns this many milliseconds of CPU on the event loop",
 }
 
 
@@ -59,6 +61,15 @@ def ttl_seconds(value: str) -> int:
     if not match:
         raise ValueError(f"not a duration: {value!r}")
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+
+
+def burn_cpu(seconds: float) -> None:
+    """Busy-loop until this thread has used `seconds` of CPU: CPU-bound handler code, which blocks the
+    event loop as it would block Node's. Counted in CPU, not wall time, so a busy machine does not make a
+    request cost less CPU; the health check is spared, so an idle service stays idle."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
 
 
 def hash_password(password: str) -> str:
@@ -254,6 +265,9 @@ def build_app(settings: Settings) -> tuple[Starlette, Starlette]:
         return error(500, "Internal server error")
 
     async def headers(request: Request, call_next: Any) -> Response:
+        burn = int(state.faults.get("cpu_ms") or 0)
+        if burn and request.url.path != "/api/health":
+            burn_cpu(burn / 1000)
         slow = int(state.faults.get("slow_ms") or 0)
         if slow:
             await asyncio.sleep(slow / 1000)
