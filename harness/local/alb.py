@@ -5,6 +5,12 @@ TLS 1.2+ with the configured certificate, round robin over the tasks, health che
 that take a failing task out (and 503 when none is left), and the `AWSALB` stickiness cookie. Two
 switches turn the redirect and the stickiness off, so the gate can be shown to catch their absence.
 
+Every task slot is a server of the backend; a slot whose task is not in the target group (not started,
+or being stopped) is in maintenance, and so is its fail-open backup, so HAProxy sends it nothing, as the
+ALB sends nothing to a deregistered target. The ECS-agent stand-in registers and deregisters tasks at run
+time through HAProxy's runtime API on an admin socket (TargetGroup); the configuration starts HAProxy with
+the slots that were out of the group at the time marked `disabled`.
+
 HAProxy runs in master-worker mode, in the foreground of its own session with its output appended to
 `<root>/haproxy/haproxy.log` (a daemonised HAProxy closes stdout, and with it the only log target that
 needs no syslog). The master's PID goes to the pid file: stop() and reloads signal that PID, so a
@@ -33,6 +39,8 @@ FAIL_OPEN = "-fail-open"  # suffix of the unchecked backup servers that make the
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 HARD_STOP_AFTER = "5s"  # the longest an old worker may drain connections after a reload
+ADMIN_SOCKET = "admin.sock"  # HAProxy's runtime API, in the state directory, owner-only
+SOCKET_PATH_MAX = 107  # bytes of a Unix socket path (sun_path less its terminating NUL)
 
 
 class AlbError(RuntimeError):
@@ -50,6 +58,16 @@ class AlbConfig:
     redirect: bool = True  # False: the HTTP listener serves the app instead of redirecting (a fault variant)
     stickiness: bool = True  # False: no AWSALB cookie (a fault variant)
     health_path: str = "/api/health"
+    deregistered: frozenset[str] = frozenset()  # backends out of the target group: in maintenance at start
+
+    @property
+    def admin_socket(self) -> Path:
+        return admin_socket(self.root)
+
+
+def admin_socket(root: Path) -> Path:
+    """Where the HAProxy of state directory `root` takes runtime commands (TargetGroup)."""
+    return root.absolute() / "haproxy" / ADMIN_SOCKET
 
 
 class Alb:
@@ -74,6 +92,10 @@ class Alb:
     def start(self) -> None:
         """Serve the configuration: start HAProxy, or reload it when it runs another configuration, or
         leave it alone when it already runs this one. Returns once the listeners accept connections."""
+        socket_path = str(self.config.admin_socket).encode()
+        if len(socket_path) > SOCKET_PATH_MAX:
+            raise AlbError(f"the admin socket path {self.config.admin_socket} is {len(socket_path)} bytes, more "
+                           f"than a Unix socket takes ({SOCKET_PATH_MAX}): use a state directory with a shorter path")
         text = render_config(self.config)
         pid = self._running_pid()
         if pid is not None and self._read(self.config_file) == text:
@@ -117,8 +139,9 @@ class Alb:
             time.sleep(0.02)
 
     def status(self) -> dict[str, Any]:
-        """Whether HAProxy runs, its master's PID, and each task's health as HAProxy's checks see it
-        ("UP", "DOWN", "MAINT", or "no check"), read from the stats endpoint's CSV."""
+        """Whether HAProxy runs, its master's PID, and the health of each task in the target group as
+        HAProxy's checks see it ("UP", "DOWN", or "no check"), read from the stats endpoint's CSV; while
+        it runs, the servers in maintenance (tasks out of the target group) are listed under "deregistered"."""
         pid = self._running_pid()
         if pid is None:
             return {"running": False, "pid": None, "servers": {}}
@@ -132,7 +155,8 @@ class Alb:
         servers = {r["svname"]: re.sub(r" \d+/\d+$", "", r["status"]) for r in rows
                    if r["pxname"] == BACKEND and r["svname"] not in ("FRONTEND", "BACKEND")
                    and not r["svname"].endswith(FAIL_OPEN)}
-        return {"running": True, "pid": pid, "servers": servers}
+        return {"running": True, "pid": pid, "servers": {k: v for k, v in servers.items() if not _maint(v)},
+                "deregistered": sorted(k for k, v in servers.items() if _maint(v))}
 
     def _launch(self) -> None:
         self._reap()
@@ -232,14 +256,18 @@ def render_config(config: AlbConfig) -> str:
     """The HAProxy configuration that behaves as the ALB does for the given ports, tasks and switches."""
     c = config
     cert_digest = hashlib.sha256(c.certificate.read_bytes()).hexdigest() if c.certificate.exists() else "missing"
+
+    def out(name: str) -> str:
+        return " disabled" if name in c.deregistered else ""
+
     servers = "\n".join(
-        f"    server {name} 127.0.0.1:{port}" + (f" cookie {name}" if c.stickiness else "")
+        f"    server {name} 127.0.0.1:{port}" + (f" cookie {name}" if c.stickiness else "") + out(name)
         for name, port in c.backends)
     # The ALB fails open: with every target unhealthy it routes to all of them rather than to none. The
     # unchecked backups take the traffic only when no checked server is up; each carries its task's cookie
     # value, so a client stuck to a task stays on it when the whole group turns unhealthy.
     fail_open = "\n".join(f"    server {name}{FAIL_OPEN} 127.0.0.1:{port} backup no-check"
-                          + (f" cookie {name}" if c.stickiness else "") for name, port in c.backends)
+                          + (f" cookie {name}" if c.stickiness else "") + out(name) for name, port in c.backends)
     if c.redirect:
         # `redirect scheme https` would keep the Host header's port, the HTTP one: name the HTTPS port.
         location = f"https://%[req.hdr(host),host_only]:{c.https_port}%[pathq]"
@@ -253,6 +281,7 @@ def render_config(config: AlbConfig) -> str:
 global
     log stdout format raw local0
     hard-stop-after {HARD_STOP_AFTER}
+    stats socket "{c.admin_socket}" mode 600 level admin
 
 defaults
     mode http
@@ -293,6 +322,52 @@ listen stats
     stats enable
     stats uri /
 """
+
+
+@dataclass(frozen=True)
+class Registration:
+    registered: bool  # False: in maintenance, HAProxy sends it nothing
+    sessions: int  # requests in flight on it now
+
+
+class TargetGroup:
+    """The target group's registrations, read and changed at run time through HAProxy's admin socket: a
+    deregistered task is a server in maintenance, and its fail-open backup with it. No reload is needed,
+    so the other tasks' connections and the stickiness of their clients are left alone."""
+
+    def __init__(self, socket_path: Path) -> None:
+        self.socket_path = socket_path
+
+    def servers(self) -> dict[str, Registration] | None:
+        """Every server of the backend, fail-open backups included; None when no HAProxy answers."""
+        try:
+            text = self._command("show stat")
+        except OSError:
+            return None
+        return {r["svname"]: Registration(not _maint(r["status"]), int(r["scur"] or 0))
+                for r in csv.DictReader(io.StringIO(text.lstrip("# ")))
+                if r["pxname"] == BACKEND and r["svname"] not in ("FRONTEND", "BACKEND")}
+
+    def set_registered(self, name: str, registered: bool) -> None:
+        for server in (name, name + FAIL_OPEN):
+            said = self._command(f"set server {BACKEND}/{server} state {'ready' if registered else 'maint'}").strip()
+            if said:
+                raise AlbError(f"HAProxy refused to change {server}: {said}")
+
+    def _command(self, line: str) -> str:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(2)
+            s.connect(str(self.socket_path))
+            s.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := s.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode()
+
+
+def _maint(status: str) -> bool:
+    """HAProxy's stats say MAINT, or "MAINT (via ...)", for a server in maintenance."""
+    return status.startswith("MAINT")
 
 
 def _haproxy() -> str:
