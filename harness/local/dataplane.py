@@ -3,8 +3,14 @@
 `up` brings up, each only if it is not running yet: the emulator (moto's server, a process of its own),
 the plan's environment in it, PostgreSQL primary + synchronous standby (RDS Multi-AZ), the DATABASE_URL
 secret pointing at them (as the real secret points at RDS), the service's tasks (the ECS agent stand-in
-runs them from the task definition and Secrets Manager), a smoke account, and HAProxy as the ALB with a
-certificate from a local CA. `down` stops everything it started, by PID. Nothing here runs against AWS.
+runs the service's desired count of them from the task definition and Secrets Manager, and applies the
+provisioned CPU target-tracking policy), a smoke account, and HAProxy as the ALB with a certificate from a
+local CA. `down` stops everything it started, by PID. Nothing here runs against AWS.
+
+`time_scale` multiplies every period of the scaling policy (datapoints, cooldowns; see
+harness/local/autoscale.py): 1.0 is AWS's timing, 0.05 makes a 300 s cooldown 15 s. A running stand-in
+keeps the factor it was started with; `status()["tasks"]["time_scale"]` says which, so a caller can scale
+its own waits by it.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from typing import Any
 import psycopg
 import requests
 
-from harness.local.alb import Alb, AlbConfig, AlbError
+from harness.local.alb import Alb, AlbConfig, AlbError, admin_socket
 from harness.local.app import hash_password
 from harness.local.database import DatabaseConfig, PostgresPair, process_alive
 from harness.local.provision import provision
@@ -41,12 +47,14 @@ class StandInError(Exception):
 
 @dataclass(frozen=True)
 class Ports:
-    """Fixed, documented defaults; `offset` shifts them all so several stand-ins can run side by side."""
+    """Fixed, documented defaults; `offset` shifts them all so several stand-ins can run side by side. One
+    task slot per task the scalable target allows at most (ECS-11: 10); the service's desired count of
+    them run."""
 
     db_primary: int = 15432
     db_standby: int = 15433
-    tasks: tuple[int, ...] = (13001, 13002)
-    admin: tuple[int, ...] = (13101, 13102)
+    tasks: tuple[int, ...] = tuple(range(13001, 13011))
+    admin: tuple[int, ...] = tuple(range(13101, 13111))
     http: int = 18080
     https: int = 18443
     stats: int = 18404
@@ -75,10 +83,13 @@ class DataPlane:
     ports: Ports = field(default_factory=Ports)
     host: str = "localhost"
     alb_variant: AlbVariant = field(default_factory=AlbVariant)
+    time_scale: float = 1.0  # factor on the scaling policy's periods, for the supervisor this plane starts
 
     @classmethod
-    def for_project(cls, project: Path, plan_path: Path, env: str, endpoint_url: str, port_offset: int = 0) -> DataPlane:
-        return cls(project / ".stand-in", plan_path, env, endpoint_url, Ports().offset(port_offset))
+    def for_project(cls, project: Path, plan_path: Path, env: str, endpoint_url: str, port_offset: int = 0,
+                    time_scale: float = 1.0) -> DataPlane:
+        return cls(project / ".stand-in", plan_path, env, endpoint_url, Ports().offset(port_offset),
+                   time_scale=time_scale)
 
     # -- parts ----------------------------------------------------------------------------------------------
 
@@ -101,13 +112,17 @@ class DataPlane:
 
     @property
     def alb(self) -> Alb:
+        """Every task slot is a backend; those whose task the supervisor has not registered start disabled
+        (the supervisor keeps HAProxy's registrations up to date after that)."""
         variant = self.alb_variant
         certificate = ensure_certificates(self.root / "tls", variant.certificate_host or self.host,
                                           days=variant.certificate_days)
-        return Alb(AlbConfig(self.root, self.ports.http, self.ports.https, self.ports.stats,
-                             tuple((f"task-{i + 1}", p) for i, p in enumerate(self.ports.tasks)),
+        backends = tuple((f"task-{i + 1}", p) for i, p in enumerate(self.ports.tasks))
+        registered = {t["task"] for t in self._tasks() if t.get("registered")}
+        return Alb(AlbConfig(self.root, self.ports.http, self.ports.https, self.ports.stats, backends,
                              certificate=certificate.server_pem, redirect=variant.redirect,
-                             stickiness=variant.stickiness))
+                             stickiness=variant.stickiness,
+                             deregistered=frozenset(name for name, _ in backends if name not in registered)))
 
     @property
     def urls(self) -> dict[str, str]:
@@ -168,14 +183,18 @@ class DataPlane:
         self._put_secret(target, plan.secret_prefix(self.env) + plan.requirements["DB-13"].expected(self.env)["secret"],
                          database.dsn())
         account = self._smoke_account(target, plan)
+        supervisor, written = self._pid("tasks"), self._task_state()
+        if supervisor is not None and written.get("supervisor") == supervisor and "slots" not in written:
+            raise StandInError(f"the stand-in's ECS agent (pid {supervisor}) predates task scaling; "
+                               "run 'harness local down', then 'up' again")
         if self._pid("tasks") is None:
             self._spawn("tasks", [sys.executable, "-m", "harness.local.tasks", "--state", str(self.root),
                                   "--endpoint-url", self.endpoint_url, "--plan", str(self.plan_path.resolve()),
                                   "--env", self.env, "--ports", ",".join(map(str, self.ports.tasks)),
-                                  "--admin-ports", ",".join(map(str, self.ports.admin))])
+                                  "--admin-ports", ",".join(map(str, self.ports.admin)),
+                                  "--alb-socket", str(admin_socket(self.root)), "--time-scale", str(self.time_scale)])
             started = True
-        for port in self.ports.tasks:
-            self._wait(lambda port=port: self._healthy(f"http://127.0.0.1:{port}/api/health"), "task", "task-*.log")
+        self._wait(self._tasks_serving, "tasks", "tasks.log and task-*.log")
         self._register(account, database)
         alb = self.alb
         if not alb.status().get("running"):
@@ -195,6 +214,13 @@ class DataPlane:
                 raise StandInError(f"the {what} of the stand-in did not come up within {WAIT_S:.0f} s; "
                                    f"see {self.root / log}")
             time.sleep(0.1)
+
+    def _tasks_serving(self) -> bool:
+        """The running supervisor has the service's desired count of tasks up and registered."""
+        state = self._task_state()
+        tasks = state.get("tasks", [])
+        return (state.get("supervisor") is not None and state.get("supervisor") == self._pid("tasks") and bool(tasks)
+                and len(tasks) == min(state["desired"], state["slots"]) and all(t["registered"] for t in tasks))
 
     @staticmethod
     def _healthy(url: str) -> bool:
@@ -224,7 +250,8 @@ class DataPlane:
 
     def _register(self, account: dict[str, str], database: PostgresPair) -> None:
         """Register the smoke account through the API; if it exists, give it the secret's password."""
-        url = f"http://127.0.0.1:{self.ports.tasks[0]}/api/auth/register"
+        port = next(t["port"] for t in self._tasks() if t["registered"])
+        url = f"http://127.0.0.1:{port}/api/auth/register"
         try:
             response = requests.post(url, json=account, timeout=10)
         except requests.RequestException as exc:
@@ -239,13 +266,25 @@ class DataPlane:
     # -- faults, variants -----------------------------------------------------------------------------------
 
     def set_faults(self, **faults: Any) -> None:
-        """Switch faults on in every task (harness/local/app.py FAULTS); no argument clears them."""
-        for port in self.ports.admin:
-            url = f"http://127.0.0.1:{port}/faults"
-            # A task the supervisor has just restarted may not listen yet.
-            self._wait(lambda: self._healthy(url), "task admin port", "task-*.log")
-            response = requests.post(url, json=faults, timeout=5) if faults else requests.delete(url, timeout=5)
+        """Switch faults on in every task of the service (harness/local/app.py FAULTS); no argument clears
+        them. A fault lives in its task's process: a task started later (scale-out, restart, deploy) has none."""
+        for task in self._tasks():
+            if task["draining"]:
+                continue
+            url = f"http://127.0.0.1:{task['admin_port']}/faults"
+            # A task the supervisor has just restarted may not listen yet; one it is scaling in never will.
+            self._wait(lambda: self._healthy(url) or not self._in_service(task["task"]), "task admin port",
+                       "task-*.log")
+            try:
+                response = requests.post(url, json=faults, timeout=5) if faults else requests.delete(url, timeout=5)
+            except requests.RequestException:
+                if self._in_service(task["task"]):
+                    raise
+                continue
             response.raise_for_status()
+
+    def _in_service(self, name: str) -> bool:
+        return any(t["task"] == name and not t["draining"] for t in self._tasks())
 
     def with_alb(self, variant: AlbVariant) -> DataPlane:
         """The same stand-in with its ALB reconfigured (restarted) as `variant` says."""
@@ -283,16 +322,36 @@ class DataPlane:
                 os.kill(pid, signal.SIGKILL)
         (self.root / f"{name}.pid").unlink(missing_ok=True)
 
-    def _tasks(self) -> list[dict[str, Any]]:
+    def _task_state(self) -> dict[str, Any]:
+        """What the supervisor last wrote (harness/local/tasks.py): its tasks, desired count, scaling."""
         path = self.root / "tasks.json"
-        return json.loads(path.read_text()).get("tasks", []) if path.exists() else []
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def _tasks(self) -> list[dict[str, Any]]:
+        return self._task_state().get("tasks", [])
+
+    def service_cpu(self) -> float | None:
+        """The service's average CPU in its latest complete datapoint, in % of the tasks' reservation: what
+        the scaling policy judges, as CloudWatch's AWS/ECS CPUUtilization is on AWS; None without one."""
+        if self._pid("tasks") is None:
+            return None
+        datapoints = (self._task_state().get("scaling") or {}).get("datapoints") or [None]
+        return datapoints[-1]
 
     def status(self) -> dict[str, Any]:
+        """What runs. Under "tasks": the supervisor's PID, its tasks, the service's desired count, the
+        time scale it runs with (this plane's own when none runs) and its scaling policy, datapoints and
+        actions (each: at, from, to, metric, reason)."""
+        supervisor = self._pid("tasks")
+        state = self._task_state() if supervisor else {}
+        tasks = {"supervisor": supervisor, "tasks": state.get("tasks", []), "desired": state.get("desired"),
+                 "slots": len(self.ports.tasks), "time_scale": state.get("time_scale", self.time_scale),
+                 "scaling": state.get("scaling")}
         return {
             "emulator": {"listening": endpoint_listening(self.endpoint_url), "pid": self._pid("emulator"),
                          "url": self.endpoint_url},
             "database": self.database.status(),
-            "tasks": {"supervisor": self._pid("tasks"), "tasks": self._tasks() if self._pid("tasks") else []},
+            "tasks": tasks,
             "load_balancer": self.alb.status(),
             "urls": self.urls,
             "ca_file": str(self.ca_file),
