@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="text for the terminal (default); markdown is docs/requirements.md")
     pol = sub.add_parser("iam-policy", help="print the least-privilege IAM policy a suite needs, derived from "
                                             "the calls it makes (plan/iam/ holds the committed ones)")
-    pol.add_argument("--suite", choices=("compliance", "smoke"), default="compliance")
+    pol.add_argument("--suite", choices=("compliance", "smoke", "load"), default="compliance")
     pol.add_argument("--env", default=None, help="one environment of the plan (default: all of them)")
     pol.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
     rep = sub.add_parser("report", help="print the last run's summary; with --html, render the HTML report (Allure 3)")
@@ -142,8 +142,8 @@ def _local(args: argparse.Namespace) -> int:
 
 
 def _iam_policy(args: argparse.Namespace) -> int:
-    """The policy for the nightly job's role (compliance) or the deploy pipeline's (smoke), for one
-    environment or for every environment of the plan."""
+    """The policy for the nightly job's role (compliance), the deploy pipeline's (smoke) or the pre-launch
+    load job's (load), for one environment or for every environment of the plan."""
     from harness import iam
 
     plan = load_plan(Path(args.plan))
@@ -154,7 +154,7 @@ def _iam_policy(args: argparse.Namespace) -> int:
         policy = iam.smoke_policy(plan, envs)
     else:
         try:
-            policy = iam.compliance_policy(plan, envs)
+            policy = iam.load_policy(plan, envs) if args.suite == "load" else iam.compliance_policy(plan, envs)
         except iam.DerivationError as exc:
             print(f"harness: {exc}", file=sys.stderr)
             return 1

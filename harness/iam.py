@@ -7,7 +7,11 @@ then the one snapshot it judges) runs on it, and every call it records is mapped
 authorizes it. The smoke gate reads one secret per environment, so its policy is that one action on those
 secrets.
 
-`policy_for` is the pure mapping from calls to a policy; `compliance_policy` and `smoke_policy` do the rest.
+The load suite reads its accounts secret per environment, and while it runs reads the service's counts and
+CPU metric (LOAD-03); those calls are derived the same way, from the observer run against the emulator.
+
+`policy_for` is the pure mapping from calls to a policy; `compliance_policy`, `smoke_policy` and
+`load_policy` do the rest.
 """
 from __future__ import annotations
 
@@ -71,23 +75,59 @@ def actions_for(calls: Iterable[tuple[str, str]]) -> list[str]:
     return sorted(actions)
 
 
-def policy_for(calls: Iterable[tuple[str, str]]) -> dict[str, Any]:
+def policy_for(calls: Iterable[tuple[str, str]], sid: str = "ComplianceSnapshotRead") -> dict[str, Any]:
     """The identity policy allowing exactly those calls. Resource is "*": the suite finds its resources by
     tags, so it cannot name them in advance, and most Describe/List actions take no resource anyway."""
     actions = actions_for(calls)
-    statements = [{"Sid": "ComplianceSnapshotRead", "Effect": "Allow", "Action": actions, "Resource": "*"}]
+    statements = [{"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": "*"}]
     return {"Version": POLICY_VERSION, "Statement": statements if actions else []}
 
 
+def secret_read(sid: str, names: Iterable[str]) -> dict[str, Any]:
+    """GetSecretValue on exactly these secrets. One ARN per name, rather than a wildcard over environments:
+    a `*/dougust/...` pattern would also match names outside the plan. Secrets Manager appends '-' and six
+    characters to the name."""
+    return {"Sid": sid, "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [f"arn:aws:secretsmanager:*:*:secret:{name}-*" for name in names]}
+
+
 def smoke_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
-    """GetSecretValue on each environment's smoke-account secret and nothing else. One ARN per environment,
-    from the plan's secret prefix, rather than a wildcard over environments: a `*/dougust/...` pattern would
-    also match names outside the plan. Secrets Manager appends '-' and six characters to the name."""
-    resources = [f"arn:aws:secretsmanager:*:*:secret:{plan.secret_prefix(env)}"
-                 f"{plan.requirements['SMK-06'].expected(env)['account_secret']}-*" for env in envs]
-    statement = {"Sid": "SmokeAccountRead", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-                 "Resource": resources}
-    return {"Version": POLICY_VERSION, "Statement": [statement]}
+    """GetSecretValue on each environment's smoke-account secret and nothing else."""
+    names = [plan.secret_prefix(env) + plan.requirements["SMK-06"].expected(env)["account_secret"] for env in envs]
+    return {"Version": POLICY_VERSION, "Statement": [secret_read("SmokeAccountRead", names)]}
+
+
+def load_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
+    """The load accounts secret of each environment, and what LOAD-03 reads while the load runs."""
+    from harness.load.accounts import secret_name
+
+    scaling = policy_for(load_calls(plan, envs), sid="LoadScalingRead")["Statement"]
+    return {"Version": POLICY_VERSION,
+            "Statement": [secret_read("LoadAccountsRead", [secret_name(plan, env) for env in envs]), *scaling]}
+
+
+def load_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
+    """The calls of LOAD-03's observer (find the service, sample its counts, read its CPU metric) on each
+    environment built as the plan asks, in moto's in-process mock."""
+    from moto import mock_aws
+
+    from harness.load.scaling import ScalingObserver
+    from harness.local.provision import provision
+
+    calls: list[tuple[str, str]] = []
+    with _shell_settings_ignored(), mock_aws():
+        for env in envs:
+            target = Target("local", plan.environment(env).region)
+            provision(target.client, plan, env)
+            mark = target.recorder.mark()
+            observer = ScalingObserver(target, plan, env)
+            observer.start(0.0)
+            observer.stop()
+            observer.cpu_peak()
+            if observer.problem:
+                raise DerivationError(f"the scaling observer failed in the emulator for {env}: {observer.problem}")
+            calls += [(service, operation) for service, operation, _ in target.recorder.since(mark)]
+    return calls
 
 
 def compliance_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:

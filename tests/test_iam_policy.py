@@ -33,6 +33,7 @@ from harness.target import Target
 PLAN = load_plan(ROOT / "plan" / "dougust.toml")
 COMPLIANCE = ROOT / "plan" / "iam" / "compliance-readonly.json"
 SMOKE = ROOT / "plan" / "iam" / "smoke-readonly.json"
+LOAD = ROOT / "plan" / "iam" / "load-readonly.json"
 ENV = "dev"
 REGION = PLAN.environment(ENV).region
 
@@ -112,7 +113,7 @@ def test_policy_for_refuses_a_service_nobody_mapped():
         policy_for([("ec2", "DescribeVpcs"), ("kms", "DescribeKey")])
 
 
-@pytest.mark.parametrize("suite, path", [("compliance", COMPLIANCE), ("smoke", SMOKE)])
+@pytest.mark.parametrize("suite, path", [("compliance", COMPLIANCE), ("smoke", SMOKE), ("load", LOAD)])
 def test_committed_policy_is_the_current_derivation(suite, path, capsys):
     assert cli.main(["iam-policy", "--suite", suite]) == 0
     derived = capsys.readouterr().out
