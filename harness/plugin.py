@@ -61,6 +61,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     smoke.addoption("--base-url", default=None,
                     help="HTTPS URL of the load balancer (default on --target local: the local stand-in's)")
     smoke.addoption("--http-url", default=None, help="plain-HTTP URL of the same host (default: derived)")
+    smoke.addoption("--stand-in", default=None, metavar="DIR",
+                    help="--target local: use the running stand-in whose state is in DIR (default: bring up, or "
+                         "reuse, the project's own in .stand-in)")
     smoke.addoption("--ca-bundle", default=None, help="CA file to trust for the HTTPS URL (default: the system's)")
     smoke.addoption("--expect-version", default=None,
                     help="the version the deploy shipped; every response must report it")
@@ -226,10 +229,22 @@ class HarnessState:
         self.gate_input = GateInput(expects, opt.expect_version, account, problem)
 
     def _stand_in(self) -> Any:
-        """The local stand-in (harness.local.dataplane.DataPlane), brought up for this session if it is not."""
+        """The local stand-in (harness.local.dataplane.DataPlane): the running one --stand-in names, or the
+        project's own, brought up for this session if it is not running."""
         from harness.local.dataplane import DataPlane, StandInError
 
         assert self.plan is not None and self.plan_path is not None
+        if self.config.option.stand_in:
+            try:
+                plane = DataPlane.attach(Path(self.config.option.stand_in), self.plan_path)
+            except StandInError as exc:
+                raise TargetError(f"--stand-in: {exc}") from None
+            if plane.env != self.env:
+                raise TargetError(f"the stand-in in {plane.root} runs environment '{plane.env}'; pass --env {plane.env}")
+            # Used as it is: `up` would provision the emulator again, undoing what its owner changed there.
+            if not (plane.status()["tasks"]["supervisor"] and plane.alb.status().get("running")):
+                raise TargetError(f"the stand-in in {plane.root} is not running; bring it up with 'harness local up'")
+            return plane
         plane = DataPlane.for_project(self.config.rootpath, self.plan_path, self.env,
                                       self.config.option.endpoint_url or LOCAL_ENDPOINT)
         try:
@@ -303,10 +318,8 @@ class HarnessState:
             accounts_file.unlink(missing_ok=True)
             if observer is not None:
                 observer.stop()
-        cpu_target = self.plan.requirements["ECS-12"].expected(self.env).get("cpu_target") \
-            if "ECS-12" in self.plan.requirements else None
         self.load = LoadRun(profile, base_url, result, observer, time_scale, load_start_s=profile.ramp_s,
-                            cpu_target=cpu_target)
+                            cpu_target=observer.cpu_target if observer else None)
         if result.results and result.results.get("timeline"):
             slo = self.plan.requirements["LOAD-01"].expected(self.env).get("p95_ms") if "LOAD-01" in self.plan.requirements else None
             self.load.chart = draw(result.results, out_dir / "load.png", target_rps=profile.rate_per_s, p95_slo_ms=slo,

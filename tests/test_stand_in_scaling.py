@@ -19,6 +19,8 @@ import http.cookiejar
 import json
 import math
 import shutil
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -295,3 +297,51 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
     print(f"scaled out {action['from']} -> {action['to']} after {took:.1f} s at {action['metric']} % CPU; "
           f"{load.done} requests, none failed")
 
+
+
+# --- LOAD-03 through the load suite ------------------------------------------------------------------------
+
+def load_03(plane: DataPlane, reports: Path) -> dict[str, Any]:
+    """`pytest load` against the running stand-in: its `local` profile (30 requests/s) for 35 s; LOAD-03's
+    verdict and what it saw."""
+    done = subprocess.run([sys.executable, "-m", "pytest", "load", "-p", "no:cacheprovider", "--env", "dev",
+                           "--stand-in", str(plane.root), "--load-profile", "local", "--load-duration", "35",
+                           "--reports-dir", str(reports)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    summary = json.loads((reports / "summary.json").read_text())
+    assert summary["load"]["complete"], done.stdout[-3000:]
+    return {**summary["load"]["verdicts"]["LOAD-03"], "samples": summary["load"]["scaling"]["samples"],
+            "output": done.stdout[-3000:]}
+
+
+def test_load_03_passes_when_the_service_scales_out_and_fails_without_the_policy(plane: DataPlane,
+                                                                                   tmp_path: Path) -> None:
+    ecs, aas = plane.target.client("ecs"), plane.target.client("application-autoscaling")
+    cluster = ecs.list_clusters()["clusterArns"][0]
+    service_arn = ecs.list_services(cluster=cluster)["serviceArns"][0]
+    name = ecs.describe_services(cluster=cluster, services=[service_arn])["services"][0]["serviceName"]
+    resource = f"service/{cluster.rsplit('/', 1)[1]}/{name}"
+    cpu_policy = next(p for p in aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=resource)[
+        "ScalingPolicies"] if p["PolicyName"].endswith("cpu-target"))
+    config = cpu_policy["TargetTrackingScalingPolicyConfiguration"]
+    # The same lowered target and max as above, for the same reason: a busy machine starves the tasks.
+    aas.put_scaling_policy(PolicyName=cpu_policy["PolicyName"], ServiceNamespace="ecs", ResourceId=resource,
+                           ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
+                           TargetTrackingScalingPolicyConfiguration={**config, "TargetValue": TARGET})
+    aas.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource, ScalableDimension=DIMENSION,
+                                 MinCapacity=2, MaxCapacity=MAX_TASKS)
+    plane.set_faults(cpu_ms=CPU_MS)
+
+    scaled = load_03(plane, tmp_path / "with-policy")
+    assert scaled["status"] == "pass", scaled
+    assert "desired 2 -> " in scaled["message"] and f"budget {420 * TIME_SCALE:g} s" in scaled["message"], scaled
+
+    aas.delete_scaling_policy(PolicyName=cpu_policy["PolicyName"], ServiceNamespace="ecs", ResourceId=resource,
+                              ScalableDimension=DIMENSION)
+    ecs.update_service(cluster=cluster, service=service_arn, desiredCount=2)
+    wait_for(lambda: len(json.loads((plane.root / "tasks.json").read_text())["tasks"]) == 2, 30,
+             lambda: (plane.root / "tasks.json").read_text()[:500])
+    plane.set_faults(cpu_ms=CPU_MS)
+    stayed = load_03(plane, tmp_path / "without-policy")
+    assert stayed["status"] == "fail", stayed
+    assert f"no scale-out within {420 * TIME_SCALE:g} s" in stayed["message"], stayed
+    assert {s["desired"] for s in stayed["samples"]} == {2}, stayed

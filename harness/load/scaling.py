@@ -26,6 +26,7 @@ class ScalingObserver:
     cpu_samples: list[float] = field(default_factory=list)
     problem: str | None = None
     service: tuple[str, str] | None = None  # cluster ARN, service name
+    cpu_target: float | None = None  # the deployed CPU target-tracking policy's target (%), None without one
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _origin: float = 0.0
@@ -44,6 +45,20 @@ class ScalingObserver:
                         return cluster, service["serviceName"]
         raise LookupError(f"no ECS service tagged {wanted}")
 
+    def read_cpu_target(self) -> float | None:
+        """The target the service scales on, as Application Auto Scaling holds it (not the plan's: LOAD-03
+        judges what is deployed; ECS-12 judges whether that matches the plan)."""
+        assert self.service is not None
+        resource = f"service/{self.service[0].rsplit('/', 1)[-1]}/{self.service[1]}"
+        policies = self.target.client("application-autoscaling").describe_scaling_policies(
+            ServiceNamespace="ecs", ResourceId=resource)["ScalingPolicies"]
+        for policy in policies:
+            config = policy.get("TargetTrackingScalingPolicyConfiguration") or {}
+            metric = (config.get("PredefinedMetricSpecification") or {}).get("PredefinedMetricType")
+            if metric == "ECSServiceAverageCPUUtilization":
+                return float(config["TargetValue"])
+        return None
+
     def sample(self) -> None:
         assert self.service is not None
         service = self.target.client("ecs").describe_services(
@@ -61,6 +76,7 @@ class ScalingObserver:
         self._started_at = dt.datetime.now(dt.timezone.utc)
         try:
             self.service = self.find_service()
+            self.cpu_target = self.read_cpu_target()
             self.sample()
         except Exception as exc:  # noqa: BLE001 - any failure to read is this check's ERROR, not the run's
             self.problem = f"the service's counts could not be read: {type(exc).__name__}: {exc}"

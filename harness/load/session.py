@@ -22,7 +22,7 @@ class LoadRun:
     scaling: ScalingObserver | None = None
     time_scale: float = 1.0  # the stand-in's scaling time scale (1.0 elsewhere)
     load_start_s: float = 0.0  # seconds from the observer's origin to the end of the ramp
-    cpu_target: float | None = None  # the service's CPU target-tracking value (%), from the plan (ECS-12)
+    cpu_target: float | None = None  # the CPU target (%) of the service's target-tracking policy, as deployed
     chart: Path | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
 

@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,19 @@ class DataPlane:
                     time_scale: float = 1.0) -> DataPlane:
         return cls(project / ".stand-in", plan_path, env, endpoint_url, Ports().offset(port_offset),
                    time_scale=time_scale)
+
+    @classmethod
+    def attach(cls, root: Path, plan_path: Path) -> DataPlane:
+        """The stand-in whose state is in `root`, as its `up` recorded it (environment, emulator, ports)."""
+        marker = root / "stand-in.json"
+        try:
+            recorded = json.loads(marker.read_text())
+            ports = Ports(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded["ports"].items()})
+            return cls(root, plan_path, recorded["env"], recorded["endpoint"], ports,
+                       time_scale=float(recorded.get("time_scale", 1.0)))
+        except (OSError, ValueError, KeyError, TypeError):
+            raise StandInError(f"{root} holds no stand-in brought up by this version ({marker} missing or old); "
+                               f"bring one up there with 'harness local up'") from None
 
     # -- parts ----------------------------------------------------------------------------------------------
 
@@ -164,7 +177,8 @@ class DataPlane:
         if running_env not in (None, self.env) and (self._pid("tasks") or self.alb.status().get("running")):
             raise StandInError(f"the stand-in in {self.root} runs environment '{running_env}'; "
                                f"run 'harness local down' first, or use --env {running_env}")
-        marker.write_text(json.dumps({"env": self.env, "endpoint": self.endpoint_url}))
+        marker.write_text(json.dumps({"env": self.env, "endpoint": self.endpoint_url, "ports": asdict(self.ports),
+                                      "time_scale": self.time_scale}))
         started = False
         if not endpoint_listening(self.endpoint_url):
             port = self.endpoint_url.rsplit(":", 1)[1].rstrip("/")
