@@ -260,7 +260,7 @@ class HarnessState:
         run (Locust in its own processes), with live progress; the checks judge what it measured."""
         from harness.load import accounts as load_accounts
         from harness.load.chart import draw
-        from harness.load.profile import resolve
+        from harness.load.profile import check_slos, resolve
         from harness.load.runner import RunSpec, run
         from harness.load.scaling import ScalingObserver
         from harness.load.session import LoadRun
@@ -274,6 +274,7 @@ class HarnessState:
                               f"{', '.join(sorted(self.plan.load))})")
         profile = resolve(self.plan, self.env, name, users=opt.load_users, rate_per_s=opt.load_rate,
                           duration_s=opt.load_duration, workers=opt.load_workers)
+        check_slos(self.plan, self.env, load_ids)
         if opt.load_expect_workers < 0:
             raise TargetError("--load-expect-workers must be 0 or more")
         if not stand_in and self.plan.environment(self.env).protected and opt.confirm != self.env:
@@ -300,7 +301,7 @@ class HarnessState:
         if "LOAD-03" in load_ids and (plane is not None or opt.target == "aws"):
             observer = ScalingObserver(plane.target if plane else self._target(), self.plan, self.env,
                                        interval_s=1.0 if plane else 15.0,
-                                       cpu_reader=getattr(plane, "service_cpu", None) if plane else None)
+                                       cpu_reader=plane.service_cpu if plane else None)
         out_dir = Path(opt.reports_dir) / "load"
         accounts_file = load_accounts.private_file(accounts)
         writer = self.config.get_terminal_writer()
@@ -321,9 +322,10 @@ class HarnessState:
         self.load = LoadRun(profile, base_url, result, observer, time_scale, load_start_s=profile.ramp_s,
                             cpu_target=observer.cpu_target if observer else None)
         if result.results and result.results.get("timeline"):
-            slo = self.plan.requirements["LOAD-01"].expected(self.env).get("p95_ms") if "LOAD-01" in self.plan.requirements else None
-            self.load.chart = draw(result.results, out_dir / "load.png", target_rps=profile.rate_per_s, p95_slo_ms=slo,
-                                   title=f"{self.plan.project} {self.env}: load profile {profile.name} on {base_url}")
+            slo = self.plan.requirements["LOAD-01"].expected(self.env).get("p95_ms") if "LOAD-01" in load_ids else None
+            self.load.chart = draw(result.results, out_dir / "load.png", target_rps=profile.rate_per_s,
+                                   p95_slo_ms=slo, title=f"{self.plan.project} {self.env}: load profile "
+                                                         f"{profile.name} on {base_url}")
         if result.interrupted:
             raise KeyboardInterrupt
         if result.results is None:

@@ -452,3 +452,22 @@ def test_workers_that_never_connect_are_one_line_and_exit_4(target, tmp_path: Pa
                             cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert result.returncode == 4, result.stdout[-1500:]
     assert "1 worker(s) were expected and did not all connect within 2 s" in result.stderr
+
+
+@pytest.mark.parametrize(("slo", "says"), [
+    ('p95_ms = "fast", p99_ms = 1000, max_error_ratio = 0.01, endpoints = {}', "LOAD-01: p95_ms = 'fast' is not a usable SLO"),
+    ('p95_ms = 500, p99_ms = 1000, max_error_ratio = 0.01, endpoints = { "GET /api/notes" = { p95 = 1 } }',
+     "LOAD-01: endpoints.GET /api/notes.p95 = 1 is not a usable SLO"),
+])
+def test_a_malformed_slo_is_one_line_and_exit_4_before_any_load(slo: str, says: str, tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    text = (ROOT / "plan" / "dougust.toml").read_text()
+    plan.write_text(text.replace(SLO_LINE, f"expect = {{ {slo} }}"))
+    result = subprocess.run([sys.executable, "-m", "pytest", "load", "-p", "no:cacheprovider", "--plan", str(plan),
+                             "--waivers", str(tmp_path / "none.toml"), "--env", "dev", "--base-url", "http://127.0.0.1:9",
+                             "--load-profile", "health", "--reports-dir", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 4, result.stdout[-1500:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
+    assert len(errors) == 1 and says in errors[0], result.stderr
+    assert not (tmp_path / "load").exists()  # no load was sent

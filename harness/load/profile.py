@@ -10,6 +10,10 @@ from typing import Any
 from harness.plan import JOURNEYS, Plan, PlanError
 
 REQUIRED = ("users", "spawn_rate", "duration_s", "ramp_s", "rate_per_s", "mix")
+# The numbers each load check reads from its plan entry (`expect`), and LOAD-01's per-endpoint overrides.
+SLO_KEYS = {"LOAD-01": ("p95_ms", "p99_ms", "max_error_ratio"),
+            "LOAD-02": ("min_throughput_ratio", "max_generator_cpu", "max_lag_p99_ms"),
+            "LOAD-03": ("scale_out_within_s",)}
 
 
 @dataclass(frozen=True)
@@ -67,3 +71,23 @@ def resolve(plan: Plan, env: str, name: str, *, users: int | None = None, rate_p
         raise PlanError(f"load profile '{name}': ramp_s {profile.ramp_s:g} leaves no steady phase in duration_s "
                         f"{profile.duration_s:g}; pass a longer --load-duration or shorten ramp_s in the plan")
     return profile
+
+
+def check_slos(plan: Plan, env: str, ids: set[str]) -> None:
+    """Every number the selected load checks judge by is there and is a number, before any load is sent."""
+    for rid in sorted(ids & set(SLO_KEYS)):
+        expect = plan.requirements[rid].expected(env)
+        entries = [("", expect, SLO_KEYS[rid])]
+        if rid == "LOAD-01":
+            overrides = expect.get("endpoints") or {}
+            if not isinstance(overrides, dict) or not all(isinstance(v, dict) for v in overrides.values()):
+                raise PlanError(f"{rid}: endpoints must map route templates to tables, e.g. "
+                                f'endpoints = {{ "POST /api/notes" = {{ p95_ms = 800 }} }}; fix the plan')
+            entries += [(f"endpoints.{name}.", values, tuple(values)) for name, values in overrides.items()]
+        for where, values, keys in entries:
+            for key in keys:
+                value = values.get(key)
+                if key not in SLO_KEYS["LOAD-01"] + SLO_KEYS[rid] or isinstance(value, bool) \
+                        or not isinstance(value, (int, float)) or value < 0:
+                    raise PlanError(f"{rid}: {where}{key} = {value!r} is not a usable SLO; give a number of 0 or "
+                                    f"more (keys: {', '.join(SLO_KEYS[rid])}) in the plan")
