@@ -35,6 +35,8 @@ class Pool:
     accounts: list[dict[str, str]] = []
     turn = itertools.count()
     mix: dict[str, float] = dict(DEFAULT_MIX)
+    names: list[str] = list(DEFAULT_MIX)  # the mix as random.choices takes it, built once per test
+    cumulative: list[float] = list(itertools.accumulate(DEFAULT_MIX.values()))
     user_interval_s = 0.0
     refresh_interval_s = 300.0
 
@@ -80,6 +82,8 @@ def configure(environment: Environment, **_: Any) -> None:
     Pool.user_interval_s = float(getattr(options, "load_user_interval_s", 0.0) or 0.0)
     Pool.refresh_interval_s = float(options.refresh_interval_s)
     Pool.mix = parse_mix(options.mix)
+    Pool.names = list(Pool.mix)
+    Pool.cumulative = list(itertools.accumulate(Pool.mix.values()))
     Pool.accounts = load_accounts(options.accounts_file) if set(Pool.mix) - {"health"} else [{}]
     Pool.turn = itertools.count(getattr(runner, "worker_index", 0) or 0)
     ApiUser.ssl_context_factory = staticmethod(functools.partial(trusting, options.ca_bundle or None))
@@ -140,7 +144,7 @@ class ApiUser(FastHttpUser):
         intended = self.schedule.wait()
         if self.access and time.time() >= self.refresh_at:
             self.refresh()
-        name = random.choices(list(Pool.mix), weights=list(Pool.mix.values()))[0]
+        name = random.choices(Pool.names, cum_weights=Pool.cumulative)[0]
         self.journeys[name](intended)
 
     def keep_tokens(self, response: Any) -> bool:

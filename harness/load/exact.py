@@ -159,7 +159,8 @@ class Tally:
         was sent (None when the run is not paced)."""
         cell = self.cell(phase_of(elapsed_s, ramp_s, marks), name)
         record_ms(cell.hist, response_ms)
-        record_ms(cell.hist_intended, response_ms + max(lag_s or 0.0, 0.0) * 1000)
+        if lag_s is not None:  # unpaced, the intended start is the actual one: `summary` reads `hist`
+            record_ms(cell.hist_intended, response_ms + max(lag_s, 0.0) * 1000)
         second = self.second(elapsed_s)
         record_ms(second.hist, response_ms)
         if failed:
@@ -228,6 +229,8 @@ class Tally:
 
 def summary(hist: HdrHistogram, hist_intended: HdrHistogram, failures: int, span_s: float) -> dict[str, Any]:
     requests = hist.get_total_count()
+    if not hist_intended.get_total_count():
+        hist_intended = hist
     return {"requests": requests, "failures": failures,
             "error_ratio": round(failures / requests, 5) if requests else 0.0,
             "rps": round(requests / span_s, 3) if span_s > 0 else 0.0,
@@ -255,7 +258,7 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
                 continue
             endpoints[phase][name] = summary(cell.hist, cell.hist_intended, cell.failures, spans.get(phase, 0.0))
             total.add(cell.hist)
-            total_intended.add(cell.hist_intended)
+            total_intended.add(cell.hist_intended if cell.hist_intended.get_total_count() else cell.hist)
             failures += cell.failures
         overall[phase] = summary(total, total_intended, failures, spans.get(phase, 0.0))
     timeline = [{"t_s": t, "requests": s.hist.get_total_count(), "failures": s.failures,
