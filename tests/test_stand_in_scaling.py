@@ -218,6 +218,20 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: Callable[[], st
     return time.monotonic() - start
 
 
+def lower_policy(aas: Any, resource: str) -> dict[str, Any]:
+    """Lower the provisioned CPU policy's target to TARGET and the scalable target's max to MAX_TASKS (see
+    the module's docstring for why); returns the policy as it was provisioned."""
+    cpu_policy = next(p for p in aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=resource)[
+        "ScalingPolicies"] if p["PolicyName"].endswith("cpu-target"))
+    config = cpu_policy["TargetTrackingScalingPolicyConfiguration"]
+    aas.put_scaling_policy(PolicyName=cpu_policy["PolicyName"], ServiceNamespace="ecs", ResourceId=resource,
+                           ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
+                           TargetTrackingScalingPolicyConfiguration={**config, "TargetValue": TARGET})
+    aas.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource, ScalableDimension=DIMENSION,
+                                 MinCapacity=2, MaxCapacity=MAX_TASKS)
+    return cpu_policy
+
+
 def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
         plane: DataPlane, record_property: Callable[[str, object], None]) -> None:
     ecs, aas = plane.target.client("ecs"), plane.target.client("application-autoscaling")
@@ -240,15 +254,8 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
     assert plane.status()["tasks"]["time_scale"] == TIME_SCALE
     assert (service()["desiredCount"], service()["runningCount"]) == (2, 2)  # the agent reported its tasks
     resource = f"service/{cluster.rsplit('/', 1)[1]}/{service()['serviceName']}"
-    cpu_policy = next(p for p in aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=resource)[
-        "ScalingPolicies"] if p["PolicyName"].endswith("cpu-target"))
-    config = cpu_policy["TargetTrackingScalingPolicyConfiguration"]
-    cooldown_s = config["ScaleOutCooldown"] * TIME_SCALE
-    aas.put_scaling_policy(PolicyName=cpu_policy["PolicyName"], ServiceNamespace="ecs", ResourceId=resource,
-                           ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
-                           TargetTrackingScalingPolicyConfiguration={**config, "TargetValue": TARGET})
-    aas.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource, ScalableDimension=DIMENSION,
-                                 MinCapacity=2, MaxCapacity=MAX_TASKS)
+    cpu_policy = lower_policy(aas, resource)
+    cooldown_s = cpu_policy["TargetTrackingScalingPolicyConfiguration"]["ScaleOutCooldown"] * TIME_SCALE
     plane.set_faults(cpu_ms=CPU_MS)
     # The tasks' own start (imports, the smoke account's password hash) costs CPU too: once the newest
     # datapoint is below the target, any 3 above it are the load's.
@@ -320,15 +327,7 @@ def test_load_03_passes_when_the_service_scales_out_and_fails_without_the_policy
     service_arn = ecs.list_services(cluster=cluster)["serviceArns"][0]
     name = ecs.describe_services(cluster=cluster, services=[service_arn])["services"][0]["serviceName"]
     resource = f"service/{cluster.rsplit('/', 1)[1]}/{name}"
-    cpu_policy = next(p for p in aas.describe_scaling_policies(ServiceNamespace="ecs", ResourceId=resource)[
-        "ScalingPolicies"] if p["PolicyName"].endswith("cpu-target"))
-    config = cpu_policy["TargetTrackingScalingPolicyConfiguration"]
-    # The same lowered target and max as above, for the same reason: a busy machine starves the tasks.
-    aas.put_scaling_policy(PolicyName=cpu_policy["PolicyName"], ServiceNamespace="ecs", ResourceId=resource,
-                           ScalableDimension=DIMENSION, PolicyType="TargetTrackingScaling",
-                           TargetTrackingScalingPolicyConfiguration={**config, "TargetValue": TARGET})
-    aas.register_scalable_target(ServiceNamespace="ecs", ResourceId=resource, ScalableDimension=DIMENSION,
-                                 MinCapacity=2, MaxCapacity=MAX_TASKS)
+    cpu_policy = lower_policy(aas, resource)
     plane.set_faults(cpu_ms=CPU_MS)
 
     scaled = load_03(plane, tmp_path / "with-policy")
