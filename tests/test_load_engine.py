@@ -471,3 +471,33 @@ def test_a_malformed_slo_is_one_line_and_exit_4_before_any_load(slo: str, says: 
     errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR:")]
     assert len(errors) == 1 and says in errors[0], result.stderr
     assert not (tmp_path / "load").exists()  # no load was sent
+
+
+def test_phases_marked_during_the_run_reach_the_workers_and_are_measured_apart(target, tmp_path: Path) -> None:
+    """Another component (a drill) marks "during" and "after" in the phase file while the run goes on; the
+    master passes the marks to its worker, which files each request under the phase of its start."""
+    host, _, accounts = target
+    results_file, marks, port = tmp_path / "results.json", tmp_path / "phases.jsonl", free_port()
+    marks.touch()
+    master = locust(*common(host, accounts, results_file, "-u", "8", "-r", "8", "--window-s", "12",
+                            "-t", f"{12 + DRAIN_S}s", "--phase-file", str(marks)), "--master",
+                    "--expect-workers", "1", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port))
+    worker = locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(port))
+    try:
+        time.sleep(6)
+        exact.mark_phase(marks, "during", time.time())
+        time.sleep(3)
+        exact.mark_phase(marks, "after", time.time())
+        finish(master, 90)
+        finish(worker, 30)
+    finally:
+        for process in (master, worker):
+            if process.poll() is None:
+                process.kill()
+                process.wait(10)
+    results = exact.read_results(results_file)
+    names = [p["name"] for p in results["phases"]]
+    assert names[-2:] == ["during", "after"], results["phases"]
+    assert all(results["overall"][phase]["requests"] > 0 for phase in ("during", "after")), results["overall"]
+    during = next(p for p in results["phases"] if p["name"] == "during")
+    assert 2 <= during["end_s"] - during["start_s"] <= 4, during

@@ -33,10 +33,6 @@ PROGRESS_EVERY_S = 5.0
 WORKERS_WAIT_S = 60  # how long a master waits for its workers to connect
 
 
-class LoadError(Exception):
-    """The run could not be made (bad input, workers that never connected); one line naming the fix."""
-
-
 @dataclass(frozen=True)
 class RunSpec:
     base_url: str
