@@ -270,6 +270,19 @@ def test_percentiles_of_an_encoded_histogram(values_ms: list[float], percentile:
     assert exact.percentiles_ms(exact.encode(hist), [percentile])[percentile] == pytest.approx(expected_ms, rel=0.001)
 
 
+@pytest.mark.parametrize(("values_ms", "percentile"), [
+    ([10.0] * 99 + [1000.0], 50), ([10.0] * 98 + [1000.0] * 2, 99), (list(range(1, 101)), 95),
+    (list(range(1, 74)), 95), ([0.2, 0.3, 7.5, 480.0, 3432.0], 80), ([0.0001], 50),
+])
+def test_per_second_buckets_are_within_one_percent_and_never_below(values_ms: list[float], percentile: float) -> None:
+    buckets: dict[int, int] = {}
+    for value in values_ms:
+        k = exact.bucket_of(value)
+        buckets[k] = buckets.get(k, 0) + 1
+    truth = max(nearest_rank(values_ms, percentile), 0.001)
+    assert truth <= exact.bucket_percentile_ms(buckets, percentile) <= truth * 1.0101
+
+
 def test_merging_and_wire_round_trip_keep_every_sample() -> None:
     a, b = exact.Tally(), exact.Tally()
     a.record("GET /x", 0.5, 1.0, 10.0, False)

@@ -131,10 +131,32 @@ class Cell:
     failures: int = 0
 
 
+# Per-second latencies only feed the chart and the progress lines, where 1 % is plenty; a dict of
+# logarithmic buckets costs a third of an HDR record, and every request pays it once more.
+BUCKETS_PER_E = 100  # bucket k holds (e^(k/100), e^((k+1)/100)] ms: each about 1 % wide
+
+
+def bucket_of(value_ms: float) -> int:
+    return math.ceil(math.log(max(value_ms, 0.001)) * BUCKETS_PER_E) - 1
+
+
+def bucket_percentile_ms(buckets: dict[int, int], percentile: float) -> float:
+    """The nearest-rank percentile, reported as its bucket's upper edge (never below the true value)."""
+    total = sum(buckets.values())
+    if not total:
+        return 0.0
+    rank, seen = max(1, math.ceil(round(percentile * total / 100, 9))), 0
+    for k in sorted(buckets):
+        seen += buckets[k]
+        if seen >= rank:
+            break
+    return round(math.exp((k + 1) / BUCKETS_PER_E), 3)
+
+
 @dataclass
 class Second:
-    """One second of the run, for the chart and the progress lines (1 % quantisation is plenty there)."""
-    hist: HdrHistogram = field(default_factory=lambda: HdrHistogram(LOWEST_US, HIGHEST_US, 2))
+    """One second of the run, for the chart and the progress lines."""
+    buckets: dict[int, int] = field(default_factory=dict)  # bucket_of(ms) -> requests
     failures: int = 0
     cpu: float = 0.0  # the busiest generator process's CPU in this second (1.0 = one core)
 
@@ -162,7 +184,8 @@ class Tally:
         if lag_s is not None:  # unpaced, the intended start is the actual one: `summary` reads `hist`
             record_ms(cell.hist_intended, response_ms + max(lag_s, 0.0) * 1000)
         second = self.second(elapsed_s)
-        record_ms(second.hist, response_ms)
+        k = bucket_of(response_ms)
+        second.buckets[k] = second.buckets.get(k, 0) + 1
         if failed:
             cell.failures += 1
             second.failures += 1
@@ -199,7 +222,7 @@ class Tally:
         return {
             "cells": [[phase, name, encode(c.hist), encode(c.hist_intended), c.failures]
                       for (phase, name), c in self.cells.items()],
-            "seconds": [[t, encode(s.hist), s.failures, s.cpu] for t, s in self.seconds.items()],
+            "seconds": [[t, list(s.buckets.items()), s.failures, s.cpu] for t, s in self.seconds.items()],
             "lag": encode(self.lag), "loop_lag": encode(self.loop_lag), "late_starts": self.late_starts,
             "cpu": self.cpu, "busy": self.busy,
         }
@@ -210,9 +233,10 @@ class Tally:
             cell.hist.decode_and_add(hist.encode("ascii"))
             cell.hist_intended.decode_and_add(hist_intended.encode("ascii"))
             cell.failures += failures
-        for t, hist, failures, cpu in wire["seconds"]:
+        for t, buckets, failures, cpu in wire["seconds"]:
             second = self.second(t)
-            second.hist.decode_and_add(hist.encode("ascii"))
+            for k, n in buckets:
+                second.buckets[k] = second.buckets.get(k, 0) + n
             second.failures += failures
             second.cpu = max(second.cpu, cpu)
         self.lag.decode_and_add(wire["lag"].encode("ascii"))
@@ -261,8 +285,9 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
             total_intended.add(cell.hist_intended if cell.hist_intended.get_total_count() else cell.hist)
             failures += cell.failures
         overall[phase] = summary(total, total_intended, failures, spans.get(phase, 0.0))
-    timeline = [{"t_s": t, "requests": s.hist.get_total_count(), "failures": s.failures,
-                 "p50_ms": percentile_ms(s.hist, 50), "p95_ms": percentile_ms(s.hist, 95), "cpu": round(s.cpu, 3)}
+    timeline = [{"t_s": t, "requests": sum(s.buckets.values()), "failures": s.failures,
+                 "p50_ms": bucket_percentile_ms(s.buckets, 50), "p95_ms": bucket_percentile_ms(s.buckets, 95),
+                 "cpu": round(s.cpu, 3)}
                 for t, s in sorted(tally.seconds.items())]
     return {"complete": complete, "started_at": started_at, "ended_at": ended_at, "workers": workers,
             "worker_requests": worker_requests or {}, "phases": listed,
@@ -279,15 +304,17 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
 def window(tally: Tally, first_s: int, last_s: int) -> dict[str, float]:
     """Requests per second, p95, error ratio and generator CPU over the seconds [first_s, last_s), for
     progress lines."""
-    hist, failures, cpu = HdrHistogram(LOWEST_US, HIGHEST_US, 2), 0, 0.0
+    buckets: dict[int, int] = {}
+    failures, cpu = 0, 0.0
     for t in range(first_s, last_s):
         if t in tally.seconds:
-            hist.add(tally.seconds[t].hist)
+            for k, n in tally.seconds[t].buckets.items():
+                buckets[k] = buckets.get(k, 0) + n
             failures += tally.seconds[t].failures
             cpu = max(cpu, tally.seconds[t].cpu)
-    requests = hist.get_total_count()
+    requests = sum(buckets.values())
     span = max(last_s - first_s, 1)
-    return {"rps": round(requests / span, 3), "p95_ms": percentile_ms(hist, 95),
+    return {"rps": round(requests / span, 3), "p95_ms": bucket_percentile_ms(buckets, 95),
             "error_ratio": round(failures / requests, 4) if requests else 0.0, "cpu": round(cpu, 3)}
 
 
