@@ -1,0 +1,260 @@
+"""The drill judges in process, as tables: each case one violation (or none) built from a few synthetic
+samples, and the figure or verdict it must give; then the picture, drawn for a normal and an empty drill."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.drills import judges
+from harness.drills.chart import draw
+from harness.drills.model import DrillSpec, Sample, Write
+
+STEP = 0.1
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def line(probe: str, pattern: str, start: float = 0.0, step: float = STEP) -> list[Sample]:
+    """One probe's samples from a pattern, one character per slot of `step` seconds from `start`:
+    '+' succeeded, '-' failed, '.' no sample (the probe was silent)."""
+    return [Sample(round(start + i * step, 6), probe, c == "+") for i, c in enumerate(pattern) if c != "."]
+
+
+def run(**patterns: str) -> list[Sample]:
+    return [s for probe, pattern in patterns.items() for s in line(probe, pattern)]
+
+
+# 0-0.9 s steady, the fault at 1.0, failing 1.0-1.4, succeeding 1.5-3.4
+DIP = "+" * 10 + "-" * 5 + "+" * 20
+CALM = "+" * 35
+BOTH = ("health", "write")
+
+
+@pytest.mark.parametrize(("samples", "fault_t", "expected"), [
+    pytest.param(run(health=DIP, write=DIP), 1.0, 1.5, id="first ok after the last failure"),
+    pytest.param(run(health=DIP, write=CALM, service="-" * 35), 1.0, 1.5, id="a probe that does not decide is ignored"),
+    pytest.param(run(health=DIP, write="+" * 10 + "-" * 10 + "+" * 20), 1.0, 2.0,
+                 id="the last probe to recover decides"),
+    pytest.param(run(health="+" * 10 + "-" * 5 + "+" * 5 + "-" + "+" * 20, write="+" * 45), 1.0, 2.1,
+                 id="a flap inside the window pushes recovery later"),
+    pytest.param(run(health="+" * 10 + "-" * 5 + "+" * 10 + "-" + "+" * 20, write="+" * 50), 1.0, 2.6,
+                 id="a flap at the window's closed end counts"),
+    pytest.param(run(health=DIP, write="+" * 10), 1.0, None, id="a probe silent after the fault: no recovery"),
+    pytest.param(run(health=DIP, write="+" * 10 + "." * 12 + "+" * 13), 1.0, 2.1,
+                 id="a probe silent after the fault holds recovery back until it speaks"),
+    pytest.param(run(health="+" * 10 + "-" * 15 + "+" * 9, write=CALM), 1.0, None,
+                 id="a window cut short by the end of observation is no recovery"),
+    pytest.param(run(health="+" * 10 + "-" * 15 + "+" * 10, write=CALM), 1.0, 2.5,
+                 id="one more interval of observation completes it"),
+    pytest.param(run(health=CALM, write=CALM), 1.05, 1.1, id="nothing failed: the first sample after the fault"),
+    pytest.param(list(reversed(run(health=DIP, write=DIP))), 1.0, 1.5, id="samples in any order"),
+    pytest.param(run(health=DIP, write=DIP), 5.0, None, id="the fault after the last window"),
+])
+def test_recovery(samples: list[Sample], fault_t: float, expected: float | None) -> None:
+    t0 = judges.recovery(samples, fault_t, 1.0, BOTH)
+    assert t0 == pytest.approx(expected) if expected is not None else t0 is None
+
+
+def test_recovery_is_not_quadratic() -> None:
+    """10 Hz x 4 probes x 900 s, flapping every 4.9 s for 800 s (each 5 s window fails at its very end),
+    then calm: the first window after the last flap."""
+    probes = ("health", "write", "db", "service")
+    pattern = ("+" * 48 + "-") * 163 + "+" * (9000 - 49 * 163)
+    samples = [s for p in probes for s in line(p, pattern)]
+    assert len(samples) == 36_000
+    started = time.perf_counter()
+    t0 = judges.recovery(samples, 0.0, 5.0, probes)
+    assert time.perf_counter() - started < 1.0
+    assert t0 == pytest.approx(49 * 163 * STEP)
+
+
+@pytest.mark.parametrize(("samples", "after_t", "expected"), [
+    pytest.param(run(health=CALM, write=CALM), 0.0, 0.1, id="10 Hz"),
+    pytest.param(run(health=CALM) + line("write", "+" * 10, step=0.5), 0.0, 0.5, id="the slowest probe sets it"),
+    pytest.param(line("health", "+" * 60) + line("write", "+" * 10, step=0.5) + line("write", "+" * 10, start=5.0),
+                 5.0, 0.1, id="only samples after the point count"),
+    pytest.param(run(health="+", write="+"), 0.0, 0.0, id="too few samples"),
+])
+def test_resolution(samples: list[Sample], after_t: float, expected: float) -> None:
+    assert judges.resolution(samples, BOTH, after_t) == pytest.approx(expected)
+
+
+def writes(*rows: tuple[int, float, bool]) -> list[Write]:
+    return [Write("db", seq, t, acknowledged) for seq, t, acknowledged in rows]
+
+
+@pytest.mark.parametrize(("ws", "present", "lost_seqs", "rpo"), [
+    pytest.param(writes((1, 50, True), (2, 60, True)), {("db", 1), ("db", 2)}, [], 0.0, id="none lost"),
+    pytest.param(writes((1, 60, True), (2, 70, True), (3, 90, True)), {("db", 3)}, [1, 2], 40.0,
+                 id="oldest lost 40 s before the fault"),
+    pytest.param(writes((1, 90, True), (2, 95, False)), {("db", 1)}, [], 0.0,
+                 id="an unacknowledged missing write is not lost"),
+    pytest.param(writes((1, 90, True), (2, 101, True)), {("db", 1)}, [2], 0.0, id="lost after the fault: RPO 0"),
+    pytest.param([Write("write", 1, 60, True)], {("db", 1)}, [1], 40.0, id="the probe is part of the key"),
+])
+def test_lost_writes_and_rpo(ws: list[Write], present: set[tuple[str, int]], lost_seqs: list[int],
+                             rpo: float) -> None:
+    lost = judges.lost_writes(ws, present)
+    assert [w.seq for w in lost] == lost_seqs
+    assert judges.rpo(lost, 100.0) == rpo
+
+
+@pytest.mark.parametrize(("start_t", "end_t", "probes", "expected"), [
+    pytest.param(0.0, 3.5, BOTH, (5, 70, 5 / 70), id="the whole run"),
+    pytest.param(1.0, 1.5, BOTH, (5, 10, 0.5), id="start included, end excluded"),
+    pytest.param(1.1, 1.4, BOTH, (3, 6, 0.5), id="inside the dip"),
+    pytest.param(1.5, 3.5, BOTH, (0, 40, 0.0), id="after the dip"),
+    pytest.param(1.0, 1.5, ("write",), (0, 5, 0.0), id="only the named probes"),
+    pytest.param(9.0, 10.0, BOTH, (0, 0, 0.0), id="no sample: ratio 0"),
+])
+def test_error_ratio(start_t: float, end_t: float, probes: tuple[str, ...], expected: tuple) -> None:
+    samples = run(health=DIP, write=CALM, db="-" * 35)
+    failed, total, ratio = judges.error_ratio(samples, start_t, end_t, probes)
+    assert (failed, total) == expected[:2] and ratio == pytest.approx(expected[2])
+
+
+DRILL = DrillSpec("DRILL-01", "Database failover", "db_failover", ("health", "write", "db"),
+                  {"rto_s": 120, "rpo_s": 300, "max_lost_writes": 0}, timeout_s=20.0, stop_after_failing_s=3.0)
+
+
+@pytest.mark.parametrize(("samples", "now_t", "fault_t", "alarms", "says"), [
+    pytest.param(run(health=CALM, write=CALM, db=CALM), 3.5, 1.0, [], None, id="healthy"),
+    pytest.param(run(health=DIP, write=DIP, db=DIP), 3.5, 1.0, [], None, id="a short dip"),
+    pytest.param(run(health=CALM, write=CALM, db=CALM), 0.5, None, ["dougust-5xx"], "alarm dougust-5xx is in ALARM",
+                 id="a plan-named alarm"),
+    pytest.param(run(health=CALM, write=CALM, db="-" * 35), 3.5, None, [], None,
+                 id="before the fault only alarms count"),
+    pytest.param(run(health=CALM, write=CALM, db=CALM), 21.5, 1.0, [], "hard timeout of 20 s reached",
+                 id="hard timeout"),
+    pytest.param(run(health=CALM, write=CALM, db=CALM), 21.0, 1.0, [], None, id="at the timeout, not yet"),
+    pytest.param(run(health=CALM, write="+" * 10 + "-" * 25, db=CALM), 4.5, 1.0, [],
+                 "probe write has failed for 3.5 s without a break (the plan allows 3 s)", id="failing too long"),
+    pytest.param(run(health=CALM, write="+" * 10 + "-" * 25, db=CALM), 3.9, 1.0, [], None,
+                 id="failing, within the allowance"),
+    pytest.param(run(health=CALM, write="+" * 10 + "-" * 10 + "+" + "-" * 14, db=CALM), 4.5, 1.0, [], None,
+                 id="one success breaks the streak"),
+    pytest.param(run(health=CALM, write=CALM, db=CALM, service="-" * 35), 4.5, 1.0, [], None,
+                 id="a probe that does not decide"),
+    pytest.param(run(health=CALM, write=CALM, db="-" * 35), 4.5, 1.0, [],
+                 "probe db has failed for 3.5 s without a break", id="failing since before the fault: from the fault"),
+    pytest.param(run(health=CALM, write="+" * 10 + "-" * 25, db=CALM), 25.0, 1.0, ["a"],
+                 "alarm a is in ALARM; hard timeout of 20 s reached; probe write has failed for 24 s",
+                 id="every reason at once"),
+])
+def test_stop_reason(samples: list[Sample], now_t: float, fault_t: float | None, alarms: list[str],
+                     says: str | None) -> None:
+    reason = judges.stop_reason(samples, now_t, fault_t, DRILL, alarms, DRILL.probes)
+    assert reason is None if says is None else says in (reason or "")
+
+
+FAILOVER = DrillSpec("DRILL-01", "Database failover", "db_failover", ("health", "write", "db"),
+                     {"rto_s": 120, "rpo_s": 300, "max_lost_writes": 0})
+TASK_LOSS = DrillSpec("DRILL-03", "Application failure", "task_loss", ("health", "write", "service"),
+                      {"rto_s": 300, "max_error_ratio": 0.05})
+ACKED = [Write("db", i, 10 + 0.1 * i, True) for i in range(312)] + [Write("db", 312, 41.3, False)]
+LOST3 = ACKED[100:103]
+
+
+def measured(**changes: Any) -> dict[str, Any]:
+    """A clean failover: RTO 12.4 s, 312 acknowledged writes all read back, 3 % errors."""
+    base = {"rto_s": 12.4, "resolution_s": 0.1, "writes": ACKED, "lost": [], "rpo_s": 0.0, "error_ratio": 0.031,
+            "aborted": None, "readback_problem": None}
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize(("drill", "given", "status", "says"), [
+    pytest.param(FAILOVER, measured(), "pass",
+                 "RTO 12.4 s (± 0.1 s) ≤ 120 s; 0 of 312 acknowledged writes lost, RPO 0 s (± 0.1 s) ≤ 300 s; "
+                 "error ratio 0.031", id="pass"),
+    pytest.param(FAILOVER, measured(rto_s=120.0), "pass", "RTO 120 s (± 0.1 s) ≤ 120 s", id="RTO at the target"),
+    pytest.param(FAILOVER, measured(rto_s=120.1), "fail", "RTO 120.1 s (± 0.1 s) > 120 s", id="RTO just over"),
+    pytest.param(FAILOVER, measured(rto_s=120.04), "fail", "RTO 120.04 s (± 0.1 s) > 120 s",
+                 id="RTO over by less than the shown decimal"),
+    pytest.param(FAILOVER, measured(rto_s=None), "fail",
+                 "did not recover: no 5 s window with every probe (health, write, db) succeeding", id="no recovery"),
+    pytest.param(FAILOVER, measured(aborted="probe write has failed for 312 s without a break (the plan allows 300 s)"),
+                 "fail", "stopped: probe write has failed for 312 s", id="aborted"),
+    pytest.param(FAILOVER, measured(lost=LOST3, rpo_s=21.0), "fail",
+                 "3 of 312 acknowledged writes lost (the plan allows 0), RPO 21 s (± 0.1 s)", id="lost writes"),
+    pytest.param(TASK_LOSS, measured(error_ratio=0.081), "fail", "error ratio 0.081 > 0.05", id="error ratio"),
+    pytest.param(TASK_LOSS, measured(error_ratio=0.05), "pass", "error ratio 0.05 ≤ 0.05",
+                 id="error ratio at the limit"),
+    pytest.param(FAILOVER, measured(readback_problem="GET /api/notes/{id}: 503 three times"), "error",
+                 "could not read the canary writes back: GET /api/notes/{id}: 503", id="read-back failed"),
+    pytest.param(FAILOVER, measured(lost=None), "error", "no read-back was made", id="no read-back"),
+    pytest.param(FAILOVER, measured(writes=ACKED[-1:]), "inconclusive", "no canary write was acknowledged",
+                 id="nothing acknowledged"),
+    pytest.param(FAILOVER, measured(writes=[]), "inconclusive", "no canary write was acknowledged", id="no writes"),
+    pytest.param(TASK_LOSS, measured(writes=None, lost=None, rpo_s=None), "pass", "RTO 12.4 s",
+                 id="writes not expected"),
+    pytest.param(TASK_LOSS, measured(error_ratio=None), "error", "error ratio during the drill was not measured",
+                 id="error ratio not measured"),
+    pytest.param(FAILOVER, measured(rto_s=131.2, lost=LOST3, rpo_s=21.0, readback_problem=None), "fail",
+                 "RTO 131.2 s (± 0.1 s) > 120 s; 3 of 312 acknowledged writes lost", id="several failures, all named"),
+    pytest.param(FAILOVER, measured(rto_s=131.2, readback_problem="timeout"), "fail",
+                 "RTO 131.2 s (± 0.1 s) > 120 s; could not read the canary writes back: timeout",
+                 id="a failure outranks an error"),
+    pytest.param(FAILOVER, measured(aborted="hard timeout of 600 s reached", rto_s=None), "fail",
+                 "stopped: hard timeout of 600 s reached; did not recover", id="aborted and not recovered"),
+])
+def test_judge(drill: DrillSpec, given: dict[str, Any], status: str, says: str) -> None:
+    verdict = judges.judge(drill, **given)
+    assert (verdict.status, says in verdict.message) == (status, True), verdict.message
+
+
+@pytest.mark.parametrize(("drill", "expect_rpo", "given"), [
+    pytest.param(DrillSpec("DRILL-02", "Restore", "restore", ("db",), {"rto_s": 3600, "rpo_s": 300}), True,
+                 measured(lost=LOST3, rpo_s=412.0), id="RPO over its target, lost writes not limited"),
+    pytest.param(DrillSpec("DRILL-02", "Restore", "restore", ("db",), {"rto_s": 3600, "rpo_s": 300}), False,
+                 measured(lost=LOST3, rpo_s=290.0), id="RPO within its target"),
+])
+def test_judge_rpo(drill: DrillSpec, expect_rpo: bool, given: dict[str, Any]) -> None:
+    verdict = judges.judge(drill, **given)
+    assert verdict.status == ("fail" if expect_rpo else "pass"), verdict.message
+    assert ("RPO 412 s > 300 s" in verdict.message) is expect_rpo
+
+
+def test_figures_have_exactly_the_summary_keys() -> None:
+    verdict = judges.judge(FAILOVER, **measured(rto_s=12.43219, lost=LOST3, rpo_s=21.00004, error_ratio=1 / 3))
+    assert list(verdict.figures) == list(judges.FIGURES) == [
+        "rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "acknowledged_writes", "lost_writes", "error_ratio",
+        "resolution_s"]
+    assert verdict.figures == {"rto_s": 12.432, "rto_target_s": 120, "rpo_s": 21.0, "rpo_target_s": 300,
+                               "acknowledged_writes": 312, "lost_writes": 3, "error_ratio": 0.3333,
+                               "resolution_s": 0.1}
+    empty = judges.judge(TASK_LOSS, **measured(rto_s=None, writes=None, lost=None, rpo_s=None, error_ratio=None))
+    assert empty.figures["rpo_target_s"] is None and empty.figures["acknowledged_writes"] is None
+
+
+@pytest.mark.parametrize(("times", "expected"), [
+    pytest.param((10.0, 22.5, 70.0, 71.0, 80.0), [("steady", 0, 10), ("fault", 10, 10), ("recovering", 10, 22.5),
+                                                  ("recovered", 22.5, 70), ("rollback", 71, 80)], id="full drill"),
+    pytest.param((10.0, None, 600.0, 601.0, 650.0), [("steady", 0, 10), ("fault", 10, 10), ("recovering", 10, 600),
+                                                     ("rollback", 601, 650)], id="no recovery"),
+    pytest.param((None, None, None, None, 4.0), [("steady", 0, 4)], id="no fault"),
+    pytest.param((None, None, 3.0, 3.2, 5.0), [("steady", 0, 3), ("rollback", 3.2, 5)], id="aborted before the fault"),
+])
+def test_phases(times: tuple, expected: list[tuple]) -> None:
+    assert [(p["name"], p["start_s"], p["end_s"]) for p in judges.phases(*times)] == expected
+
+
+def journal(**changes: Any) -> dict[str, Any]:
+    samples = [[s.t, s.probe, s.ok, 20.0 if s.ok else None, "200" if s.ok else "503"]
+               for s in run(health=DIP, write=DIP, db=CALM, service=CALM)]
+    base = {"drill": "DRILL-01", "title": "Database failover", "env": "local", "target": "dougust-db",
+            "fault_t": 1.0, "recovered_t": 1.5, "phases": judges.phases(1.0, 1.5, 3.4, 3.5, 3.6), "samples": samples,
+            "writes": [{"probe": "db", "seq": 1, "t": 0.8, "acknowledged": True, "key": "1", "present": False}],
+            "actions": [], "verdict": {"status": "fail", "message": "1 lost", "figures": {"rto_s": 0.5}}}
+    return {**base, **changes}
+
+
+@pytest.mark.parametrize("data", [
+    pytest.param(journal(), id="normal"),
+    pytest.param(journal(samples=[], writes=[], fault_t=None, recovered_t=None, phases=[], verdict=None),
+                 id="empty: no fault, no recovery, no verdict"),
+])
+def test_draw_writes_a_png(tmp_path: Path, data: dict[str, Any]) -> None:
+    out = draw(data, tmp_path / "drills" / "drill.png")
+    assert out.read_bytes()[:8] == PNG and out.stat().st_size > 1000
