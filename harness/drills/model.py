@@ -1,0 +1,95 @@
+"""A drill as typed data, in the shape Chaos Toolkit gives an experiment: a steady state (probes and their
+tolerances), a method (one fault, injected through a backend), rollbacks (always run), and what is
+measured on the way (probe samples, canary writes, the journal of actions).
+
+Times are seconds since the drill's origin (`Clock`), taken from one monotonic clock and mapped to epoch
+seconds only for the journal, so a step of the wall clock during a drill cannot bend an RTO.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+PHASES = ("steady", "fault", "recovering", "recovered", "rollback")
+# The probes of the recovery condition: through the load balancer (health, canary writes), straight to
+# the database (db), and the service's own state as its control plane reports it (service).
+PROBES = ("health", "write", "db", "service")
+
+
+class DrillRefused(Exception):
+    """Preflight said no (unconfirmed protected environment, sick steady state, unsuitable resource); the
+    message is one line that names the problem and what to do."""
+
+
+@dataclass(frozen=True)
+class DrillSpec:
+    """One drill of the plan, settled for one environment."""
+    id: str                     # DRILL-01
+    title: str
+    fault: str                  # "db_failover" | "task_loss" (what the backend injects)
+    probes: tuple[str, ...]     # the probes that must all succeed for the system to count as recovered
+    expect: dict[str, Any]      # the requirement's expect keys: rto_s, rpo_s, max_lost_writes, max_error_ratio
+    recovery_window_s: float = 5.0   # recovered = every probe succeeding for this long
+    steady_state_s: float = 3.0      # probes green this long before any fault
+    timeout_s: float = 600.0         # hard limit from the fault on: abort and roll back
+    stop_after_failing_s: float = 300.0  # stop condition: a probe failing without a break this long
+    probe_interval_s: float = 0.1    # ≥ 10 Hz through the load balancer
+    db_interval_s: float = 0.05      # canary inserts straight to the database
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One probe result."""
+    t: float                      # seconds since the origin, when the probe was sent
+    probe: str                    # one of PROBES
+    ok: bool
+    latency_ms: float | None = None
+    detail: str = ""              # status code or a one-line error
+
+
+@dataclass
+class Write:
+    """A canary write (through the API, or straight to the database), with its sequence number and the
+    client's timestamp; acknowledged once the server said it was committed."""
+    probe: str                    # "write" or "db"
+    seq: int
+    t: float                      # when it was sent (seconds since the origin)
+    acknowledged: bool
+    key: str = ""                 # how to read it back (the note's id; the db canary's seq)
+
+
+@dataclass
+class Action:
+    """A journal line: something the drill did or saw, outside the probe samples."""
+    t: float
+    phase: str
+    action: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Clock:
+    """Seconds since the drill's origin, and their epoch equivalent for the journal."""
+
+    def __init__(self) -> None:
+        self.origin = time.monotonic()
+        self.epoch = time.time()
+
+    def now(self) -> float:
+        return time.monotonic() - self.origin
+
+    def wall(self, t: float) -> float:
+        return self.epoch + t
+
+
+@dataclass
+class Verdict:
+    """pass, fail, error (could not be measured), inconclusive (measured, but not enough to judge: never a
+    pass) or skip; the figures go to the `drills` section of the summary."""
+    status: str
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "pass"
