@@ -3,12 +3,16 @@
 RDS Multi-AZ commits only once the standby in the other AZ has the WAL, fails over by promoting that
 standby, and archives WAL for point-in-time restore. The stand-in reproduces exactly those three
 properties, so the smoke and DR suites exercise the same behaviour locally: `synchronous_standby_names`
-names the standby, `promote_standby()` is the failover, and every WAL segment is copied to `archive_dir`.
+names the standby, `fail_over()` is the loss of the primary's AZ (its server killed, the standby promoted),
+`rebuild_standby()` makes the lost node the new synchronous standby (as RDS replaces it), and every WAL
+segment is copied to `archive_dir`.
 
-Layout under `root / "postgres"`: `primary/` and `standby/` (data dirs), `archive/` (WAL), `log/` (one
-server log per node), `run/` (the unix sockets, kept private instead of /var/run/postgresql) and
-`pair.json` (written last on first init: its presence means the pair is complete). PostgreSQL refuses to
-run as root, so as root every server program runs as the `postgres` user, which then owns the state dir.
+Layout under `root / "postgres"`: `primary/` and `standby/` (data dirs, named by their first role: after a
+failover the roles swap, each keeping its port; `standby.signal` tells which is which, see `roles()`),
+`archive/` (WAL), `log/` (one server log per node), `run/` (the unix sockets, kept private instead of
+/var/run/postgresql) and `pair.json` (written last on first init: its presence means the pair is complete).
+PostgreSQL refuses to run as root, so as root every server program runs as the `postgres` user, which then
+owns the state dir.
 When that user cannot reach `root` (a 0700 parent: a `mktemp -d` clone, /root), `state_dir()` moves the
 state to a directory of its own under /tmp instead.
 """
@@ -23,6 +27,8 @@ import os
 import pwd
 import shlex
 import shutil
+import signal
+import socket
 import stat
 import subprocess
 import time
@@ -37,7 +43,8 @@ STOP_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0  # initdb and the like
 STANDBY_NAME = "standby"  # the standby's application_name, which synchronous_standby_names must match
 REPLICATION_ROLE = "replicator"
-NODES = ("primary", "standby")
+NODES = ("primary", "standby")  # the data dirs, named by their first role; either may be the primary
+CONF_MARKER = "\n# --- harness local stand-in ---\n"  # the stand-in's own block of postgresql.conf follows
 # Where the state goes when the server's user cannot reach the project. /tmp rather than /var/tmp: it is
 # traversable by every user everywhere, its path is short enough for the unix socket limit, and the state is
 # disposable (`harness local down` removes it), so a dir the next boot clears is the right home for what a
@@ -86,31 +93,39 @@ class PostgresPair:
 
     def start(self) -> None:
         """Initialise on first use, then start whichever node is down, and return once both accept
-        connections and the standby streams synchronously. A no-op (but for the checks) when already up."""
+        connections and the standby streams synchronously. A no-op (but for the checks) when already up.
+
+        Either node may be the primary (after a failover, the roles are swapped). When a failover was never
+        followed by `rebuild_standby()` (a drill killed on the way), both nodes are primaries on disk: the one
+        on the newer timeline is the primary, and the other is rebuilt as its standby."""
         with self._locked():
             if not (self.state / "pair.json").exists():
                 self._initialise()
             self._check_settings()
-            if not (self.data_dir("standby") / "standby.signal").exists():
-                raise RuntimeError(
-                    f"the standby in {self.state} was promoted (a failover drill), so the pair has no standby "
-                    f"any more: stop it and remove {self.state} to start a fresh pair")
-            self._start_node("primary")
+            primary = self._current_primary()
+            standby = _other(primary)
+            self._start_node(primary)
             self._set_app_password()
-            self._start_node("standby")
-            self._wait_for_sync()
+            if self._attached(standby):
+                self._start_node(standby)
+                self._wait_for_sync()
+            else:
+                self._rebuild(primary, standby)
 
     def stop(self) -> None:
-        """Fast shutdown of both nodes (the primary first, so the standby receives its final WAL)."""
+        """Fast shutdown of both nodes (the primary first, whichever node it is, so the standby receives its
+        final WAL)."""
         with self._locked():
-            for node in NODES:
+            primary = self.roles()["primary"]
+            for node in (primary, _other(primary)) if primary else NODES:
                 self._stop_node(node)
 
     def status(self) -> dict[str, Any]:
         """Per node (keyed by the node's initial name): running, pid, port, role, log file and the state dir
         (in each node's entry, so every value stays a node); for a running primary also `standby_sync_state`
-        ('sync' when healthy, None when no standby is connected). After `promote_standby()` the node named
-        "standby" reports role 'primary'."""
+        ('sync' when healthy, None when no standby is connected). The role is the node's current one: after
+        a failover the node named "standby" reports role 'primary' (and, until `rebuild_standby()`, so does
+        the node it replaced, which is down)."""
         result: dict[str, Any] = {}
         for node in NODES:
             pid = self._pid(node)
@@ -122,6 +137,27 @@ class PostgresPair:
             result[node] = entry
         return result
 
+    def roles(self) -> dict[str, str | None]:
+        """Which node ("primary" or "standby", the names of the data dirs) plays which role now:
+        {"primary": node or None, "standby": node or None}. The standby is the node with standby.signal;
+        the primary is the other one. When neither has it (a failover not yet followed by a rebuild, or two
+        promoted nodes), the primary is the node on the newer timeline and there is no standby."""
+        valid = [node for node in NODES if self._valid(node) and node != self._rebuilding()]
+        standbys = [node for node in valid if (self.data_dir(node) / "standby.signal").exists()]
+        primaries = [node for node in valid if node not in standbys]
+        if len(primaries) > 1:
+            primaries = [max(primaries, key=self._recency)]
+        return {"primary": primaries[0] if primaries else None,
+                "standby": standbys[0] if len(standbys) == 1 else None}
+
+    def healthy(self) -> bool:
+        """Multi-AZ as it should be: both nodes run, one is the primary, and the other streams to it
+        synchronously (a commit waits for it)."""
+        roles = self.roles()
+        primary, standby = roles["primary"], roles["standby"]
+        return (primary is not None and standby is not None and self._pid(primary) is not None
+                and self._pid(standby) is not None and self._sync_state(primary) == "sync")
+
     def dsn(self) -> str:
         """A libpq multi-host URI: clients land on whichever node accepts writes, as an RDS endpoint does
         after a failover. connect_timeout bounds each attempt so a hung node cannot hang a client."""
@@ -131,27 +167,74 @@ class PostgresPair:
                 f"{quote(c.database, safe='')}?target_session_attrs=read-write&connect_timeout=5")
 
     def promote_standby(self) -> None:
-        """Promote the standby (the failover drill's action). Fencing the old primary is the drill's job:
-        while it runs, the DSN still prefers it, as it is listed first."""
+        """Promote the current standby without touching the primary. Fencing the old primary is then the
+        caller's job: while it runs, the DSN may still prefer it. `fail_over()` is the whole AZ loss."""
         with self._locked():
-            self._server_tool("pg_ctl", "promote", "-D", str(self.data_dir("standby")), "-w",
-                              "-t", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 5)
+            standby = self.roles()["standby"]
+            if standby is None:
+                raise RuntimeError(f"the pair in {self.state} has no standby to promote")
+            self._promote(standby)
+
+    def fail_over(self) -> dict[str, Any]:
+        """The loss of the primary's AZ, as RDS Multi-AZ meets it: the current primary dies at once (SIGKILL
+        to the postmaster and every process of that server, without a shutdown checkpoint or a last WAL
+        record sent), then the standby is promoted. Returns {"old_primary": node, "new_primary": node,
+        "killed_at": epoch seconds, "promoted_at": epoch seconds}; from `promoted_at` on, clients of `dsn()`
+        land on the new primary, which commits without a standby until `rebuild_standby()`."""
+        with self._locked():
+            roles = self.roles()
+            old, new = roles["primary"], roles["standby"]
+            if old is None or new is None or self._pid(new) is None:
+                raise RuntimeError(f"the pair in {self.state} has no running standby to fail over to "
+                                   f"(roles {roles}): run rebuild_standby() or start() first")
+            killed_at = self._kill(old)
+            self._promote(new)
+            return {"old_primary": old, "new_primary": new, "killed_at": killed_at, "promoted_at": time.time()}
+
+    def rebuild_standby(self) -> dict[str, Any]:
+        """Make the pair Multi-AZ again after a failover: the node that is not the primary becomes its
+        synchronous standby, rewound with pg_rewind (only what diverged is copied back), else re-copied with
+        a fresh base backup. A node that is still a standby of this primary (its replication was only cut,
+        see `break_replication()`) is reattached as it is. Each node keeps its own port; only the roles swap.
+        Returns {"standby": node, "method": "pg_rewind" | "base_backup" | "reattach" | None, "seconds": s}:
+        method None (and 0 s) when the pair was healthy already, so nothing was done."""
+        with self._locked():
+            primary = self._current_primary()
+            return self._rebuild(primary, _other(primary))
+
+    def break_replication(self) -> None:
+        """For a negative self-test of the failover drill: the primary goes on acknowledging commits that the
+        standby never receives, so a failover then loses them. The primary stops waiting for the standby
+        (synchronous_standby_names = ''), and the standby is cut off from both the primary and the WAL archive
+        (primary_conninfo and restore_command emptied). Set with ALTER SYSTEM, so `rebuild_standby()` (or
+        `start()`) undoes it. Returns once the standby's WAL receiver is gone."""
+        with self._locked():
+            roles = self.roles()
+            primary, standby = roles["primary"], roles["standby"]
+            if primary is None or standby is None or not (self._pid(primary) and self._pid(standby)):
+                raise RuntimeError(f"both nodes of the pair in {self.state} must run to break replication")
+            self._psql(primary, "ALTER SYSTEM SET synchronous_standby_names = '';\nSELECT pg_reload_conf();\n")
+            self._wait_until(lambda: self._sync_state(primary) != "sync", "the primary to stop waiting for "
+                             "its standby", primary)
+            self._psql(standby, "ALTER SYSTEM SET primary_conninfo = '';\n"
+                                "ALTER SYSTEM SET restore_command = '';\nSELECT pg_reload_conf();\n")
+            self._wait_until(lambda: not self._replicating(primary, standby), "the standby to stop receiving WAL",
+                             standby)
 
     def switch_wal(self) -> Path:
         """Close the current WAL segment on the running primary and return it once archived. RDS archives on
         its own every five minutes; a restore drill needs the archive to hold every commit so far, now."""
-        primaries = [node for node, entry in self.status().items()
-                     if entry["running"] and entry["role"] == "primary"]
-        if not primaries:
+        primary = self.roles()["primary"]
+        if primary is None or self._pid(primary) is None:
             raise RuntimeError(f"no primary of the pair in {self.state} is running")
-        name = self._psql(primaries[0], "SELECT pg_walfile_name(pg_switch_wal());").strip()
+        name = self._psql(primary, "SELECT pg_walfile_name(pg_switch_wal());").strip()
         segment = self.archive_dir / name
         deadline = time.monotonic() + START_TIMEOUT
         while not segment.exists():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{segment.name} was not archived within {START_TIMEOUT:.0f} s\n"
-                                   f"--- last lines of {self.log_file(primaries[0])} ---\n"
-                                   f"{self._log_tail(primaries[0])}")
+                                   f"--- last lines of {self.log_file(primary)} ---\n"
+                                   f"{self._log_tail(primary)}")
             time.sleep(0.05)
         return segment
 
@@ -164,12 +247,13 @@ class PostgresPair:
         for node in NODES:
             self._stop_node(node, mode="immediate")
             shutil.rmtree(self.data_dir(node), ignore_errors=True)
+        (self.state / "rebuilding").unlink(missing_ok=True)
         primary = self.data_dir("primary")
         # --no-sync (here and for the base backup): a stand-in needs no crash safety while it is being
         # built, and skipping the fsync of every file is most of initdb's time on a slow disk.
         self._server_tool("initdb", "-D", str(primary), "-U", self.os_user, "--encoding=UTF8", "--locale=C",
                           "--auth-local=peer", "--auth-host=scram-sha-256", "--no-sync")
-        self._append_conf("primary", self._primary_settings())
+        self._write_conf("primary", self._node_settings("primary", "primary"))
         (primary / "pg_hba.conf").write_text(
             "# Local stand-in: loopback only. Unix sockets live in a 0700 dir of the server's user.\n"
             "local  all          all                        peer\n"
@@ -184,52 +268,57 @@ class PostgresPair:
                    f"CREATE ROLE {REPLICATION_ROLE} REPLICATION LOGIN;\n"
                    f"CREATE ROLE {user} LOGIN;\n"
                    f"CREATE DATABASE {database} OWNER {user};\n")
-        standby, archived = self.data_dir("standby"), self._archive_path("%f")
-        # -R writes standby.signal and primary_conninfo (with our application_name, which the sync name
-        # matches); --checkpoint=fast, or it waits for the next scheduled checkpoint (minutes).
-        self._server_tool(
-            "pg_basebackup", "-D", str(standby), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync", "-w",
-            "-d", f"host=127.0.0.1 port={self.config.primary_port} user={REPLICATION_ROLE} "
-                  f"application_name={STANDBY_NAME}", timeout=START_TIMEOUT)
-        self._append_conf("standby", {
-            "port": str(self.config.standby_port),
-            # Once promoted, this node has no standby of its own; waiting for one would block every commit.
-            "synchronous_standby_names": "''",
-            # Catch up from the archive when the primary no longer keeps the WAL the standby needs.
-            # (test -f first: a segment not archived yet is the normal case, not an error for the log.)
-            "restore_command": _conf_str(f"test -f {archived} && cp {archived} %p"),
-        })
+        self._base_backup("standby", "primary")
+        self._make_standby("standby")
         (self.state / "pair.json").write_text(json.dumps(self._settings(), indent=2) + "\n")
 
-    def _primary_settings(self) -> dict[str, str]:
+    def _node_settings(self, node: str, role: str, sync: bool = True) -> dict[str, str]:
+        """The whole of a node's own settings for its role. Both nodes share everything but the port (each
+        data dir keeps its own for good) and what the role needs; `sync=False` lets a primary acknowledge
+        commits without a standby (after a failover, until its new standby streams)."""
         archived = self._archive_path("%f")
-        return {
+        settings = {
             "listen_addresses": "'127.0.0.1'",
-            "port": str(self.config.primary_port),
+            "port": str(self._ports[node]),
             "unix_socket_directories": _conf_str(str(self.state / "run")),
             "wal_level": "replica",
             "synchronous_commit": "on",
-            "synchronous_standby_names": _conf_str(STANDBY_NAME),
+            # A standby has no standby of its own: if it is promoted, waiting for one would block every commit.
+            "synchronous_standby_names": _conf_str(STANDBY_NAME) if role == "primary" and sync else "''",
             "max_wal_senders": "5",
             "wal_keep_size": "'128MB'",
             "hot_standby": "on",
-            "wal_log_hints": "on",  # lets a later drill rejoin the old primary with pg_rewind
+            "wal_log_hints": "on",  # lets a failover rejoin the old primary with pg_rewind
             "archive_mode": "on",
-            # Never overwrite an archived segment; copy then rename, so an interrupted cp leaves no
-            # partial file under the final name (which `test ! -f` would then refuse forever).
+            # Never overwrite an archived segment; copy then rename, so an interrupted cp leaves no partial
+            # file under the final name. A segment archived already with the same content counts as archived:
+            # after a failover the nodes share segments, and a refusal would stall the archiver for good.
             "archive_command": _conf_str(
-                f"test ! -f {archived} && cp %p {archived}.tmp && mv {archived}.tmp {archived}"),
+                f"if test -f {archived}; then cmp -s %p {archived}; "
+                f"else cp %p {archived}.$$.tmp && mv {archived}.$$.tmp {archived}; fi"),
+            # Catch up from the archive when the primary no longer keeps the WAL a standby needs (used in
+            # recovery only). test -f first: a segment not archived yet is the normal case, not an error.
+            "restore_command": _conf_str(f"test -f {archived} && cp {archived} %p"),
         }
+        if role == "standby":
+            settings["primary_conninfo"] = _conf_str(_conninfo(
+                host="127.0.0.1", port=str(self._ports[_other(node)]), user=REPLICATION_ROLE,
+                application_name=STANDBY_NAME))  # what the primary's synchronous_standby_names matches
+        return settings
 
     def _archive_path(self, name: str) -> str:
         # % is the placeholder character in archive/restore commands, so a literal one is doubled.
         return shlex.quote(str(self.archive_dir).replace("%", "%%")) + "/" + name
 
-    def _append_conf(self, node: str, settings: dict[str, str]) -> None:
-        """Later lines of postgresql.conf win, so appending overrides initdb's (or the copied) defaults."""
-        lines = "".join(f"{key} = {value}\n" for key, value in settings.items())
-        with (self.data_dir(node) / "postgresql.conf").open("a") as conf:
-            conf.write("\n# --- harness local stand-in ---\n" + lines)
+    def _write_conf(self, node: str, settings: dict[str, str]) -> None:
+        """Replace the stand-in's block at the end of the node's postgresql.conf (later lines win over
+        initdb's defaults above it). Replaced, not appended to: pg_rewind and pg_basebackup copy the other
+        node's file, whose block names the other node's port and role."""
+        conf = self.data_dir(node) / "postgresql.conf"
+        text = conf.read_text()
+        if CONF_MARKER in text:
+            text = text[:text.index(CONF_MARKER)]
+        conf.write_text(text + CONF_MARKER + "".join(f"{key} = {value}\n" for key, value in settings.items()))
 
     def _prepare_state_dir(self) -> None:
         """Create the state dirs owned by the server's user, and prove that user can reach them: the mode
@@ -287,11 +376,183 @@ class PostgresPair:
             raise RuntimeError(f"the pair in {self.state} was initialised with {stored}, not "
                                f"{self._settings()}: use those settings, or remove {self.state} to start afresh")
 
+    # ---------------------------------------------------------------- roles, failover and rebuild
+
+    def _current_primary(self) -> str:
+        primary = self.roles()["primary"]
+        if primary is None:
+            raise RuntimeError(f"the pair in {self.state} has no primary (both data dirs are standbys, or "
+                               f"missing): stop it and remove {self.state} to start a fresh pair")
+        return primary
+
+    def _valid(self, node: str) -> bool:
+        """Whether the node's data dir holds a cluster (not missing, nor emptied for a base backup)."""
+        return (self.data_dir(node) / "global" / "pg_control").exists()
+
+    def _rebuilding(self) -> str | None:
+        """The node a rebuild was under way on (named before its data dir is touched, removed once it is a
+        standby again): whatever its data dir holds, it is not a primary."""
+        try:
+            return (self.state / "rebuilding").read_text().strip() or None
+        except OSError:
+            return None
+
+    def _recency(self, node: str) -> tuple[int, int, int]:
+        """What makes one of two primaries the newer: its timeline (a promotion starts a new one, and writes
+        its history file at once, before the control file records it at the next checkpoint), then whether it
+        runs, then how far its last checkpoint is."""
+        timeline, checkpoint = 0, 0
+        try:
+            control = self._server_tool("pg_controldata", "-D", str(self.data_dir(node)),
+                                        env={"LC_ALL": "C"}, timeout=10)
+            fields = dict(line.split(":", 1) for line in control.splitlines() if ":" in line)
+            timeline = int(fields["Latest checkpoint's TimeLineID"].strip())
+            high, low = fields["Latest checkpoint location"].strip().split("/")
+            checkpoint = (int(high, 16) << 32) | int(low, 16)
+        except (RuntimeError, KeyError, ValueError):
+            pass
+        for history in (self.data_dir(node) / "pg_wal").glob("*.history"):
+            try:
+                timeline = max(timeline, int(history.stem, 16))
+            except ValueError:
+                continue
+        return timeline, int(self._pid(node) is not None), checkpoint
+
+    def _attached(self, node: str) -> bool:
+        """Whether the node is a standby as the stand-in made it: standby.signal, and none of the settings
+        `break_replication()` overrides (nor any other ALTER SYSTEM) on either node."""
+        return (self._valid(node) and (self.data_dir(node) / "standby.signal").exists()
+                and self._rebuilding() is None and not any(self._overridden(n) for n in NODES))
+
+    def _overridden(self, node: str) -> bool:
+        """Whether the node's postgresql.auto.conf sets anything (the stand-in leaves it empty)."""
+        try:
+            text = (self.data_dir(node) / "postgresql.auto.conf").read_text()
+        except OSError:
+            return False
+        return any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines())
+
+    def _kill(self, node: str) -> float:
+        """SIGKILL the node's postmaster and every process of that server (an AZ gone: nothing shuts down
+        cleanly, nothing sends a last WAL record), wait until none is left and its port refuses, and clear the
+        lock files the dead server left. Returns when the kill was sent (epoch seconds)."""
+        pid = self._pid(node)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+        killed_at = time.time()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while True:
+            # Its children (backends, walsender, archiver and what it runs) would exit on their own once they
+            # notice the postmaster's death; an AZ loss takes them at the same instant.
+            survivors = self._server_processes(node)
+            for survivor in survivors:
+                try:
+                    os.kill(survivor, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if not survivors and not _accepts(self._ports[node]):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {node} node of {self.state} still has processes {survivors} or a "
+                                   f"listener on port {self._ports[node]} {STOP_TIMEOUT:.0f} s after SIGKILL")
+            time.sleep(0.01)
+        self._clear_stale_locks(node)
+        return killed_at
+
+    def _promote(self, node: str) -> None:
+        self._server_tool("pg_ctl", "promote", "-D", str(self.data_dir(node)), "-w",
+                          "-t", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 5)
+
+    def _rebuild(self, primary: str, standby: str) -> dict[str, Any]:
+        """Make `standby` the synchronous standby of `primary` (see `rebuild_standby()`); the lock is held."""
+        began = time.monotonic()
+        if self._attached(standby) and self.healthy():
+            return {"standby": standby, "method": None, "seconds": 0.0}
+        self._start_node(primary)
+        # Until its new standby streams, the primary acknowledges commits alone, as after a failover: a
+        # synchronous name with no standby behind it would hang every commit for the rebuild's length.
+        self._write_conf(primary, self._node_settings(primary, "primary", sync=False))
+        self._psql(primary, "ALTER SYSTEM RESET ALL;\nSELECT pg_reload_conf();\n")
+        # Named before anything in its data dir changes, so an interrupted rebuild never makes it a primary.
+        (self.state / "rebuilding").write_text(standby + "\n")
+        self._stop_node(standby)
+        self._clear_stale_locks(standby)
+        if self._valid(standby) and (self.data_dir(standby) / "standby.signal").exists():
+            method = "reattach"  # still a standby of this primary (on its timeline): nothing diverged
+        else:
+            method = "pg_rewind"
+            try:
+                self._rewind(standby, primary)
+            except RuntimeError:
+                method = "base_backup"
+                self._base_backup(standby, primary)
+        self._make_standby(standby)
+        (self.state / "rebuilding").unlink(missing_ok=True)
+        self._start_node(standby)
+        self._wait_until(lambda: self._sync_state(primary) is not None, "the rebuilt standby to stream", standby)
+        self._write_conf(primary, self._node_settings(primary, "primary"))
+        self._psql(primary, "SELECT pg_reload_conf();")
+        self._wait_for_sync()
+        return {"standby": standby, "method": method, "seconds": time.monotonic() - began}
+
+    def _rewind(self, target: str, source: str) -> None:
+        """pg_rewind `target` (down) to the timeline of `source` (the running primary), over the source's
+        unix socket as the superuser (peer authentication: the programs run as the server's user)."""
+        if not self._valid(target):
+            raise RuntimeError(f"{self.data_dir(target)} holds no cluster to rewind")
+        # A just promoted source records its new timeline in its control file only at its next checkpoint;
+        # before that, pg_rewind would see one timeline and wrongly find nothing to rewind.
+        self._psql(source, "CHECKPOINT;")
+        # The target's own settings first: pg_rewind may replay its crash (an unclean shutdown) and fetch
+        # missing WAL with its restore_command, and an override of the other node's must not apply to it.
+        self._write_conf(target, self._node_settings(target, "standby"))
+        self._reset_auto_conf(target)
+        source_conn = _conninfo(host=str(self.state / "run"), port=str(self._ports[source]), user=self.os_user,
+                                dbname="postgres")
+        self._server_tool("pg_rewind", "--target-pgdata", str(self.data_dir(target)), "--source-server",
+                          source_conn, "--restore-target-wal", "--no-sync", timeout=COMMAND_TIMEOUT)
+
+    def _base_backup(self, target: str, source: str) -> None:
+        """A fresh copy of the running `source` into an emptied data dir for `target`."""
+        shutil.rmtree(self.data_dir(target), ignore_errors=True)
+        # --checkpoint=fast, or it waits for the next scheduled checkpoint (minutes).
+        self._server_tool(
+            "pg_basebackup", "-D", str(self.data_dir(target)), "-X", "stream", "--checkpoint=fast", "--no-sync",
+            "-w", "-d", _conninfo(host="127.0.0.1", port=str(self._ports[source]), user=REPLICATION_ROLE,
+                                  application_name=STANDBY_NAME), timeout=START_TIMEOUT)
+
+    def _make_standby(self, node: str) -> None:
+        """The node's own settings as a standby of the other node (pg_rewind and pg_basebackup copied the
+        source's postgresql.conf and postgresql.auto.conf), and its standby.signal."""
+        self._write_conf(node, self._node_settings(node, "standby"))
+        self._reset_auto_conf(node)
+        (self.data_dir(node) / "standby.signal").write_text("")
+        if self._as_root:
+            os.chown(self.data_dir(node) / "standby.signal", self._server.pw_uid, self._server.pw_gid)
+
+    def _reset_auto_conf(self, node: str) -> None:
+        """Empty a stopped node's postgresql.auto.conf (ALTER SYSTEM RESET ALL, without a server)."""
+        path = self.data_dir(node) / "postgresql.auto.conf"
+        path.write_text("# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n")
+        if self._as_root:
+            os.chown(path, self._server.pw_uid, self._server.pw_gid)
+
+    def _replicating(self, primary: str, standby: str) -> bool:
+        """Whether the standby still has a WAL receiver, or the primary a WAL sender for it."""
+        try:
+            sender = self._psql(primary, "SELECT count(*) FROM pg_stat_replication "
+                                         f"WHERE application_name = '{STANDBY_NAME}';").strip()
+            receiver = self._psql(standby, "SELECT count(*) FROM pg_stat_wal_receiver;").strip()
+        except RuntimeError:
+            return True
+        return sender != "0" or receiver != "0"
+
     # ---------------------------------------------------------------- running nodes
 
     def _start_node(self, node: str) -> None:
         if self._pid(node) is not None:
             return
+        self._clear_stale_locks(node)
         try:
             self._server_tool("pg_ctl", "start", "-D", str(self.data_dir(node)), "-l", str(self.log_file(node)),
                               "-w", "-t", str(int(START_TIMEOUT)), timeout=START_TIMEOUT + 5)
@@ -318,20 +579,57 @@ class PostgresPair:
             return None
         return pid if process_alive(pid) else None
 
+    def _server_processes(self, node: str) -> list[int]:
+        """Live processes of the node's server, the postmaster first: every one of them (and whatever the
+        archiver runs) works in the data dir, as the server's user. Linux only (/proc)."""
+        data_dir = str(self.data_dir(node).resolve())
+        found = []
+        for entry in Path("/proc").glob("[0-9]*"):
+            try:
+                if entry.stat().st_uid != self._server.pw_uid or os.readlink(entry / "cwd") != data_dir:
+                    continue
+            except OSError:
+                continue
+            if process_alive(int(entry.name)):
+                found.append(int(entry.name))
+        postmaster = self._pid(node)
+        return sorted(found, key=lambda pid: pid != postmaster)
+
+    def _clear_stale_locks(self, node: str) -> None:
+        """Remove the lock files a killed server left (postmaster.pid, the socket's lock) once none of its
+        processes is left. PostgreSQL clears them itself, unless the dead pid is a zombie that the container's
+        init has not reaped yet: kill(pid, 0) then succeeds, and the server refuses to start."""
+        if self._pid(node) is not None or self._server_processes(node):
+            return
+        (self.data_dir(node) / "postmaster.pid").unlink(missing_ok=True)
+        socket_lock = self.state / "run" / f".s.PGSQL.{self._ports[node]}.lock"
+        try:
+            owner = int(socket_lock.read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return
+        if not process_alive(owner):
+            socket_lock.unlink(missing_ok=True)
+            (self.state / "run" / f".s.PGSQL.{self._ports[node]}").unlink(missing_ok=True)
+
     def _set_app_password(self) -> None:
         """The caller's password is authoritative, so it is set on every start. Only a SCRAM verifier is
         sent: the plain password never reaches the server log or a process list."""
         verifier = _scram_verifier(self.config.password)
-        self._psql("primary", "SET synchronous_commit = local;\n"  # the standby may not run yet
-                              f"ALTER ROLE {_ident(self.config.user)} PASSWORD '{verifier}';\n")
+        self._psql(self._current_primary(),
+                   "SET synchronous_commit = local;\n"  # the standby may not run yet
+                   f"ALTER ROLE {_ident(self.config.user)} PASSWORD '{verifier}';\n")
 
     def _wait_for_sync(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while (state := self._sync_state("primary")) != "sync":
+        primary = self._current_primary()
+        self._wait_until(lambda: self._sync_state(primary) == "sync", "the standby to stream synchronously",
+                         _other(primary))
+
+    def _wait_until(self, check: Any, what: str, node: str, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the standby is not streaming synchronously after {START_TIMEOUT:.0f} s "
-                                   f"(sync_state={state!r})\n--- last lines of {self.log_file('standby')} ---\n"
-                                   f"{self._log_tail('standby')}")
+                raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}\n"
+                                   f"--- last lines of {self.log_file(node)} ---\n{self._log_tail(node)}")
             time.sleep(0.05)
 
     def _sync_state(self, node: str) -> str | None:
@@ -358,16 +656,16 @@ class PostgresPair:
                                  "-d", "postgres", input=sql, timeout=10)
 
     def _server_tool(self, program: str, *args: str, input: str | None = None,
-                     timeout: float = COMMAND_TIMEOUT) -> str:
+                     timeout: float = COMMAND_TIMEOUT, env: dict[str, str] | None = None) -> str:
         """Run a PostgreSQL program as the server's user, with a timeout; raise with its output on failure."""
         command = [str(self.bindir / program), *args]
         if self._as_root:
             command = ["runuser", "-u", self.os_user, "--", *command]
         # PG* variables of the caller (PGHOST, PGPORT, PGDATA...) must not redirect these programs.
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+        environment = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
         try:
             done = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout,
-                                  env=env, cwd=self.state if self.state.exists() else "/")
+                                  env=environment | (env or {}), cwd=self.state if self.state.exists() else "/")
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"{program} {' '.join(args[:2])} did not finish within {timeout:.0f} s") from None
         if done.returncode != 0:
@@ -377,12 +675,32 @@ class PostgresPair:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """One start/stop/promote at a time per pair, across processes (pytest-xdist workers, the CLI).
-        The lock lives in the state dir, so that dir is claimed first, and a planted link is not followed."""
+        """One start/stop/failover/rebuild at a time per pair, across processes (pytest-xdist workers, the
+        CLI, a drill). The lock lives in the state dir, so that dir is claimed first, and a planted link is
+        not followed."""
         self._claim(self.state)
         with open(os.open(self.state / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)) as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
+
+
+def _other(node: str) -> str:
+    return NODES[1 - NODES.index(node)]
+
+
+def _accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:`port`."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _conninfo(**values: str) -> str:
+    """A libpq key/value connection string, every value quoted (a socket dir may hold spaces or quotes)."""
+    return " ".join(f"{key}='" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+                    for key, value in values.items())
 
 
 def _server_user() -> pwd.struct_passwd:
