@@ -125,10 +125,13 @@ def test_after_promotion_the_dsn_reaches_the_new_primary(pair: PostgresPair) -> 
         assert conn.execute("SELECT id FROM orders ORDER BY id").fetchall() == [(1,), (2,), (10,)]
 
 
-def test_start_after_a_promotion_refuses_to_make_two_primaries(pair: PostgresPair) -> None:
-    with pytest.raises(RuntimeError, match="was promoted"):
-        pair.start()
-    assert not pair.status()["primary"]["running"]
+def test_start_after_a_promotion_keeps_one_primary_and_rebuilds_the_other(pair: PostgresPair) -> None:
+    """The promoted node stays primary (it has the newer timeline); the old primary comes back as its
+    synchronous standby, never as a second primary."""
+    pair.start()
+    assert pair.roles() == {"primary": "standby", "standby": "primary"} and pair.healthy()
+    with psycopg.connect(pair.dsn(), autocommit=True) as conn:
+        assert conn.execute("SELECT id FROM orders ORDER BY id").fetchall() == [(1,), (2,), (10,)]
 
 
 def test_stop_leaves_no_process_and_no_listener(pair: PostgresPair) -> None:
