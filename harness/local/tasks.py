@@ -53,6 +53,7 @@ POLL_S = 1.0  # at most; shorter when a time-scaled datapoint would otherwise ge
 DRAIN_S = 5.0  # the longest a deregistered task is given for its requests in flight
 STOP_S = 10.0  # SIGTERM, then this long before SIGKILL
 KEEP_ACTIONS = 50
+AGENT_FAULTS = "agent-faults.json"  # faults of the agent itself, for the drills' self-tests
 T = TypeVar("T")
 
 
@@ -167,15 +168,26 @@ class Supervisor:
                 process.wait()
 
     def restart_dead(self) -> None:
+        """A task that died leaves the target group at once (its target fails), and a new one takes its
+        slot, joining once healthy, as ECS replaces a stopped task. The `restart_tasks: false` fault in
+        <state>/agent-faults.json leaves dead tasks dead (an agent that no longer does its job)."""
+        restart = self.faults().get("restart_tasks", True)
         for slot, process in list(self.processes.items()):
             if process.poll() is None or self.stopping:
                 continue
+            self.registered.discard(slot)
             if slot in self.draining:  # it was on its way out anyway
                 del self.draining[slot]
                 self.stop_task(slot)
-            else:
+            elif restart:
                 self.restarts += 1
                 self.start_task(slot, self.specs[slot])
+
+    def faults(self) -> dict[str, Any]:
+        try:
+            return json.loads((self.state / AGENT_FAULTS).read_text())
+        except (OSError, ValueError):
+            return {}
 
     def scale_to(self, service: Service) -> None:
         """Start tasks in the lowest free slots, or take the highest ones out of the target group."""
