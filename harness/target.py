@@ -2,14 +2,18 @@
 
 A `Target` hands out boto3 clients that share one `CallRecorder`, so the report can say exactly how many
 AWS calls a session made and how each ended. On `aws` the clients are read-only: any operation that is
-not a Describe/List/Get/Lookup call is refused before it leaves the machine.
+not a Describe/List/Get/Lookup call is refused before it leaves the machine. The one exception is a drill's
+own fault: `Target.allowing` lets the operations it names through, for the thread that holds it, while its
+`with` block lasts.
 """
 from __future__ import annotations
 
 import socket
+import threading
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 from urllib.parse import urlparse
 
 import boto3
@@ -56,12 +60,6 @@ class CallRecorder:
         return dict(Counter(f"{s}.{op}" for s, op, _ in self.since(mark)))
 
 
-def _refuse_writes(model: Any, **_: Any) -> None:
-    if not model.name.startswith(READ_ONLY_PREFIXES):
-        raise ReadOnlyViolation(f"{model.service_model.service_name}.{model.name} is a write call; "
-                                f"the harness is read-only on --target aws")
-
-
 @dataclass
 class Target:
     kind: TargetKind
@@ -71,6 +69,8 @@ class Target:
     recorder: CallRecorder = field(default_factory=CallRecorder)
     _session: Any = field(default=None, repr=False)
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
+    # Per thread, so a probe polling from another thread while a drill injects its fault stays read-only.
+    _allowed: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     @property
     def session(self) -> boto3.Session:
@@ -99,9 +99,27 @@ class Target:
             events.register("after-call", self.recorder.after_call)
             events.register("after-call-error", self.recorder.after_call_error)
             if self.kind == "aws":
-                events.register_first("before-call", _refuse_writes)
+                events.register_first("before-call", self._refuse_writes)
             self._clients[service] = client
         return self._clients[service]
+
+    def _refuse_writes(self, model: Any, **_: Any) -> None:
+        allowed = getattr(self._allowed, "operations", frozenset())
+        if model.name not in allowed and not model.name.startswith(READ_ONLY_PREFIXES):
+            raise ReadOnlyViolation(f"{model.service_model.service_name}.{model.name} is a write call; "
+                                    f"the harness is read-only on --target aws")
+
+    @contextmanager
+    def allowing(self, *operations: str) -> Iterator[None]:
+        """Let exactly these write operations (API names: "RebootDBInstance") through the read-only guard,
+        from this thread, until the block ends: a drill's fault is the only write the harness makes on AWS.
+        The calls are recorded like any other."""
+        before = getattr(self._allowed, "operations", frozenset())
+        self._allowed.operations = before | frozenset(operations)
+        try:
+            yield
+        finally:
+            self._allowed.operations = before
 
     def describe(self) -> str:
         where = self.endpoint_url or f"AWS {self.region}" + (f" (profile {self.profile})" if self.profile else "")
