@@ -156,11 +156,35 @@ class LoadProfile(ProfileValues):
         return {**common, **(override.model_dump(exclude_none=True) if override else {})}
 
 
+class DrillCanary(_Strict):
+    """Canary writes through the API: the tenant-scoped resource, so the drill fits the real backend."""
+
+    path: str = "/api/notes"
+    body: dict[str, str] = Field(default_factory=lambda: {"title": "dr canary {run} #{seq}", "body": "{sent_at}"})
+    read: str = "/api/notes/{id}"
+    id_field: str = "id"
+
+
+class Drills(_Strict):
+    """`[drills]`: how drills observe, common to every drill; a drill's `expect` may override any of the
+    numbers (e.g. a longer timeout_s for one drill)."""
+
+    recovery_window_s: float = Field(default=5.0, gt=0)
+    steady_state_s: float = Field(default=3.0, ge=0)
+    probe_interval_s: float = Field(default=0.1, gt=0, le=0.5)
+    db_interval_s: float = Field(default=0.05, gt=0)
+    timeout_s: float = Field(default=900.0, gt=0)
+    stop_after_failing_s: float = Field(default=300.0, gt=0)
+    stop_alarms: list[str] = Field(default_factory=list)
+    canary: DrillCanary = DrillCanary()
+
+
 class Plan(_Strict):
     plan: Settings
     environments: dict[str, Environment]
     requirement: list[Requirement]
     load: dict[str, LoadProfile] = Field(default_factory=dict)
+    drills: Drills = Drills()
 
     @property
     def project(self) -> str:
