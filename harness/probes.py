@@ -1,4 +1,6 @@
-"""HTTP and TLS probes through the load balancer: what the smoke gate sees, kept as a timeline.
+"""HTTP and TLS probes through the load balancer: what the smoke gate sees, kept as a timeline; and the
+drills' probe loops (health and canary writes through the load balancer, canary inserts straight to the
+database), which sample at a fixed rate into a Timeline.
 
 Probes fetch and record; they never judge (harness/smoke.py does). Every request is bounded by a
 timeout, an answer that never comes is recorded as an error, and token values in bodies are redacted
@@ -10,10 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
+import threading
 import time
 from dataclasses import dataclass, field
 from http.cookies import CookieError, SimpleCookie
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -225,3 +228,218 @@ def _certificate_facts(report: TlsReport, endpoint: Endpoint) -> None:
 def days_left(not_after: str, now: dt.datetime | None = None) -> float:
     moment = now or dt.datetime.now(dt.timezone.utc)
     return (dt.datetime.fromisoformat(not_after) - moment).total_seconds() / 86400
+
+
+# -- drill probes: loops that keep a timeline of samples and canary writes ---------------------------------
+
+
+class Timeline:
+    """What a drill's probes saw: samples and canary writes, appended by the probe threads."""
+
+    def __init__(self, clock: Any) -> None:
+        self.clock = clock
+        self.samples: list[Any] = []
+        self.writes: list[Any] = []
+        self._lock = threading.Lock()
+
+    def add(self, sample: Any, write: Any = None) -> None:
+        with self._lock:
+            self.samples.append(sample)
+            if write is not None:
+                self.writes.append(write)
+
+    def copy(self) -> tuple[list[Any], list[Any]]:
+        with self._lock:
+            return list(self.samples), list(self.writes)
+
+
+class ProbeLoop(threading.Thread):
+    """Runs `step(t)` every interval_s on a fixed schedule (a late step is followed at once by the next,
+    never by a burst) until stopped. `step` returns (ok, latency_ms, detail, write-or-None) and never raises:
+    an exception is that sample's failure, one line."""
+
+    def __init__(self, name: str, interval_s: float, step: Callable[[float, int], tuple], timeline: Timeline) -> None:
+        super().__init__(name=f"probe-{name}", daemon=True)
+        self.probe, self.interval_s, self.step, self.timeline = name, interval_s, step, timeline
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        from harness.drills.model import Sample
+
+        clock, seq = self.timeline.clock, 0
+        due = clock.now()
+        while not self.stopping.is_set():
+            t = clock.now()
+            started = time.perf_counter()
+            try:
+                ok, latency_ms, detail, write = self.step(t, seq)
+            except Exception as exc:  # noqa: BLE001 - a probe that broke is a failed sample, not a dead thread
+                ok, latency_ms, detail, write = False, None, f"{type(exc).__name__}: {exc}"[:200], None
+            if latency_ms is None and ok:
+                latency_ms = round((time.perf_counter() - started) * 1000, 2)
+            self.timeline.add(Sample(round(t, 3), self.probe, ok, latency_ms, detail), write)
+            seq += 1
+            due = max(due + self.interval_s, clock.now())
+            self.stopping.wait(max(0.0, due - clock.now()))
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+@dataclass(frozen=True)
+class Canary:
+    """Where canary writes go through the API, from the plan's [drills.canary]: the tenant-scoped resource's
+    path, a body template ({run}, {seq}, {sent_at} filled in), the path that reads one back ({id}) and the
+    field of the answer that holds its id."""
+    path: str = "/api/notes"
+    body: dict[str, str] = field(default_factory=lambda: {"title": "dr canary {run} #{seq}", "body": "{sent_at}"})
+    read: str = "/api/notes/{id}"
+    id_field: str = "id"
+    login: str = "/api/auth/login"
+
+
+class ApiProbes:
+    """Health and canary writes through the load balancer, each thread with its own session."""
+
+    def __init__(self, endpoint: Endpoint, account: tuple[str, str] | None, canary: Canary, run_id: str,
+                 timeout_s: float = 2.0) -> None:
+        self.endpoint, self.account, self.canary, self.run_id = endpoint, account, canary, run_id
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "probe"):
+            self._local.probe = Probe(self.endpoint)
+            self._local.token = None
+        return self._local.probe.session
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self._session().request(method, self.endpoint.base_url + path, timeout=self.timeout_s,
+                                       allow_redirects=False, verify=self.endpoint.ca_bundle or True, **kwargs)
+
+    def health(self, t: float, seq: int) -> tuple:
+        try:
+            response = self._call("GET", "/api/health")
+        except requests.RequestException as exc:
+            return False, None, _one_line(exc), None
+        return response.status_code == 200, round(response.elapsed.total_seconds() * 1000, 2), \
+            str(response.status_code), None
+
+    def _token(self, fresh: bool = False) -> str:
+        self._session()
+        if self._local.token is None or fresh:
+            if self.account is None:
+                raise RuntimeError("no account for canary writes (the smoke account's secret could not be read)")
+            response = self._call("POST", self.canary.login, json={"email": self.account[0],
+                                                                   "password": self.account[1]})
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"login answered {response.status_code}")
+            self._local.token = response.json()["accessToken"]
+        return self._local.token
+
+    def write(self, t: float, seq: int) -> tuple:
+        """One canary write; acknowledged only on a 2xx that names the new resource's id."""
+        from harness.drills.model import Write
+
+        write = Write("write", seq, round(t, 3), False)
+        sent_at = dt.datetime.now(dt.timezone.utc).isoformat()
+        body = {k: v.format(run=self.run_id, seq=seq, sent_at=sent_at) for k, v in self.canary.body.items()}
+        try:
+            token = self._token()
+            response = self._call("POST", self.canary.path, json=body, headers={"Authorization": f"Bearer {token}"})
+            if response.status_code == 401:  # expired: log in again, and this sample counts the retry
+                response = self._call("POST", self.canary.path, json=body,
+                                      headers={"Authorization": f"Bearer {self._token(fresh=True)}"})
+        except (requests.RequestException, RuntimeError, ValueError, KeyError) as exc:
+            detail = _one_line(exc) if isinstance(exc, requests.RequestException) else f"{exc}"[:200]
+            return False, None, detail, write
+        latency = round(response.elapsed.total_seconds() * 1000, 2)
+        if 200 <= response.status_code < 300:
+            try:
+                write.key = str(response.json()[self.canary.id_field])
+                write.acknowledged = True
+            except (ValueError, KeyError, TypeError):
+                return False, latency, f"{response.status_code} without the '{self.canary.id_field}' field", write
+        return write.acknowledged, latency, str(response.status_code), write
+
+    def read_back(self, writes: list[Any], attempts: int = 3) -> tuple[set[tuple[str, int]], str | None]:
+        """Which acknowledged API writes are still there: (present, problem). A write whose read answers
+        neither 200 nor 404 after a few attempts makes the read-back a problem (we could not tell)."""
+        present: set[tuple[str, int]] = set()
+        for write in writes:
+            if write.probe != "write" or not write.acknowledged:
+                continue
+            status: Any = None
+            for _ in range(attempts):
+                try:
+                    response = self._call("GET", self.canary.read.format(id=write.key),
+                                          headers={"Authorization": f"Bearer {self._token()}"})
+                    if response.status_code == 401:
+                        self._token(fresh=True)
+                        continue
+                    status = response.status_code
+                except (requests.RequestException, RuntimeError, ValueError, KeyError) as exc:
+                    status = f"{exc}"[:200]
+                if status in (200, 404):
+                    break
+                time.sleep(0.5)
+            if status == 200:
+                present.add(("write", write.seq))
+            elif status != 404:
+                return present, f"canary write #{write.seq} could not be read back: {status}"
+        return present, None
+
+
+CANARY_TABLE = "harness_drill_canary"
+
+
+class DatabaseProbe:
+    """Canary inserts straight to the database (the stand-in's multi-host DSN, or --db-url inside the VPC):
+    one row per tick with the run id, a sequence number and the client's timestamp, committed in autocommit.
+    A failed insert drops the connection; the next tick connects again, to whichever node takes writes."""
+
+    def __init__(self, dsn: str, run_id: str, connect_timeout_s: int = 2) -> None:
+        self.dsn, self.run_id, self.connect_timeout_s = dsn, run_id, connect_timeout_s
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=self.connect_timeout_s)
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {CANARY_TABLE} (run_id text, seq integer, "
+                               "client_at timestamptz, PRIMARY KEY (run_id, seq))")
+        return self._conn
+
+    def insert(self, t: float, seq: int) -> tuple:
+        import psycopg
+
+        from harness.drills.model import Write
+
+        write = Write("db", seq, round(t, 3), False, key=str(seq))
+        started = time.perf_counter()
+        try:
+            self._connection().execute(f"INSERT INTO {CANARY_TABLE} VALUES (%s, %s, now())", (self.run_id, seq))
+        except psycopg.Error as exc:
+            self.close()
+            return False, None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200], write
+        write.acknowledged = True
+        return True, round((time.perf_counter() - started) * 1000, 2), "committed", write
+
+    def read_back(self) -> tuple[set[tuple[str, int]], str | None]:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, connect_timeout=5) as conn:
+                rows = conn.execute(f"SELECT seq FROM {CANARY_TABLE} WHERE run_id = %s", (self.run_id,)).fetchall()
+        except psycopg.Error as exc:
+            return set(), f"the database canary could not be read back: {type(exc).__name__}: {exc}"[:300]
+        return {("db", seq) for (seq,) in rows}, None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001 - closing a broken connection may fail; it is gone either way
+                pass
+            self._conn = None
