@@ -35,8 +35,9 @@ def draw(journal: dict[str, Any], path: Path) -> Path:
     for ok, colour, label in ((True, OK, "probe succeeded"), (False, FAILED, "probe failed")):
         picked = [row for row in samples if bool(row[2]) is ok]
         if picked:
-            timeline.scatter([r[0] for r in picked], [row_of[r[1]] for r in picked], marker="|", s=40,
-                             color=colour, linewidths=0.8, label=label, zorder=2)
+            # Failures taller and on top: a failover of a fraction of a second is a few of them among hundreds.
+            timeline.scatter([r[0] for r in picked], [row_of[r[1]] for r in picked], marker="|", s=40 if ok else 160,
+                             color=colour, linewidths=0.8 if ok else 1.6, label=label, zorder=2 if ok else 4)
     lost = [w for w in journal.get("writes") or [] if w.get("acknowledged") and w.get("present") is False]
     if lost:
         timeline.scatter([w["t"] for w in lost], [row_of[w["probe"]] for w in lost], marker="x", s=50,

@@ -22,6 +22,11 @@ class DrillRefused(Exception):
     message is one line that names the problem and what to do."""
 
 
+class InjectFailed(RuntimeError):
+    """The fault could not be made (the platform refused the call, or there was nothing to hit); one line.
+    The call may have reached the platform all the same, so the rollback still runs."""
+
+
 @dataclass(frozen=True)
 class DrillSpec:
     """One drill of the plan, settled for one environment."""

@@ -25,7 +25,7 @@ from typing import Any, Callable
 import botocore.exceptions
 
 from harness.drills.backends import FaultBackend, Journal
-from harness.drills.model import DrillRefused, DrillSpec
+from harness.drills.model import DrillRefused, DrillSpec, InjectFailed
 from harness.inventory import Inventory, PartFailed, PartUnavailable, take_snapshot
 from harness.plan import Plan
 from harness.target import Target
@@ -35,10 +35,6 @@ FAULTS = ("db_failover", "task_loss")
 # Target states that say a target is on its way out or not in use, rather than failing: a stopped task's
 # target drains for the deregistration delay, and waiting for that would add it to the measured RTO.
 LEAVING = ("draining", "unused")
-
-
-class InjectFailed(RuntimeError):
-    """The fault could not be made (AWS refused the call, or there was nothing to hit); one line."""
 
 
 def _say(exc: BaseException) -> str:

@@ -1,0 +1,317 @@
+"""Runs one drill: preflight, probes, steady state, the fault, observation until recovered or stopped,
+read-back, rollback (always), verdict, journal and chart.
+
+Fetching apart from judging: this module acts and records; every decision about the records (recovered
+yet? a stop condition? the verdict) is a pure function of harness/drills/judges.py.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.drills import judges
+from harness.drills.backends import FaultBackend
+from harness.drills.model import Action, Clock, DrillRefused, DrillSpec, InjectFailed, Verdict
+from harness.plan import Plan
+from harness.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
+
+# What each drill of the plan does, and which probes decide that the system has recovered. "db" is
+# dropped where the runner cannot reach the database (no --db-url on AWS).
+KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "DRILL-01": ("Database failover", "db_failover", ("health", "write", "db")),
+    "DRILL-03": ("Application failure", "task_loss", ("health", "write", "service")),
+}
+TICK_S = 0.25        # how often the engine looks at the probes while it observes
+PROGRESS_S = 3.0     # a progress line at least this often
+ALARM_POLL_S = 10.0  # stop alarms are read this often (API calls on AWS)
+STEADY_GRACE_S = 15.0  # how long past steady_state_s the probes may take to turn green before refusing
+
+
+def spec_for(plan: Plan, env: str, rid: str, with_db: bool) -> DrillSpec:
+    """The drill `rid` for `env`: the plan's [drills] settings, overridden by the requirement's expect."""
+    title, fault, probes = KINDS[rid]
+    expect = plan.requirements[rid].expected(env)
+    settings = plan.drills.model_dump(exclude={"canary", "stop_alarms"})
+    settings.update({k: float(v) for k, v in expect.items() if k in settings})
+    if not with_db:
+        probes = tuple(p for p in probes if p != "db")
+    return DrillSpec(rid, title, fault, probes, expect, **settings)
+
+
+@dataclass
+class DrillResult:
+    drill: DrillSpec
+    verdict: Verdict
+    run_id: str
+    journal: Path | None = None
+    chart: Path | None = None
+    cleanup: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    dry_run: list[str] = field(default_factory=list)
+
+    def section(self) -> dict[str, Any]:
+        """This drill's entry in the summary's `drills` section."""
+        return {"verdict": self.verdict.status, "message": self.verdict.message, **self.verdict.figures,
+                "journal": str(self.journal) if self.journal else None,
+                "chart": str(self.chart) if self.chart else None, "cleanup": self.cleanup,
+                "platform_events": self.events, "run_id": self.run_id}
+
+
+class DrillRun:
+    """One drill in progress: its clock, probes, phase and journal."""
+
+    def __init__(self, drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db: DatabaseProbe | None,
+                 out_dir: Path, report: Callable[[str], None], service_interval_s: float, run_id: str,
+                 context: dict[str, Any]) -> None:
+        self.drill, self.backend, self.api, self.db, self.context = drill, backend, api, db, context
+        self.out_dir, self.report, self.service_interval_s, self.run_id = out_dir, report, service_interval_s, run_id
+        self.clock = Clock()
+        self.timeline = Timeline(self.clock)
+        self.phase = "steady"
+        self.actions: list[Action] = []
+        self.loops: list[ProbeLoop] = []
+        self.fault_t: float | None = None
+        self.recovered_t: float | None = None
+        self.observed_end_t: float | None = None
+        self.rollback_t: float | None = None
+        self.aborted: str | None = None
+        self.present: set[tuple[str, int]] = set()
+        self.readback_problem: str | None = None
+
+    def log(self, action: str, detail: dict[str, Any] | None = None) -> None:
+        self.actions.append(Action(round(self.clock.now(), 3), self.phase, action, detail or {}))
+
+    def say(self, line: str) -> None:
+        self.report(f"{self.drill.id} {line}")
+
+    # -- the steps --------------------------------------------------------------------------------------
+
+    def start_probes(self) -> None:
+        drill, steps = self.drill, []
+        if self.api is not None:
+            steps += [("health", drill.probe_interval_s, self.api.health), ("write", drill.probe_interval_s, self.api.write)]
+        if self.db is not None and "db" in drill.probes:
+            steps.append(("db", drill.db_interval_s, self.db.insert))
+        if "service" in drill.probes:
+            steps.append(("service", self.service_interval_s, lambda t, seq: self._service()))
+        for name, interval, step in steps:
+            loop = ProbeLoop(name, interval, step, self.timeline)
+            loop.start()
+            self.loops.append(loop)
+        self.log("probes started", {"probes": [name for name, _, _ in steps]})
+
+    def _service(self) -> tuple:
+        ok, line = self.backend.service_state()
+        return ok, None, line, None
+
+    def stop_probes(self) -> None:
+        for loop in self.loops:
+            loop.stop()
+        for loop in self.loops:
+            loop.join(timeout=10)
+        self.loops = []
+
+    def steady_state(self) -> None:
+        """The deciding probes all green for steady_state_s, or refuse: never inject into a sick system."""
+        drill = self.drill
+        deadline = self.clock.now() + drill.steady_state_s + STEADY_GRACE_S
+        while True:
+            time.sleep(TICK_S)
+            now = self.clock.now()
+            samples, _ = self.timeline.copy()
+            if judges.recovery(samples, 0.0, drill.steady_state_s, drill.probes) is not None:
+                self.log("steady state holds", {"seconds": drill.steady_state_s})
+                return
+            if now > deadline:
+                failing = _failing(samples, drill.probes, now - drill.steady_state_s)
+                raise DrillRefused(f"the steady state does not hold: {failing or 'probes silent'}; "
+                                   "a drill never injects into a sick system")
+
+    def observe(self) -> None:
+        drill, backend = self.drill, self.backend
+        last_line, last_alarm, alarms = 0.0, -ALARM_POLL_S, []
+        assert self.fault_t is not None
+        while True:
+            time.sleep(TICK_S)
+            now = self.clock.now()
+            samples, _ = self.timeline.copy()
+            if now - last_alarm >= ALARM_POLL_S:
+                alarms, last_alarm = backend.alarms_firing(), now
+            recovered = judges.recovery(samples, self.fault_t, drill.recovery_window_s, drill.probes)
+            if recovered is not None:
+                self.recovered_t, self.phase = recovered, "recovered"
+                self.log("recovered", {"rto_s": round(recovered - self.fault_t, 3)})
+                self.say(f"recovered: RTO {recovered - self.fault_t:.1f} s, then {drill.recovery_window_s:g} s of "
+                         "every probe succeeding")
+                break
+            stop = judges.stop_reason(samples, now, self.fault_t, drill, alarms, drill.probes)
+            if stop:
+                self.aborted = stop
+                self.log("stop condition", {"reason": stop})
+                self.say(f"stopping: {stop}")
+                break
+            if now - last_line >= PROGRESS_S:
+                last_line = now
+                self.say(f"{self.phase} t+{now - self.fault_t:.1f} s since the fault: "
+                         + _states(samples, drill.probes, now))
+        self.observed_end_t = self.clock.now()
+
+    def read_back(self) -> None:
+        _, writes = self.timeline.copy()
+        problems = []
+        if self.api is not None and "write" in self.drill.probes:
+            present, problem = self.api.read_back(writes)
+            self.present |= present
+            problems.append(problem)
+        if self.db is not None and "db" in self.drill.probes:
+            present, problem = self.db.read_back()
+            self.present |= present
+            problems.append(problem)
+        self.readback_problem = "; ".join(p for p in problems if p) or None
+        acknowledged = sum(w.acknowledged for w in writes)
+        self.log("read back", {"acknowledged": acknowledged, "present": len(self.present),
+                               "problem": self.readback_problem})
+
+    # -- the verdict and its records ------------------------------------------------------------------------
+
+    def verdict(self) -> Verdict:
+        drill = self.drill
+        samples, writes = self.timeline.copy()
+        if self.fault_t is None:
+            return Verdict("error", self.aborted or "the fault was never injected", _no_figures(drill))
+        wants_writes = any(k in drill.expect for k in ("rpo_s", "max_lost_writes"))
+        lost = judges.lost_writes(writes, self.present) if wants_writes and not self.readback_problem else None
+        end = (self.recovered_t + drill.recovery_window_s) if self.recovered_t is not None else self.observed_end_t
+        _, _, ratio = judges.error_ratio(samples, self.fault_t, end or self.clock.now())
+        return judges.judge(
+            drill, rto_s=None if self.recovered_t is None else self.recovered_t - self.fault_t,
+            resolution_s=judges.resolution(samples, drill.probes, self.fault_t),
+            writes=[w for w in writes if w.probe in drill.probes] if wants_writes else None, lost=lost,
+            rpo_s=judges.rpo(lost, self.fault_t) if lost is not None else None,
+            error_ratio=ratio, aborted=self.aborted, readback_problem=self.readback_problem)
+
+    def journal(self, verdict: Verdict, cleanup: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
+        samples, writes = self.timeline.copy()
+        end_t = round(self.clock.now(), 3)
+        return {
+            "drill": self.drill.id, "title": self.drill.title, "run_id": self.run_id, "backend": self.backend.name,
+            **self.context,
+            "started_at": self.clock.epoch, "spec": asdict(self.drill),
+            "fault_t": self.fault_t, "recovered_t": self.recovered_t,
+            "phases": judges.phases(self.fault_t, self.recovered_t, self.observed_end_t, self.rollback_t, end_t),
+            "actions": [asdict(a) for a in self.actions],
+            "samples": [[s.t, s.probe, s.ok, s.latency_ms, s.detail] for s in samples],
+            "writes": [{**asdict(w), "present": (w.probe, w.seq) in self.present} for w in writes],
+            "platform_events": events, "cleanup": cleanup,
+            "verdict": {"status": verdict.status, "message": verdict.message, "figures": verdict.figures},
+        }
+
+
+def new_run_id(rid: str) -> str:
+    """Names this run's canary rows and notes (and, on AWS, tags what it creates)."""
+    return f"{rid.lower()}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db: DatabaseProbe | None,
+              out_dir: Path, report: Callable[[str], None], run_id: str, context: dict[str, Any],
+              service_interval_s: float = 0.5) -> DrillResult:
+    """Run the drill with probes made for `run_id` (`context`: env, target, base_url, for the journal);
+    the rollback runs whatever happens (a failure, Ctrl-C,
+    SIGTERM turned into KeyboardInterrupt by the caller), and the journal is written even then."""
+    from harness.drills.chart import draw
+
+    run = DrillRun(drill, backend, api, db, out_dir, report, service_interval_s, run_id, context)
+    cleanup: dict[str, Any] = {}
+    injected = False
+    try:
+        backend.preflight(drill, run.log)
+        run.start_probes()
+        run.say(f"steady state: probes {', '.join(drill.probes)} must hold for {drill.steady_state_s:g} s")
+        run.steady_state()
+        run.phase = "fault"
+        run.fault_t = round(run.clock.now(), 3)
+        run.say(f"injecting the fault through the {backend.name} backend")
+        injected = True
+        hit = backend.inject(drill, run.log)
+        run.say(f"fault injected: {json.dumps(hit, default=str)}")
+        run.phase = "recovering"
+        run.observe()
+        run.stop_probes()
+        run.read_back()
+    except (DrillRefused, InjectFailed) as exc:
+        run.aborted = f"refused before any fault: {exc}" if not injected else f"the fault could not be injected: {exc}"
+        run.log("refused" if not injected else "fault failed", {"reason": str(exc)})
+        run.fault_t = None  # no fault to measure from: the verdict is an error, never a pass or a fail
+        run.say(run.aborted)
+    finally:
+        run.stop_probes()
+        if run.observed_end_t is None and run.fault_t is not None:
+            run.observed_end_t = run.clock.now()
+        run.phase, run.rollback_t = "rollback", round(run.clock.now(), 3)
+        run.say("rolling back" if injected else "nothing to roll back: no fault was injected")
+        cleanup = backend.rollback(drill, run.log) if injected else {"ok": True, "detail": "no fault injected"}
+        run.say(f"rollback {'done' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
+        for probe in (run.api, run.db):
+            close = getattr(probe, "close", None)
+            if close:
+                close()
+        verdict = run.verdict()
+        events = backend.events(run.clock.epoch)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        journal = run.journal(verdict, cleanup, events)
+        journal_path = out_dir / f"{drill.id}.journal.json"
+        journal_path.write_text(json.dumps(journal, indent=1, default=str))
+        chart_path = draw(journal, out_dir / f"{drill.id}.png")
+    if not cleanup.get("ok"):
+        verdict = Verdict("fail" if verdict.status == "pass" else verdict.status,
+                          f"{verdict.message}; the rollback failed: {cleanup.get('detail')}", verdict.figures)
+    return DrillResult(drill, verdict, run_id, journal_path, chart_path, cleanup, events)
+
+
+def refused(drill: DrillSpec, reason: str) -> DrillResult:
+    """A drill that preflight refused before anything ran: could not be judged, never a pass."""
+    return DrillResult(drill, Verdict("error", f"refused before any fault: {reason}", _no_figures(drill)), "refused")
+
+
+def dry_run(drill: DrillSpec, backend: FaultBackend) -> DrillResult:
+    lines = backend.plan(drill)
+    return DrillResult(drill, Verdict("skip", "dry run: nothing was done; it would " + "; then ".join(lines),
+                                      _no_figures(drill)), "dry-run", dry_run=lines)
+
+
+def _no_figures(drill: DrillSpec) -> dict[str, Any]:
+    figures: dict[str, Any] = dict.fromkeys(judges.FIGURES)
+    return {**figures, "rto_target_s": drill.expect.get("rto_s"), "rpo_target_s": drill.expect.get("rpo_s")}
+
+
+def _failing(samples: list[Any], probes: tuple[str, ...], since: float) -> str:
+    bad = {}
+    for s in samples:
+        if s.t >= since and s.probe in probes and not s.ok:
+            bad[s.probe] = s.detail
+    return ", ".join(f"{p} failing ({d})" for p, d in sorted(bad.items()))
+
+
+def _states(samples: list[Any], probes: tuple[str, ...], now: float) -> str:
+    """Each probe's last result and its failures over the last few seconds, for a progress line."""
+    last: dict[str, Any] = {}
+    recent: dict[str, list[bool]] = {p: [] for p in probes}
+    for s in samples:
+        if s.probe in probes:
+            last[s.probe] = s
+            if s.t >= now - PROGRESS_S:
+                recent[s.probe].append(s.ok)
+    parts = []
+    for p in probes:
+        s = last.get(p)
+        if s is None:
+            parts.append(f"{p} -")
+            continue
+        fails = recent[p].count(False)
+        parts.append(f"{p} {'ok' if s.ok else 'FAIL'}" + (f" ({s.detail})" if not s.ok else "")
+                     + (f" {fails}/{len(recent[p])} failed" if fails else ""))
+    return ", ".join(parts)
