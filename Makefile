@@ -30,7 +30,7 @@ $(ALLURE_STAMP): allure3/package.json allure3/package-lock.json
 	touch $@
 
 verify: setup
-	$(BIN)/pytest compliance smoke load --alluredir $(REPORTS)/allure-results --clean-alluredir --junitxml $(REPORTS)/junit.xml
+	$(BIN)/pytest compliance smoke load dr --alluredir $(REPORTS)/allure-results --clean-alluredir --junitxml $(REPORTS)/junit.xml
 
 localstack-setup:
 	scripts/localstack setup

@@ -228,6 +228,12 @@ def _report(reports_dir: Path) -> int:
               f"schedule lag p99 {generator['lag_p99_ms']} ms")
         for rid, verdict in load["verdicts"].items():
             print(f"  {rid} {verdict['status']}: {verdict['message'][:200]}")
+    if summary.get("drills"):
+        from harness.report import drills_table
+
+        print("drills:")
+        for line in drills_table(summary["drills"]):
+            print(f"  {line}")
     return 0
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -93,7 +94,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                    help="JSON list of {email, password} for the simulated users (default: the plan's secret "
                         "<env>/dougust/load-accounts; on the local stand-in, made for the run)")
     load.addoption("--confirm", default=None, metavar="ENV",
-                   help="confirm load against a protected environment by naming it")
+                   help="confirm load or drills against a protected environment by naming it")
+    dr = parser.getgroup("harness-dr", "Dougust disaster-recovery drills")
+    dr.addoption("--drill", default=None, metavar="IDS",
+                 help="the drills to run, comma-separated (default: every drill the selected tests carry)")
+    dr.addoption("--dry-run", action="store_true",
+                 help="say what each drill would do, and do nothing (read-only calls only)")
+    dr.addoption("--db-url", default=None, metavar="DSN",
+                 help="PostgreSQL URL the runner can reach (inside the VPC): canary inserts every 50 ms straight "
+                      "to the database (default on the local stand-in: its multi-host DSN)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -123,6 +132,7 @@ class HarnessState:
     gate: GateResult | None = None
     baseline: dict[str, Any] | None = None
     load: Any = None  # harness.load.session.LoadRun, once the session's load run is over
+    drills: dict[str, Any] = field(default_factory=dict)  # id -> harness.drills.engine.DrillResult
     started: float | None = None
     resources: ExitStack = field(default_factory=ExitStack)
 
@@ -215,17 +225,19 @@ class HarnessState:
         expects = {rid: self.plan.requirements[rid].expected(self.env) for rid in sorted(smoke_ids)}
         if bool(opt.smoke_user) != bool(opt.smoke_password):
             raise TargetError("pass both --smoke-user and --smoke-password, or neither (the plan's secret is used)")
+        secrets_at = None  # where the smoke account's secret is: the target's, or the stand-in's emulator
         if opt.base_url:
             self.endpoint = Endpoint.of(opt.base_url, opt.http_url, opt.ca_bundle)
         elif opt.target == "local":
             plane = self._stand_in()
             self.endpoint = Endpoint.of(plane.urls["https"], plane.urls["http"], str(plane.ca_file))
+            secrets_at = plane.target
         else:
             raise TargetError(f"smoke checks on --target {opt.target} need --base-url (the load balancer's HTTPS URL)")
         account = (opt.smoke_user, opt.smoke_password) if opt.smoke_user else None
         problem = None
         if account is None and "SMK-06" in expects:
-            account, problem = self._smoke_account(expects["SMK-06"]["account_secret"])
+            account, problem = self._smoke_account(expects["SMK-06"]["account_secret"], secrets_at)
         self.gate_input = GateInput(expects, opt.expect_version, account, problem)
 
     def _stand_in(self) -> Any:
@@ -331,12 +343,82 @@ class HarnessState:
         if result.results is None:
             raise TargetError(f"the load run measured nothing: {result.problem}")
 
-    def _smoke_account(self, secret: str) -> tuple[tuple[str, str] | None, str | None]:
+    def prepare_drills(self, drill_ids: set[str]) -> None:
+        """Run the selected drills one after the other before the first test (the checks judge what they
+        measured), each with live progress; Ctrl-C and SIGTERM stop the drill and its rollback still runs."""
+        from harness.drills import engine
+        from harness.probes import ApiProbes, Canary, DatabaseProbe
+
+        opt = self.config.option
+        assert self.plan is not None
+        if opt.drill:
+            asked = [d.strip() for d in opt.drill.split(",") if d.strip()]
+            unknown = [d for d in asked if d not in engine.KINDS]
+            if unknown:
+                raise TargetError(f"--drill {','.join(unknown)}: not a drill this harness runs; pass some of "
+                                  f"{', '.join(sorted(engine.KINDS))}")
+            drill_ids = {d for d in drill_ids if d in asked}
+        if not drill_ids:
+            return
+        if opt.target == "localstack":
+            raise TargetError("drills run on the local stand-in (--target local) or on AWS (--target aws)")
+        protected = self.plan.environment(self.env).protected
+        if opt.target == "aws" and protected and opt.confirm != self.env and not opt.dry_run:
+            raise TargetError(f"environment '{self.env}' is protected: a drill against it needs --confirm {self.env} "
+                              f"(or --dry-run to see what it would do)")
+        if opt.target == "aws":
+            from harness.drills.backends.aws import AwsBackend
+
+            if not opt.base_url:
+                raise TargetError("drills on --target aws need --base-url (the load balancer's URL)")
+            backend: Any = AwsBackend(self._target(), self.plan, self.env, self.plan.drills.stop_alarms)
+            dsn, service_interval_s = opt.db_url, 5.0
+        else:
+            from harness.drills.backends.local import LocalBackend
+
+            plane = self._stand_in()
+            backend = LocalBackend(plane)
+            dsn, service_interval_s = opt.db_url or plane.database.dsn(), 0.5
+        writer = self.config.get_terminal_writer()
+        self.started = time.perf_counter()
+        ordered = sorted(drill_ids)
+        if opt.dry_run:
+            for rid in ordered:
+                result = engine.dry_run(engine.spec_for(self.plan, self.env, rid, bool(dsn)), backend)
+                for line in result.dry_run:
+                    writer.line(f"harness: {rid} would {line}")
+                self.drills[rid] = result
+            return
+        smk = {rid for rid in self.plan.requirements if rid.startswith("SMK-")}
+        self.prepare_smoke(smk)
+        assert self.endpoint is not None and self.gate_input is not None
+        gate = run_gate(self.endpoint, self.gate_input, deadline_s=opt.deadline)
+        red = [rid for rid, v in sorted(gate.verdicts.items())
+               if not v.ok and rid not in self.waivers and not self.plan.requirements[rid].optional_in(self.env)]
+        account = self.gate_input.account
+        canary = Canary(**self.plan.drills.canary.model_dump())
+        out_dir = Path(opt.reports_dir) / "drills"
+        with _sigterm_interrupts():
+            for rid in ordered:
+                drill = engine.spec_for(self.plan, self.env, rid, bool(dsn))
+                run_id = engine.new_run_id(rid)
+                if red:
+                    self.drills[rid] = engine.refused(drill, f"the smoke gate is red ({', '.join(red)}): a drill "
+                                                             "never injects into a sick system")
+                    continue
+                api = ApiProbes(self.endpoint, account, canary, run_id)
+                db = DatabaseProbe(dsn, run_id) if dsn else None
+                self.drills[rid] = engine.run_drill(
+                    drill, backend, api, db, out_dir, lambda line: writer.line(f"harness: {line}"), run_id,
+                    {"env": self.env, "target": opt.target, "base_url": self.endpoint.base_url},
+                    service_interval_s=service_interval_s)
+
+    def _smoke_account(self, secret: str, target: Target | None = None) -> tuple[tuple[str, str] | None, str | None]:
         """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""
         assert self.plan is not None
         name = self.plan.secret_prefix(self.env) + secret
         try:
-            secrets = self._target().client("secretsmanager")
+            secrets = (target or self._target()).client("secretsmanager")
             value = json.loads(secrets.get_secret_value(SecretId=name)["SecretString"])
             return (value["email"], value["password"]), None
         except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, TargetError,
@@ -399,6 +481,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                     if "load_run" in getattr(item, "fixturenames", ()) and state.requirement(item)}
         if load_ids:
             state.prepare_load(load_ids)
+        drill_ids = {state.requirement(item).id for item in session.items  # type: ignore[union-attr]
+                     if "drill_result" in getattr(item, "fixturenames", ()) and state.requirement(item)}
+        if drill_ids:
+            state.prepare_drills(drill_ids)
         if any("inventory" in names for names in needs):
             state.prepare_inventory()
         elif session.config.option.baseline:
@@ -408,6 +494,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         raise pytest.UsageError(str(exc)) from None
     if state.started is None:
         state.started = time.perf_counter()
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM (a CI job cancelled) stops a drill as Ctrl-C does, so its rollback runs."""
+    def interrupt(*_: Any) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------
@@ -455,6 +553,19 @@ def load_run(harness_state: HarnessState) -> Any:
     if run is None or run.results is None:
         pytest.fail(f"the load run gave no results: {run.result.problem if run else 'it did not start'}", pytrace=False)
     return run
+
+
+@pytest.fixture
+def drill_result(request: pytest.FixtureRequest, harness_state: HarnessState) -> Any:
+    """The session's run of the test's own drill (harness.drills.engine.DrillResult); a skip when --drill
+    did not select it."""
+    req = harness_state.requirement(request.node)
+    if req is None:
+        pytest.fail("the 'drill_result' fixture needs a @pytest.mark.requirement marker on the test")
+    result = harness_state.drills.get(req.id)
+    if result is None:
+        pytest.skip(f"{req.id} was not selected by --drill {request.config.option.drill}")
+    return result
 
 
 @pytest.fixture
@@ -540,6 +651,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             summary["drift"] = _report_drift(state, Path(opt.reports_dir))
     if state.load is not None:
         summary["load"] = state.load.section()
+    if state.drills:
+        summary["drills"] = {rid: result.section() for rid, result in sorted(state.drills.items())}
     session.config.stash[SUMMARY] = summary
     write_summary(Path(opt.reports_dir), summary)
 
@@ -589,6 +702,11 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
             tr.line(f"  {line}")
         for rid, verdict in load["verdicts"].items():
             tr.line(f"  {rid} {verdict['status']}: {verdict['message']}")
+    if summary.get("drills"):
+        from harness.report import drills_table
+
+        for line in drills_table(summary["drills"]):
+            tr.line(line)
     if summary.get("drift"):
         tr.line(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
         tr.line(f"  details: {summary['drift']['files'][1]}")

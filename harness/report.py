@@ -131,3 +131,28 @@ def drift_section(drift: Drift) -> dict[str, Any]:
     return {"baseline_taken_at": drift.baseline_taken_at, "added": len(drift.added), "removed": len(drift.removed),
             "changed": len(drift.changed), "requirements": drift.requirements, "line": summary_line(drift)}
 
+
+
+def drills_table(drills: dict[str, Any]) -> list[str]:
+    """The `drills` section as lines: one row per drill with its measured figures against the targets,
+    then the verdict, where the journal and chart are, and whether the rollback left the system whole."""
+    def num(value: Any, unit: str = "") -> str:
+        return "-" if value is None else f"{value:g}{unit}"
+
+    lines = [f"{'drill':<9} {'verdict':<12} {'RTO':>16} {'RPO':>14} {'lost/acked':>11} {'errors':>7} {'±':>6}"]
+    for rid, d in drills.items():
+        acked = d.get("acknowledged_writes")
+        lost = "-" if acked is None else f"{d.get('lost_writes') if d.get('lost_writes') is not None else '?'}/{acked}"
+        lines.append(f"{rid:<9} {d['verdict']:<12} {num(d.get('rto_s'), ' s') + ' / ' + num(d.get('rto_target_s')):>16} "
+                     f"{num(d.get('rpo_s'), ' s') + ' / ' + num(d.get('rpo_target_s')):>14} {lost:>11} "
+                     f"{num(d.get('error_ratio')):>7} {num(d.get('resolution_s'), ' s'):>6}")
+    for rid, d in drills.items():
+        lines.append(f"  {rid} {d['verdict']}: {d['message'][:300]}")
+        cleanup = d.get("cleanup") or {}
+        if cleanup:
+            lines.append(f"    rollback {'ok' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
+        for event in d.get("platform_events") or []:
+            lines.append(f"    platform event at {event['at']}: {event['message']}")
+        if d.get("journal"):
+            lines.append(f"    journal {d['journal']}, chart {d['chart']}")
+    return lines
