@@ -5,6 +5,7 @@ Statuses, worst first: error (could not judge), fail, waived (failed under a val
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +153,8 @@ def drills_table(drills: dict[str, Any]) -> list[str]:
         if cleanup:
             lines.append(f"    rollback {'ok' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
         for event in d.get("platform_events") or []:
-            lines.append(f"    platform event at {event['at']}: {event['message']}")
+            at = dt.datetime.fromtimestamp(event["at"], dt.timezone.utc).isoformat(timespec="milliseconds")
+            lines.append(f"    platform event at {at}: {event['message']}")
         if d.get("journal"):
             lines.append(f"    journal {d['journal']}, chart {d['chart']}")
     return lines
