@@ -226,3 +226,20 @@ def test_unconfirmed_protected_environment_and_unknown_drills_are_refused_in_one
     run = run_suite("--drill", "DRILL-09", suite="dr", reports=tmp_path / "b")
     assert run.returncode == 4 and len(run.error_lines) == 1 and "DRILL-09" in run.error_lines[0], run.stderr
     assert "Traceback" not in run.stderr + run.stdout
+
+
+def test_dry_run_on_aws_says_what_it_would_do_and_writes_nothing(plane: DataPlane, tmp_path: Path) -> None:
+    """The aws backend against the stand-in's emulator (dev, as the plan builds it), read-only as on a real
+    account: the plan of each drill names what discovery found; nothing in the emulator changes."""
+    ecs = plane.target.client("ecs")
+    cluster = ecs.list_clusters()["clusterArns"][0]
+    before = ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])
+    keys = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_PROFILE": None,
+            "AWS_SESSION_TOKEN": None}
+    run = run_suite("--target", "aws", "--env", "dev", "--endpoint-url", plane.endpoint_url, "--dry-run",
+                    "--base-url", plane.urls["https"], suite="dr", reports=tmp_path / "reports", env=keys)
+    assert run.returncode == 0 and run.summary["counts"]["skip"] == 2, run.stdout[-3000:] + run.stderr[-2000:]
+    assert "DRILL-01 would reboot RDS instance" in run.stdout and "ForceFailover=True" in run.stdout, run.stdout
+    assert "DRILL-03 would stop one of" in run.stdout, run.stdout
+    after = ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])
+    assert [s["runningCount"] for s in after["services"]] == [s["runningCount"] for s in before["services"]]
