@@ -17,6 +17,13 @@ PHASES = ("steady", "fault", "recovering", "recovered", "rollback")
 PROBES = ("health", "write", "db", "service")
 
 
+# Tags of every temporary resource a drill makes (a restored database): which drill, which run, and when
+# it may be swept (ISO 8601, UTC). They are never the plan's Project/Environment tags, so discovery never
+# mistakes a drill's leftover for part of the deployment.
+TAG_DRILL, TAG_RUN, TAG_EXPIRES = "harness:drill", "harness:run-id", "harness:expires"
+EXPIRY_S = 6 * 3600  # a drill resource older than this is a leftover, whatever its run
+
+
 class DrillRefused(Exception):
     """Preflight said no (unconfirmed protected environment, sick steady state, unsuitable resource); the
     message is one line that names the problem and what to do."""
@@ -98,3 +105,23 @@ class Verdict:
     @property
     def ok(self) -> bool:
         return self.status == "pass"
+
+
+@dataclass
+class Restored:
+    """A temporary database a restore drill made: its name (data directory or DB instance id), how to reach
+    it (None: no path from the runner, so it cannot be verified), and what the platform said."""
+    name: str
+    dsn: str | None
+    restore_point: float          # epoch seconds the restore was asked to reach
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Revisions:
+    """The service's task definition now and the revision before it in its family, with the version each
+    one's image reports (the image tag)."""
+    current: str
+    current_version: str
+    previous: str
+    previous_version: str

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from harness.drills.model import DrillSpec
+from harness.drills.model import DrillSpec, Restored, Revisions
 
 Journal = Callable[[str, dict[str, Any]], None]  # (action, detail): one line of the drill's journal
 
@@ -44,4 +44,40 @@ class FaultBackend:
     def rollback(self, drill: DrillSpec, journal: Journal) -> dict[str, Any]:
         """Leave the system as healthy as before the drill (always run: success, failure, Ctrl-C, SIGTERM).
         Returns {"ok": bool, ...} for the summary's `cleanup`."""
+        raise NotImplementedError
+
+    # -- DRILL-02: point-in-time restore --------------------------------------------------------------------
+
+    def restore(self, drill: DrillSpec, journal: Journal, restore_point: float, run_id: str,
+                expires: float) -> Restored:
+        """Restore the environment's database as it was at `restore_point` (epoch) into a temporary one,
+        tagged (TAG_DRILL, TAG_RUN, TAG_EXPIRES) with `expires`; return once it accepts connections, or raise
+        InjectFailed with one line (the restore point cannot be reached, the restore failed)."""
+        raise NotImplementedError
+
+    def discard(self, restored: Restored, journal: Journal) -> dict[str, Any]:
+        """Remove the temporary database and wait until it is gone: {"ok": bool, "detail": str}."""
+        raise NotImplementedError
+
+    # -- DRILL-04: roll back to the previous revision -------------------------------------------------------
+
+    def revisions(self) -> Revisions:
+        """The service's current task definition and the previous revision of its family; DrillRefused when
+        there is none."""
+        raise NotImplementedError
+
+    def deploy(self, task_definition: str, journal: Journal) -> None:
+        """Point the service at `task_definition` (update_service)."""
+        raise NotImplementedError
+
+    def deployed(self, task_definition: str) -> tuple[bool, str]:
+        """(done, one line): every running task of the service runs `task_definition`, at the desired count,
+        and every target is healthy."""
+        raise NotImplementedError
+
+    # -- cleanup --------------------------------------------------------------------------------------------
+
+    def sweep(self, now: float, journal: Journal) -> list[dict[str, Any]]:
+        """Remove the drill resources whose TAG_EXPIRES is before `now` (epoch), and only those; returns
+        [{"name", "run_id", "drill", "expires", "removed": bool, "detail"}] for every drill resource found."""
         raise NotImplementedError
