@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="text for the terminal (default); markdown is docs/requirements.md")
     pol = sub.add_parser("iam-policy", help="print the least-privilege IAM policy a suite needs, derived from "
                                             "the calls it makes (plan/iam/ holds the committed ones)")
-    pol.add_argument("--suite", choices=("compliance", "smoke", "load"), default="compliance")
+    pol.add_argument("--suite", choices=("compliance", "smoke", "load", "dr"), default="compliance")
     pol.add_argument("--env", default=None, help="one environment of the plan (default: all of them)")
     pol.add_argument("--plan", default="plan/dougust.toml", help="plan file (default: plan/dougust.toml)")
     rep = sub.add_parser("report", help="print the last run's summary; with --html, render the HTML report (Allure 3)")
@@ -157,7 +157,8 @@ def _iam_policy(args: argparse.Namespace) -> int:
         policy = iam.smoke_policy(plan, envs)
     else:
         try:
-            policy = iam.load_policy(plan, envs) if args.suite == "load" else iam.compliance_policy(plan, envs)
+            derive = {"load": iam.load_policy, "dr": iam.dr_policy}.get(args.suite, iam.compliance_policy)
+            policy = derive(plan, envs)
         except iam.DerivationError as exc:
             print(f"harness: {exc}", file=sys.stderr)
             return 1

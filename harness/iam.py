@@ -10,13 +10,19 @@ secrets.
 The load suite reads its accounts secret per environment, and while it runs reads the service's counts and
 CPU metric (LOAD-03); those calls are derived the same way, from the observer run against the emulator.
 
-`policy_for` is the pure mapping from calls to a policy; `compliance_policy`, `smoke_policy` and
-`load_policy` do the rest.
+The disaster-recovery drills (`pytest dr --target aws`) read the smoke account for their canary writes, and
+their backend discovers the deployment, watches it and makes the fault: DRILL-01 and DRILL-03 are run whole
+against the emulator. Their two writes, RDS RebootDBInstance and ECS StopTask, are a statement of their own
+(DrillFaults), so a reviewer sees at a glance everything the role may change.
+
+`policy_for` is the pure mapping from calls to a policy; `compliance_policy`, `smoke_policy`, `load_policy`
+and `dr_policy` do the rest.
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,7 +31,7 @@ import botocore.exceptions
 
 from harness.inventory import take_snapshot
 from harness.plan import Plan
-from harness.target import Target
+from harness.target import READ_ONLY_PREFIXES, Target
 
 POLICY_VERSION = "2012-10-17"
 
@@ -128,6 +134,170 @@ def load_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
                 raise DerivationError(f"the scaling observer failed in the emulator for {env}: {observer.problem}")
             calls += [(service, operation) for service, operation, _ in target.recorder.since(mark)]
     return calls
+
+
+# What a drill session may change on AWS, and nothing else: the faults of DRILL-01 and DRILL-03.
+DRILL_FAULTS = ("rds:RebootDBInstance", "ecs:StopTask")
+DRILLS = ("DRILL-01", "DRILL-03")
+
+
+def is_read(action: str) -> bool:
+    """An IAM action that reads: its name starts as the read-only guard's operations do (Describe, List, ...)."""
+    return action.split(":", 1)[1].startswith(READ_ONLY_PREFIXES)
+
+
+def dr_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
+    """The smoke account of each environment (the canary writes go through the API as that account), what the
+    drills' backend reads, and, apart, the two writes that are the faults."""
+    names = [plan.secret_prefix(env) + plan.requirements["SMK-06"].expected(env)["account_secret"] for env in envs]
+    actions = actions_for(dr_calls(plan, envs))
+    writes = [a for a in actions if not is_read(a)]
+    if sorted(writes) != sorted(DRILL_FAULTS):
+        raise DerivationError(f"the drills in the emulator wrote {', '.join(writes) or 'nothing'}; "
+                              f"the only writes they may make are {', '.join(DRILL_FAULTS)}")
+    return {"Version": POLICY_VERSION, "Statement": [
+        secret_read("SmokeAccountRead", names),
+        {"Sid": "DrillRead", "Effect": "Allow", "Action": [a for a in actions if is_read(a)], "Resource": "*"},
+        {"Sid": "DrillFaults", "Effect": "Allow", "Action": writes, "Resource": "*"}]}
+
+
+def dr_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
+    """The calls of the aws drill backend through a whole DRILL-01 and DRILL-03 on each environment built as
+    the plan asks, in moto's in-process mock, with the alarms discovered in the environment as stop alarms.
+
+    What ECS does by itself and moto does not is done here through a second Target, not counted, as the
+    platform would: the service's tasks run (moto starts none for a service) with their addresses in its
+    target group, and a stopped task's target leaves and a new task takes its place while rollback waits.
+    moto's tasks would stop by themselves after one DescribeTasks; its state manager holds them meanwhile."""
+    from moto import mock_aws
+    from moto.moto_api import state_manager
+
+    calls: list[tuple[str, str]] = []
+    with _shell_settings_ignored(), mock_aws():
+        state_manager.set_transition(model_name="ecs::task",
+                                     transition={"progression": "manual", "times": 1_000_000})
+        try:
+            for env in envs:
+                region = plan.environment(env).region
+                platform, drills = Target("local", region), Target("local", region)
+                try:
+                    _run_drills(platform, drills, plan, env)
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                    line = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    raise DerivationError(f"the emulator failed while building {env} or drilling it: {line}") from None
+                calls += [(service, operation) for service, operation, _ in drills.recorder.calls]
+        finally:
+            state_manager.unset_transition("ecs::task")
+    return calls
+
+
+def _run_drills(platform: Target, drills: Target, plan: Plan, env: str) -> None:
+    """Build `env` through `platform`, run its service's tasks, then both drills through a backend on `drills`
+    as the engine does: plan (the dry run), preflight, the fault, the service probe and the stop alarms while
+    it recovers, rollback, the platform's events."""
+    from harness.drills.backends.aws import AwsBackend
+    from harness.drills.engine import spec_for
+    from harness.drills.model import DrillRefused, InjectFailed
+    from harness.local.provision import provision
+
+    report = provision(platform.client, plan, env)
+    if report.skipped:
+        raise DerivationError(f"the emulator could not build all of {env}: {report.skipped}")
+    service = _EcsStandIn(platform, plan, env)
+    alarms = sorted(a["AlarmName"] for a in service.inventory.need("alarms"))
+    if not alarms:
+        raise DerivationError(f"the emulator's {env} has no alarm to watch as a stop alarm")
+
+    def recovering(_: float) -> None:  # rollback's wait: ECS replaces the stopped task meanwhile
+        service.waits += 1
+        if service.waits > 3:
+            raise DerivationError(f"DRILL-03 on {env} in the emulator: the service did not settle after its "
+                                  f"task was replaced: {backend.service_state()[1]}")
+        service.replace_stopped()
+
+    backend = AwsBackend(drills, plan, env, alarms, poll_s=0, run_id="iam-derivation", sleep=recovering)
+    for rid in DRILLS:
+        drill = spec_for(plan, env, rid, with_db=False)
+        where = f"{rid} on {env} in the emulator"
+        since = time.time() - 60
+        try:
+            backend.plan(drill)
+            backend.preflight(drill, _no_journal)
+            backend.inject(drill, _no_journal)
+        except (DrillRefused, InjectFailed) as exc:
+            raise DerivationError(f"{where}: {exc}") from None
+        if drill.fault == "task_loss":
+            service.retire_stopped()
+            backend.service_state()  # the service probe sees the lost target
+        else:
+            ok, line = backend.service_state()
+            if not ok:
+                raise DerivationError(f"{where}: the service is not steady: {line}")
+        firing = backend.alarms_firing()
+        if firing:
+            raise DerivationError(f"{where}: stop alarms firing: {', '.join(firing)}")
+        cleanup = backend.rollback(drill, _no_journal)
+        if not cleanup["ok"]:
+            raise DerivationError(f"{where}: rollback did not settle: {cleanup['detail']}")
+        unreadable = [e["message"] for e in backend.events(since) if "unreadable" in e["message"]]
+        if unreadable:
+            raise DerivationError(f"{where}: {unreadable[0]}")
+
+
+def _no_journal(action: str, detail: dict[str, Any]) -> None:
+    return None
+
+
+class _EcsStandIn:
+    """ECS's part, through the platform's Target: the service's tasks running and registered in its target
+    group, and a stopped task's target deregistered and the task replaced."""
+
+    def __init__(self, platform: Target, plan: Plan, env: str) -> None:
+        self.inventory = take_snapshot(platform, plan, env)
+        if self.inventory.failures:
+            raise DerivationError(f"the snapshot of {env} in the emulator is incomplete "
+                                  f"({', '.join(sorted(self.inventory.failures))})")
+        (service,) = self.inventory.need("services")
+        self.ecs, self.elbv2 = platform.client("ecs"), platform.client("elbv2")
+        self.cluster, self.name, self.desired = service["clusterArn"], service["serviceName"], service["desiredCount"]
+        self.network = service["networkConfiguration"]
+        self.target_group = service["loadBalancers"][0]["targetGroupArn"]
+        self.waits = 0
+        # moto reports as running the count an update asks for, and sizes a task by its containers' memory.
+        self.ecs.update_service(cluster=self.cluster, service=self.name, desiredCount=self.desired)
+        self.task_definition = self.ecs.register_task_definition(
+            family="iam-derivation-stand-in", requiresCompatibilities=["FARGATE"], networkMode="awsvpc",
+            cpu="256", memory="512", containerDefinitions=[{"name": "backend", "image": "backend:stand-in",
+                                                            "memory": 512}])["taskDefinition"]["taskDefinitionArn"]
+        self.start(self.desired)
+
+    def running(self) -> list[dict[str, Any]]:
+        arns = self.ecs.list_tasks(cluster=self.cluster, desiredStatus="RUNNING")["taskArns"]
+        return self.ecs.describe_tasks(cluster=self.cluster, tasks=arns)["tasks"] if arns else []
+
+    def start(self, count: int) -> None:
+        tasks = self.ecs.run_task(cluster=self.cluster, taskDefinition=self.task_definition, count=count,
+                                  launchType="FARGATE", group=f"service:{self.name}", startedBy="ecs-svc/stand-in",
+                                  networkConfiguration=self.network)["tasks"]
+        self.elbv2.register_targets(TargetGroupArn=self.target_group,
+                                    Targets=[{"Id": _address(t), "Port": 3000} for t in tasks])
+
+    def retire_stopped(self) -> None:
+        addresses = {_address(t) for t in self.running()}
+        health = self.elbv2.describe_target_health(TargetGroupArn=self.target_group)["TargetHealthDescriptions"]
+        gone = [d["Target"] for d in health if d["Target"]["Id"] not in addresses]
+        if gone:
+            self.elbv2.deregister_targets(TargetGroupArn=self.target_group, Targets=gone)
+
+    def replace_stopped(self) -> None:
+        self.retire_stopped()
+        short = self.desired - len(self.running())
+        if short > 0:
+            self.start(short)
+
+
+def _address(task: dict[str, Any]) -> str:
+    return next(d["value"] for a in task["attachments"] for d in a["details"] if d["name"] == "privateIPv4Address")
 
 
 def compliance_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from botocore import xform_name
 
 from conftest import ALLOW_ALL, ROOT, IamServer, SuiteRun, iam_enforcing_server, policy_document
 from harness import cli
-from harness.iam import IAM_PREFIX, DerivationError, actions_for, policy_for
+from harness.iam import IAM_PREFIX, DerivationError, actions_for, is_read, policy_for
 from harness.inventory import take_snapshot
 from harness.plan import load_plan
 from harness.target import Target
@@ -34,6 +34,7 @@ PLAN = load_plan(ROOT / "plan" / "dougust.toml")
 COMPLIANCE = ROOT / "plan" / "iam" / "compliance-readonly.json"
 SMOKE = ROOT / "plan" / "iam" / "smoke-readonly.json"
 LOAD = ROOT / "plan" / "iam" / "load-readonly.json"
+DR = ROOT / "plan" / "iam" / "dr-drill.json"
 ENV = "dev"
 REGION = PLAN.environment(ENV).region
 
@@ -113,13 +114,25 @@ def test_policy_for_refuses_a_service_nobody_mapped():
         policy_for([("ec2", "DescribeVpcs"), ("kms", "DescribeKey")])
 
 
-@pytest.mark.parametrize("suite, path", [("compliance", COMPLIANCE), ("smoke", SMOKE), ("load", LOAD)])
+@pytest.mark.parametrize("suite, path", [("compliance", COMPLIANCE), ("smoke", SMOKE), ("load", LOAD),
+                                         ("dr", DR)])
 def test_committed_policy_is_the_current_derivation(suite, path, capsys):
     assert cli.main(["iam-policy", "--suite", suite]) == 0
     derived = capsys.readouterr().out
     assert path.read_text(encoding="utf-8") == derived, (
         f"{path.relative_to(ROOT)} is not what the suite needs now; regenerate it: "
         f"harness iam-policy --suite {suite} > {path.relative_to(ROOT)}")
+
+
+@pytest.mark.parametrize("path, writes", [
+    (COMPLIANCE, {}), (SMOKE, {}), (LOAD, {}),
+    (DR, {"DrillFaults": ["ecs:StopTask", "rds:RebootDBInstance"]}),
+], ids=["compliance", "smoke", "load", "dr"])
+def test_committed_policies_write_only_the_drill_faults(path, writes):
+    """Every action of the committed policies reads, but the two faults of the DR drills, which stand in a
+    statement of their own."""
+    found = {s["Sid"]: [a for a in s["Action"] if not is_read(a)] for s in _committed(path)["Statement"]}
+    assert {sid: actions for sid, actions in found.items() if actions} == writes
 
 
 # Functions of harness/inventory.py that take the operation name of one fixed service.
