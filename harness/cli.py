@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from harness.catalogue import FORMATS, render
 from harness.inventory import take_snapshot
@@ -72,6 +73,16 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--time-scale", type=float, default=1.0,
                        help="multiply the scaling policy's periods (datapoints, cooldowns) for the stand-in's ECS "
                             "agent: 0.05 makes a 300 s cooldown 15 s (default 1.0)")
+    drills = sub.add_parser("drills", help="the disaster-recovery drills' housekeeping")
+    drills.add_argument("action", choices=("sweep",),
+                        help="sweep: remove the temporary resources (restored databases) of drills whose expiry "
+                             "has passed, e.g. of a drill that was killed; a resource without the drill tags is "
+                             "never touched")
+    common(drills)
+    drills.add_argument("--target", choices=("local", "aws"), default="local")
+    drills.add_argument("--profile", default=None, help="AWS profile for --target aws")
+    drills.add_argument("--stand-in", default=".stand-in", metavar="DIR",
+                        help="--target local: the stand-in's state directory (default: .stand-in)")
     return parser
 
 
@@ -88,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return _diff(args)
         if args.command == "local":
             return _local(args)
+        if args.command == "drills":
+            return _sweep(args)
         plan = load_plan(Path(args.plan))
         region = args.region or plan.environment(args.env).region
         if args.command == "provision":
@@ -114,6 +127,48 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, TargetError) as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    """Remove expired drill resources, on the stand-in or on AWS; one line per resource found. Exit 1 when
+    an expired one could not be removed."""
+    plan_path = Path(args.plan)
+    plan = load_plan(plan_path)
+    if args.target == "local":
+        from harness.drills.backends.local import LocalBackend
+        from harness.local.dataplane import DataPlane, StandInError
+
+        try:
+            backend: Any = LocalBackend(DataPlane.attach(Path(args.stand_in), plan_path))
+        except StandInError as exc:
+            raise TargetError(str(exc)) from None
+    else:
+        from harness.drills.backends.aws import AwsBackend
+
+        region = args.region or plan.environment(args.env).region
+        target = Target("aws", region, endpoint_url=args.endpoint_url, profile=args.profile)
+        target.check_reachable()
+        backend = AwsBackend(target, plan, args.env)
+    now = time.time()
+    found = backend.sweep(now, lambda action, detail: None)
+    stuck = [i for i in found if not i["removed"] and _expires(i["expires"]) < now]
+    for item in found:
+        state = "removed" if item["removed"] else "FAILED" if item in stuck else "kept"
+        print(f"{state:<7} {item['name']} ({item['drill']}, run {item['run_id']}, expires {item['expires']}): "
+              f"{item['detail']}")
+    print(f"{sum(i['removed'] for i in found)} removed, {len(found) - len(stuck) - sum(i['removed'] for i in found)} "
+          f"kept (not expired), {len(stuck)} could not be removed")
+    return 1 if stuck else 0
+
+
+def _expires(value: Any) -> float:
+    """A drill resource's expiry tag as epoch seconds; one that cannot be read counts as expired."""
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return float("-inf")
 
 
 def _local(args: argparse.Namespace) -> int:

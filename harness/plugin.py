@@ -12,7 +12,7 @@ import json
 import signal
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -100,6 +100,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                  help="the drills to run, comma-separated (default: every drill the selected tests carry)")
     dr.addoption("--dry-run", action="store_true",
                  help="say what each drill would do, and do nothing (read-only calls only)")
+    dr.addoption("--restore-dsn-template", default=None, metavar="URL",
+                 help="how the runner reaches a restored database (DRILL-02 on AWS), with {host} and {port}: "
+                      "'postgresql://USER:PASSWORD@{host}:{port}/dougust'; without it the restore is not verified")
     dr.addoption("--db-url", default=None, metavar="DSN",
                  help="PostgreSQL URL the runner can reach (inside the VPC): canary inserts every 50 ms straight "
                       "to the database (default on the local stand-in: its multi-host DSN)")
@@ -371,7 +374,8 @@ class HarnessState:
 
             if not opt.base_url:
                 raise TargetError("drills on --target aws need --base-url (the load balancer's URL)")
-            backend: Any = AwsBackend(self._target(), self.plan, self.env, self.plan.drills.stop_alarms)
+            backend: Any = AwsBackend(self._target(), self.plan, self.env, self.plan.drills.stop_alarms,
+                                      restore_dsn_template=opt.restore_dsn_template)
             dsn, service_interval_s = opt.db_url, 5.0
         else:
             from harness.drills.backends.local import LocalBackend
@@ -392,26 +396,38 @@ class HarnessState:
         smk = {rid for rid in self.plan.requirements if rid.startswith("SMK-")}
         self.prepare_smoke(smk)
         assert self.endpoint is not None and self.gate_input is not None
-        gate = run_gate(self.endpoint, self.gate_input, deadline_s=opt.deadline)
-        red = [rid for rid, v in sorted(gate.verdicts.items())
-               if not v.ok and rid not in self.waivers and not self.plan.requirements[rid].optional_in(self.env)]
-        account = self.gate_input.account
+        endpoint, given = self.endpoint, self.gate_input
+
+        def red(version: str | None, deadline_s: float) -> list[str]:
+            """The smoke checks that fail (optional and waived ones aside), expecting `version` if given."""
+            gate = run_gate(endpoint, replace(given, expected_version=version or given.expected_version),
+                            deadline_s=deadline_s)
+            return [f"{rid}: {v.message}" for rid, v in sorted(gate.verdicts.items())
+                    if not v.ok and rid not in self.waivers and not self.plan.requirements[rid].optional_in(self.env)]
+
+        def verify_version(version: str) -> tuple[bool, str]:
+            # A rollout has settled when this is asked; a few rounds more cover HAProxy's checks catching up.
+            failing = red(version, deadline_s=max(opt.deadline, 30.0))
+            return not failing, "green" if not failing else "red: " + "; ".join(failing)
+
+        sick = [line.split(":", 1)[0] for line in red(None, opt.deadline)]
+        account = given.account
         canary = Canary(**self.plan.drills.canary.model_dump())
         out_dir = Path(opt.reports_dir) / "drills"
         with _sigterm_interrupts():
             for rid in ordered:
                 drill = engine.spec_for(self.plan, self.env, rid, bool(dsn))
                 run_id = engine.new_run_id(rid)
-                if red:
-                    self.drills[rid] = engine.refused(drill, f"the smoke gate is red ({', '.join(red)}): a drill "
+                if sick:
+                    self.drills[rid] = engine.refused(drill, f"the smoke gate is red ({', '.join(sick)}): a drill "
                                                              "never injects into a sick system")
                     continue
                 api = ApiProbes(self.endpoint, account, canary, run_id)
                 db = DatabaseProbe(dsn, run_id) if dsn else None
                 self.drills[rid] = engine.run_drill(
                     drill, backend, api, db, out_dir, lambda line: writer.line(f"harness: {line}"), run_id,
-                    {"env": self.env, "target": opt.target, "base_url": self.endpoint.base_url},
-                    service_interval_s=service_interval_s)
+                    {"env": self.env, "target": opt.target, "base_url": endpoint.base_url},
+                    service_interval_s=service_interval_s, verify_version=verify_version)
 
     def _smoke_account(self, secret: str, target: Target | None = None) -> tuple[tuple[str, str] | None, str | None]:
         """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""

@@ -258,3 +258,64 @@ def journal(**changes: Any) -> dict[str, Any]:
 def test_draw_writes_a_png(tmp_path: Path, data: dict[str, Any]) -> None:
     out = draw(data, tmp_path / "drills" / "drill.png")
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 1000
+
+
+# -- DRILL-02 and DRILL-04 ------------------------------------------------------------------------------------
+
+RESTORE = DrillSpec("DRILL-02", "Database restore", "db_restore", ("db",), {"rto_s": 3600, "rpo_s": 300})
+ROLLBACK = DrillSpec("DRILL-04", "Rollback", "rollback", ("health", "write"), {"rto_s": 300})
+TABLES = {"notes": {"rows": 3, "hash": "a"}, "users": {"rows": 1, "hash": "b"}}
+
+
+@pytest.mark.parametrize(("after", "expected"), [
+    pytest.param(TABLES, [], id="the same data"),
+    pytest.param({**TABLES, "notes": {"rows": 2, "hash": "c"}}, ["table notes: 2 rows restored, 3 at the restore point"],
+                 id="a row missing"),
+    pytest.param({**TABLES, "notes": {"rows": 3, "hash": "c"}},
+                 ["table notes: its 3 rows differ from those at the restore point"], id="a row changed"),
+    pytest.param({"notes": TABLES["notes"]}, ["table users is missing from the restored database"], id="a table missing"),
+    pytest.param({**TABLES, "extra": {"rows": 0, "hash": "d"}},
+                 ["table extra is in the restored database but was not at the restore point"], id="a table too many"),
+])
+def test_manifest_differences(after: dict[str, Any], expected: list[str]) -> None:
+    assert judges.manifest_diff(TABLES, after) == expected
+
+
+def restore_verdict(**changes: Any) -> Any:
+    given = {"rto_s": 42.0, "rpo_s": 0.05, "restore_problem": None, "verified": True, "diffs": [],
+             "canary_rows": 60, "resolution_s": 0.05, **changes}
+    return judges.judge_restore(RESTORE, **given)
+
+
+@pytest.mark.parametrize(("changes", "status", "says"), [
+    pytest.param({}, "pass", "restored and verified in 42 s ≤ 3600 s; RPO 0.05 s", id="healthy"),
+    pytest.param({"restore_problem": "recovery ended before the target"}, "fail", "the restore failed: recovery ended",
+                 id="the point could not be reached"),
+    pytest.param({"verified": False, "rpo_s": None, "canary_rows": None}, "inconclusive", "restored, not verified",
+                 id="no path to verify"),
+    pytest.param({"diffs": ["table notes: 2 rows restored, 3 at the restore point"]}, "fail", "table notes: 2 rows",
+                 id="the data differs"),
+    pytest.param({"rpo_s": 301.0}, "fail", "RPO 301 s > 300 s", id="RPO over"),
+    pytest.param({"rto_s": 3601.0}, "fail", "RTO 3601 s > 3600 s", id="RTO over"),
+    pytest.param({"canary_rows": 0, "rpo_s": None}, "fail", "no canary row", id="no canary row restored"),
+])
+def test_restore_verdict(changes: dict[str, Any], status: str, says: str) -> None:
+    verdict = restore_verdict(**changes)
+    assert (verdict.status, says in verdict.message) == (status, True), verdict.message
+    assert set(verdict.figures) == set(judges.FIGURES)
+
+
+@pytest.mark.parametrize(("changes", "status", "says"), [
+    pytest.param({}, "pass", "rolled back and verified in 30 s ≤ 300 s", id="healthy"),
+    pytest.param({"rto_s": 301.0}, "fail", "rolled back and verified in 301 s > 300 s", id="RTO over"),
+    pytest.param({"back": (False, "smoke gate expecting 2026.11.1: red: SMK-01: 503")}, "fail",
+                 "the rollback was not verified: smoke gate expecting 2026.11.1: red", id="previous revision unhealthy"),
+    pytest.param({"forward": (False, "not running after 300 s")}, "fail",
+                 "the roll forward to the original revision was not verified", id="roll forward failed"),
+    pytest.param({"forward": None}, "fail", "it never ran", id="roll forward never ran"),
+    pytest.param({"problem": "stopped by Ctrl-C"}, "fail", "stopped by Ctrl-C", id="interrupted"),
+])
+def test_rollback_verdict(changes: dict[str, Any], status: str, says: str) -> None:
+    given = {"rto_s": 30.0, "back": (True, "green"), "forward": (True, "green"), "problem": None, **changes}
+    verdict = judges.judge_rollback(ROLLBACK, **given)
+    assert (verdict.status, says in verdict.message) == (status, True), verdict.message

@@ -6,6 +6,7 @@ yet? a stop condition? the verdict) is a pure function of harness/drills/judges.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -13,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.drills import judges
+from harness.drills import judges, manifest
 from harness.drills.backends import FaultBackend
-from harness.drills.model import Action, Clock, DrillRefused, DrillSpec, InjectFailed, Verdict
+from harness.drills.model import (EXPIRY_S, Action, Clock, DrillRefused, DrillSpec, InjectFailed, Restored,
+                                   Revisions, Verdict)
 from harness.plan import Plan
 from harness.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
 
@@ -23,7 +25,9 @@ from harness.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
 # dropped where the runner cannot reach the database (no --db-url on AWS).
 KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "DRILL-01": ("Database failover", "db_failover", ("health", "write", "db")),
+    "DRILL-02": ("Database restore", "db_restore", ("db",)),
     "DRILL-03": ("Application failure", "task_loss", ("health", "write", "service")),
+    "DRILL-04": ("Rollback", "rollback", ("health", "write")),
 }
 TICK_S = 0.25        # how often the engine looks at the probes while it observes
 PROGRESS_S = 3.0     # a progress line at least this often
@@ -81,6 +85,14 @@ class DrillRun:
         self.aborted: str | None = None
         self.present: set[tuple[str, int]] = set()
         self.readback_problem: str | None = None
+        self.injected = False  # whether anything was done that the undo must reverse
+
+    def begin_fault(self) -> None:
+        """The instant the method acts: RTO counts from here, and from here on the undo must run."""
+        self.phase = "fault"
+        self.fault_t = round(self.clock.now(), 3)
+        self.injected = True
+        self.say(f"injecting the fault through the {self.backend.name} backend")
 
     def log(self, action: str, detail: dict[str, Any] | None = None) -> None:
         self.actions.append(Action(round(self.clock.now(), 3), self.phase, action, detail or {}))
@@ -93,7 +105,8 @@ class DrillRun:
     def start_probes(self) -> None:
         drill, steps = self.drill, []
         if self.api is not None:
-            steps += [("health", drill.probe_interval_s, self.api.health), ("write", drill.probe_interval_s, self.api.write)]
+            steps += [(name, drill.probe_interval_s, step) for name, step in
+                      (("health", self.api.health), ("write", self.api.write)) if name in drill.probes]
         if self.db is not None and "db" in drill.probes:
             steps.append(("db", drill.db_interval_s, self.db.insert))
         if "service" in drill.probes:
@@ -216,50 +229,196 @@ def new_run_id(rid: str) -> str:
     return f"{rid.lower()}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db: DatabaseProbe | None,
-              out_dir: Path, report: Callable[[str], None], run_id: str, context: dict[str, Any],
-              service_interval_s: float = 0.5) -> DrillResult:
-    """Run the drill with probes made for `run_id` (`context`: env, target, base_url, for the journal);
-    the rollback runs whatever happens (a failure, Ctrl-C,
-    SIGTERM turned into KeyboardInterrupt by the caller), and the journal is written even then."""
-    from harness.drills.chart import draw
+class Recovery:
+    """DRILL-01, DRILL-03: inject one fault, observe until every probe has succeeded for the recovery window
+    (or a stop condition), read the canary writes back; the backend's rollback restores redundancy."""
 
-    run = DrillRun(drill, backend, api, db, out_dir, report, service_interval_s, run_id, context)
-    cleanup: dict[str, Any] = {}
-    injected = False
-    try:
-        backend.preflight(drill, run.log)
-        run.start_probes()
-        run.say(f"steady state: probes {', '.join(drill.probes)} must hold for {drill.steady_state_s:g} s")
+    def act(self, run: DrillRun) -> None:
         run.steady_state()
-        run.phase = "fault"
-        run.fault_t = round(run.clock.now(), 3)
-        run.say(f"injecting the fault through the {backend.name} backend")
-        injected = True
-        hit = backend.inject(drill, run.log)
+        run.begin_fault()
+        hit = run.backend.inject(run.drill, run.log)
         run.say(f"fault injected: {json.dumps(hit, default=str)}")
         run.phase = "recovering"
         run.observe()
         run.stop_probes()
         run.read_back()
+
+    def undo(self, run: DrillRun) -> dict[str, Any]:
+        return run.backend.rollback(run.drill, run.log)
+
+    def verdict(self, run: DrillRun) -> Verdict:
+        return run.verdict()
+
+
+class Restore:
+    """DRILL-02: a manifest of the data and canary rows up to a restore point, a point-in-time restore
+    into a temporary database, the data verified there; the temporary database always removed.
+    RTO = from the start of the restore to verified; RPO = the restore point minus the newest canary row
+    the restored database holds."""
+
+    AFTER_POINT_S = 1.0  # canary rows keep coming this long after the point: recovery must see past it
+
+    def __init__(self) -> None:
+        self.restored: Restored | None = None
+        self.manifest: dict[str, Any] = {}
+        self.restore_point: float | None = None
+        self.problem: str | None = None
+        self.verified = False
+        self.diffs: list[str] = []
+        self.canary_rows: int | None = None
+        self.rpo_s: float | None = None
+
+    def act(self, run: DrillRun) -> None:
+        if run.db is None:
+            raise DrillRefused("the restore drill needs a path to the database for its manifest and canary rows: "
+                               "pass --db-url (on the stand-in, its DSN is used)")
+        run.steady_state()
+        self.manifest, self.restore_point = manifest.take(run.db.dsn)
+        run.log("manifest", {"restore_point": self.restore_point, "tables": self.manifest})
+        run.say(f"manifest of {len(self.manifest)} tables taken; restore point "
+                f"{_utc(self.restore_point)}")
+        time.sleep(self.AFTER_POINT_S)
+        run.stop_probes()
+        run.begin_fault()
+        try:
+            self.restored = run.backend.restore(run.drill, run.log, self.restore_point, run.run_id,
+                                                time.time() + EXPIRY_S)
+        except InjectFailed as exc:
+            self.problem = str(exc)
+            run.log("restore failed", {"reason": self.problem})
+            run.say(f"the restore failed: {self.problem}")
+            return
+        run.phase = "recovering"
+        run.say(f"restored into {self.restored.name}; verifying")
+        if self.restored.dsn is None:
+            run.log("not verified", {"reason": "no path to the restored database"})
+            return
+        after, _ = manifest.take(self.restored.dsn)
+        self.diffs = judges.manifest_diff(self.manifest, after)
+        self.canary_rows, newest, after_point = manifest.canary(self.restored.dsn, run.run_id, self.restore_point)
+        self.rpo_s = None if newest is None else max(0.0, self.restore_point - newest)
+        if after_point:
+            self.diffs.append(f"{after_point} canary rows written after the restore point are in the restored "
+                              "database: the restore went past its point")
+        self.verified = True
+        run.recovered_t, run.phase = round(run.clock.now(), 3), "recovered"
+        run.observed_end_t = run.recovered_t
+        run.log("verified", {"differences": self.diffs, "canary_rows": self.canary_rows, "rpo_s": self.rpo_s})
+        run.say(f"verified: {'the data matches the manifest' if not self.diffs else '; '.join(self.diffs)}; "
+                f"{self.canary_rows} canary rows, the newest {self.rpo_s if self.rpo_s is not None else '-'} s "
+                "before the restore point")
+
+    def undo(self, run: DrillRun) -> dict[str, Any]:
+        restored = self.restored or Restored(run.run_id, None, self.restore_point or 0.0, {"run_id": run.run_id})
+        return run.backend.discard(restored, run.log)
+
+    def verdict(self, run: DrillRun) -> Verdict:
+        if run.fault_t is None:
+            return run.verdict()
+        samples, _ = run.timeline.copy()
+        return judges.judge_restore(
+            run.drill, rto_s=None if run.recovered_t is None else run.recovered_t - run.fault_t, rpo_s=self.rpo_s,
+            restore_problem=self.problem or run.aborted, verified=self.verified, diffs=self.diffs,
+            canary_rows=self.canary_rows, resolution_s=judges.resolution(samples, ("db",), 0.0))
+
+
+class Rollback:
+    """DRILL-04: deploy the previous revision of the service's task definition, wait until it runs, verify
+    it with the smoke gate expecting its version; then, always, roll forward to the original revision and
+    verify again, so the drill leaves the service as it found it. RTO = start to the rollback verified."""
+
+    def __init__(self, verify: Callable[[str], tuple[bool, str]]) -> None:
+        self.verify = verify
+        self.revisions: Revisions | None = None
+        self.back: tuple[bool, str] | None = None
+        self.forward: tuple[bool, str] | None = None
+
+    def act(self, run: DrillRun) -> None:
+        self.revisions = revisions = run.backend.revisions()
+        run.log("revisions", asdict(revisions))
+        run.steady_state()
+        run.begin_fault()
+        self.back = self._deploy(run, revisions.previous, revisions.previous_version, "back")
+        if self.back[0]:
+            run.recovered_t, run.phase = round(run.clock.now(), 3), "recovered"
+        run.observed_end_t = round(run.clock.now(), 3)
+
+    def undo(self, run: DrillRun) -> dict[str, Any]:
+        if self.revisions is None:
+            return {"ok": True, "detail": "nothing was deployed"}
+        self.forward = self._deploy(run, self.revisions.current, self.revisions.current_version, "forward")
+        return {"ok": self.forward[0], "detail": f"rolled forward to {_tail(self.revisions.current)}: "
+                                                 f"{self.forward[1]}"}
+
+    def _deploy(self, run: DrillRun, task_definition: str, version: str, way: str) -> tuple[bool, str]:
+        drill, backend = run.drill, run.backend
+        run.say(f"rolling {way} to {_tail(task_definition)} (version {version})")
+        backend.deploy(task_definition, run.log)
+        deadline, last = run.clock.now() + drill.timeout_s, 0.0
+        done, line = backend.deployed(task_definition)
+        while not done and run.clock.now() < deadline:
+            time.sleep(TICK_S * 2)
+            done, line = backend.deployed(task_definition)
+            if run.clock.now() - last >= PROGRESS_S:
+                last = run.clock.now()
+                run.say(f"rolling {way}: {line}")
+        if not done:
+            run.log(f"roll {way} not done", {"state": line})
+            return False, f"{_tail(task_definition)} not running after {drill.timeout_s:g} s: {line}"
+        ok, gate = self.verify(version)
+        run.log(f"rolled {way}", {"task_definition": task_definition, "state": line, "gate": gate, "ok": ok})
+        run.say(f"rolled {way}: {line}; smoke gate expecting {version}: {gate}")
+        return ok, f"smoke gate expecting {version}: {gate}"
+
+    def verdict(self, run: DrillRun) -> Verdict:
+        if run.fault_t is None:
+            return run.verdict()
+        return judges.judge_rollback(run.drill, rto_s=None if run.recovered_t is None else run.recovered_t - run.fault_t,
+                                     back=self.back, forward=self.forward, problem=run.aborted)
+
+
+def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db: DatabaseProbe | None,
+              out_dir: Path, report: Callable[[str], None], run_id: str, context: dict[str, Any],
+              service_interval_s: float = 0.5,
+              verify_version: Callable[[str], tuple[bool, str]] | None = None) -> DrillResult:
+    """Run the drill with probes made for `run_id` (`context`: env, target, base_url, for the journal;
+    `verify_version`: the smoke gate expecting a version, for the rollback drill). Its undo (the rollback,
+    the temporary database's removal, the roll forward) runs whatever happens: a failure, Ctrl-C, SIGTERM
+    turned into KeyboardInterrupt by the caller; and the journal is written even then."""
+    from harness.drills.chart import draw
+
+    run = DrillRun(drill, backend, api, db, out_dir, report, service_interval_s, run_id, context)
+    method: Any = {"db_restore": Restore, "rollback": lambda: Rollback(verify_version or _unverifiable)}.get(
+        drill.fault, Recovery)()
+    cleanup: dict[str, Any] = {}
+    try:
+        backend.preflight(drill, run.log)
+        run.start_probes()
+        method.act(run)
     except (DrillRefused, InjectFailed) as exc:
+        injected = run.fault_t is not None
         run.aborted = f"refused before any fault: {exc}" if not injected else f"the fault could not be injected: {exc}"
         run.log("refused" if not injected else "fault failed", {"reason": str(exc)})
         run.fault_t = None  # no fault to measure from: the verdict is an error, never a pass or a fail
+        run.injected = injected
         run.say(run.aborted)
     finally:
         run.stop_probes()
         if run.observed_end_t is None and run.fault_t is not None:
             run.observed_end_t = run.clock.now()
         run.phase, run.rollback_t = "rollback", round(run.clock.now(), 3)
-        run.say("rolling back" if injected else "nothing to roll back: no fault was injected")
-        cleanup = backend.rollback(drill, run.log) if injected else {"ok": True, "detail": "no fault injected"}
-        run.say(f"rollback {'done' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
+        if run.injected:
+            run.say("rolling back")
+            cleanup = method.undo(run)
+            run.say(f"rollback {'done' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
+        else:
+            cleanup = {"ok": True, "detail": "no fault injected"}
+            run.say("nothing to roll back: no fault was injected")
         for probe in (run.api, run.db):
             close = getattr(probe, "close", None)
             if close:
                 close()
-        verdict = run.verdict()
+        verdict = method.verdict(run)
         events = backend.events(run.clock.epoch)
         out_dir.mkdir(parents=True, exist_ok=True)
         journal = run.journal(verdict, cleanup, events)
@@ -270,6 +429,18 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         verdict = Verdict("fail" if verdict.status == "pass" else verdict.status,
                           f"{verdict.message}; the rollback failed: {cleanup.get('detail')}", verdict.figures)
     return DrillResult(drill, verdict, run_id, journal_path, chart_path, cleanup, events)
+
+
+def _unverifiable(version: str) -> tuple[bool, str]:
+    return False, "no smoke gate to verify with"
+
+
+def _tail(arn: str) -> str:
+    return arn.rsplit("/", 1)[-1]
+
+
+def _utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def refused(drill: DrillSpec, reason: str) -> DrillResult:

@@ -249,3 +249,77 @@ def phases(fault_t: float | None, recovered_t: float | None, observed_end_t: flo
     return [{"name": name, "start_s": round(start, 3), "end_s": round(max(start, end), 3)}
             for name in PHASES for start, end in [spans[name]] if start is not None]
 
+
+
+# -- DRILL-02 (restore) and DRILL-04 (rollback): procedures rather than recoveries -------------------------
+
+
+def manifest_diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:
+    """What the restored data lacks or has differently, per application table: its row count and the hash
+    of its rows in key order, taken at the restore point and again in the restored database."""
+    found = []
+    for table in sorted(set(before) | set(after)):
+        was, now = before.get(table), after.get(table)
+        if now is None:
+            found.append(f"table {table} is missing from the restored database")
+        elif was is None:
+            found.append(f"table {table} is in the restored database but was not at the restore point")
+        elif was["rows"] != now["rows"]:
+            found.append(f"table {table}: {now['rows']} rows restored, {was['rows']} at the restore point")
+        elif was["hash"] != now["hash"]:
+            found.append(f"table {table}: its {was['rows']} rows differ from those at the restore point")
+    return found
+
+
+def judge_restore(drill: DrillSpec, *, rto_s: float | None, rpo_s: float | None, restore_problem: str | None,
+                  verified: bool, diffs: list[str], canary_rows: int | None, resolution_s: float) -> Verdict:
+    """DRILL-02: restored to the point, the data verified against the manifest, within RTO and RPO. A
+    restore that could not be made (the point unreachable, the data wrong) fails; a restore the runner
+    could not reach to verify is inconclusive ("restored, not verified"), never a pass."""
+    rto_target, rpo_target = drill.expect["rto_s"], drill.expect.get("rpo_s")
+    figures = {**dict.fromkeys(FIGURES), "rto_s": None if rto_s is None else round(rto_s, 3),
+               "rto_target_s": rto_target, "rpo_s": None if rpo_s is None else round(rpo_s, 3),
+               "rpo_target_s": rpo_target, "resolution_s": round(resolution_s, 3)}
+    if restore_problem:
+        return Verdict("fail", f"the restore failed: {restore_problem}", figures)
+    if not verified:
+        return Verdict("inconclusive", "restored, not verified: the runner has no path to the restored database "
+                                       "(pass --restore-dsn-template from inside the VPC)", figures)
+    fails = list(diffs)
+    said = []
+    if canary_rows == 0 or rpo_s is None:
+        fails.append("no canary row written before the restore point is in the restored database")
+    elif rpo_target is not None and rpo_s > rpo_target:
+        fails.append(f"RPO {_s(rpo_s)} s > {_s(rpo_target)} s")
+    else:
+        said.append(f"RPO {_s(rpo_s)} s (± {_s(resolution_s)} s) ≤ {_s(rpo_target)} s ({canary_rows} canary rows)")
+    if rto_s is not None and rto_s > rto_target:
+        fails.append(f"RTO {_s(rto_s, 1)} s > {_s(rto_target)} s")
+    elif rto_s is not None:
+        said.insert(0, f"restored and verified in {_s(rto_s, 1)} s ≤ {_s(rto_target)} s")
+    if not diffs:
+        said.append("every application table matches the manifest")
+    return Verdict("fail", "; ".join(fails), figures) if fails else Verdict("pass", "; ".join(said), figures)
+
+
+def judge_rollback(drill: DrillSpec, *, rto_s: float | None, back: tuple[bool, str] | None,
+                   forward: tuple[bool, str] | None, problem: str | None) -> Verdict:
+    """DRILL-04: the previous revision deployed and verified by the smoke gate expecting its version within
+    RTO, then the original revision deployed and verified again: the service left as it was found."""
+    rto_target = drill.expect["rto_s"]
+    figures = {**dict.fromkeys(FIGURES), "rto_s": None if rto_s is None else round(rto_s, 3),
+               "rto_target_s": rto_target}
+    fails = [problem] if problem else []
+    said = []
+    if back is None or not back[0]:
+        fails.append(f"the rollback was not verified: {back[1] if back else 'it never ran'}")
+    elif rto_s is not None and rto_s > rto_target:
+        fails.append(f"rolled back and verified in {_s(rto_s, 1)} s > {_s(rto_target)} s")
+    else:
+        said.append(f"rolled back and verified in {_s(rto_s or 0.0, 1)} s ≤ {_s(rto_target)} s ({back[1]})")
+    if forward is None or not forward[0]:
+        fails.append(f"the roll forward to the original revision was not verified: "
+                     f"{forward[1] if forward else 'it never ran'}")
+    else:
+        said.append(f"rolled forward and verified ({forward[1]})")
+    return Verdict("fail", "; ".join(fails), figures) if fails else Verdict("pass", "; ".join(said), figures)

@@ -320,6 +320,7 @@ class DataPlane:
             if task.get("pid") and process_alive(task["pid"]):
                 os.kill(task["pid"], signal.SIGTERM)
         database = self.database
+        database.sweep_restores(float("inf"))  # a restore drill's temporary servers go with the stand-in
         database.stop()
         if database.relocated:
             shutil.rmtree(database.state)

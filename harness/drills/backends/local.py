@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from harness.drills.backends import FaultBackend, Journal
-from harness.drills.model import DrillRefused, DrillSpec
+from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, Restored, Revisions
 from harness.local.alb import AlbError
 from harness.local.database import process_alive
 from harness.local.dataplane import DataPlane
@@ -25,6 +25,7 @@ class LocalBackend(FaultBackend):
         self.plane = plane
         self.pair = plane.database
         self.reported: list[dict[str, Any]] = []  # what the stand-in "reported", as RDS events would be
+        self._ecs: Any = None  # the emulator's ECS, driven as on AWS (DRILL-04)
 
     def plan(self, drill: DrillSpec) -> list[str]:
         if drill.fault == "db_failover":
@@ -34,6 +35,18 @@ class LocalBackend(FaultBackend):
                     "primary through its multi-host DSN",
                     f"afterwards rebuild node '{roles['primary']}' as the new synchronous standby (pg_rewind, or a "
                     "fresh base backup), so the pair is Multi-AZ again"]
+        if drill.fault == "db_restore":
+            return ["take a manifest of every application table (rows, content hash) and canary rows up to a "
+                    "restore point", "restore the stand-in's base backup and WAL archive to that point into a "
+                    "temporary data directory on a free port, tagged with the run and an expiry",
+                    "verify the manifest and the canary rows there, then stop and remove the temporary server"]
+        if drill.fault == "rollback":
+            revisions = self.revisions()
+            return [f"point the service at the previous revision {revisions.previous.rsplit('/', 1)[-1]} (version "
+                    f"{revisions.previous_version}) in the emulator; the ECS agent stand-in rolls the tasks",
+                    f"verify with the smoke gate expecting {revisions.previous_version}",
+                    f"roll forward to {revisions.current.rsplit('/', 1)[-1]} (version {revisions.current_version}) "
+                    "and verify again"]
         tasks = self._running()
         return [f"kill one of the {len(tasks)} running task processes with SIGKILL; the ECS agent stand-in starts a "
                 "new one, which joins HAProxy's target group once its health check answers",
@@ -47,6 +60,13 @@ class LocalBackend(FaultBackend):
             if None in roles.values() or not all(node["running"] for node in status.values()):
                 raise DrillRefused(f"the stand-in's PostgreSQL pair in {self.pair.state} has no running standby to "
                                    f"fail over to (roles {roles}); see 'harness local status'")
+            journal("preflight", {"roles": roles})
+            return
+        if drill.fault == "db_restore":
+            roles = self.pair.roles()
+            if roles["primary"] is None or not self.pair.status()[roles["primary"]]["running"]:
+                raise DrillRefused(f"the stand-in's PostgreSQL primary does not run (roles {roles}); "
+                                   "see 'harness local status'")
             journal("preflight", {"roles": roles})
             return
         ok, line = self.service_state()
@@ -115,3 +135,54 @@ class LocalBackend(FaultBackend):
     def _running(self) -> list[dict[str, Any]]:
         return [t for t in self.plane.status()["tasks"]["tasks"] if t["running"] and not t["draining"]]
 
+
+    # -- DRILL-02 --------------------------------------------------------------------------------------------
+
+    def restore(self, drill: DrillSpec, journal: Journal, restore_point: float, run_id: str,
+                expires: float) -> Restored:
+        """From the stand-in's base backup (taken at `up`, as RDS's snapshot) and its WAL archive, into a
+        temporary data directory on a free port. The archive first gets the WAL up to now (RDS ships it
+        every five minutes; a restore needs a commit past its point)."""
+        try:
+            segment = self.pair.switch_wal()
+            journal("wal archived", {"segment": segment.name})
+            made = self.pair.restore(restore_point, run_id, drill.id, expires)
+        except RuntimeError as exc:
+            raise InjectFailed(str(exc).splitlines()[0]) from None
+        journal("restored", {k: v for k, v in made.items() if k != "dsn"})
+        return Restored(run_id, made["dsn"], restore_point, {"port": made["port"], "dir": made["dir"]})
+
+    def discard(self, restored: Restored, journal: Journal) -> dict[str, Any]:
+        done = self.pair.discard_restore(restored.name)
+        journal("discarded", {"name": restored.name, **done})
+        return done
+
+    def sweep(self, now: float, journal: Journal) -> list[dict[str, Any]]:
+        found = self.pair.sweep_restores(now)
+        for item in found:
+            journal("swept" if item["removed"] else "kept", item)
+        return found
+
+    # -- DRILL-04 --------------------------------------------------------------------------------------------
+
+    def revisions(self) -> Revisions:
+        """From the emulator, as on AWS: the stand-in's control plane is moto's ECS."""
+        return self._control_plane().revisions()
+
+    def deploy(self, task_definition: str, journal: Journal) -> None:
+        self._control_plane().deploy(task_definition, journal)
+
+    def deployed(self, task_definition: str) -> tuple[bool, str]:
+        """What the ECS agent stand-in runs: every task on `task_definition`, the desired count, all UP."""
+        ok, line = self.service_state()
+        tasks = [t for t in self.plane.status()["tasks"]["tasks"] if not t["draining"]]
+        on = [t for t in tasks if t["task_definition"] == task_definition]
+        revision = task_definition.rsplit(":", 1)[-1]
+        return ok and len(on) == len(tasks), f"rev {revision}: {len(on)}/{len(tasks)} tasks on it, {line}"
+
+    def _control_plane(self) -> Any:
+        from harness.drills.backends.aws import AwsBackend
+
+        if self._ecs is None:
+            self._ecs = AwsBackend(self.plane.target, self.plane.plan, self.plane.env)
+        return self._ecs
