@@ -11,6 +11,10 @@ Layout under `root / "postgres"`: `primary/` and `standby/` (data dirs, named by
 failover the roles swap, each keeping its port; `standby.signal` tells which is which, see `roles()`),
 `archive/` (WAL), `log/` (one server log per node), `run/` (the unix sockets, kept private instead of
 /var/run/postgresql) and `pair.json` (written last on first init: its presence means the pair is complete).
+For point-in-time restore, as RDS keeps a daily snapshot and the WAL since: `backups/base/` (a base backup of
+the primary, described by `backups/base.json`) and `restores/<run id>/` (a drill's temporary restored
+server: `tags.json`, `data/`, `run/`, `log`), which belong to the drill, not to the pair (`stop()` leaves
+them; `sweep_restores()` removes them).
 PostgreSQL refuses to run as root, so as root every server program runs as the `postgres` user, which then
 owns the state dir.
 When that user cannot reach `root` (a 0700 parent: a `mktemp -d` clone, /root), `state_dir()` moves the
@@ -19,12 +23,14 @@ state to a directory of its own under /tmp instead.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import fcntl
 import hashlib
 import hmac
 import json
 import os
 import pwd
+import re
 import shlex
 import shutil
 import signal
@@ -50,6 +56,12 @@ CONF_MARKER = "\n# --- harness local stand-in ---\n"  # the stand-in's own block
 # disposable (`harness local down` removes it), so a dir the next boot clears is the right home for what a
 # crash leaves. Not $TMPDIR: it may be private to the caller, which is the very problem.
 RELOCATION_BASE = Path("/tmp")
+RESTORE_TIMEOUT = 120.0  # seconds: a restored server's start and its recovery up to the target, together
+# An untagged restore dir (it cannot be: tags.json is written before anything else) counts as a leftover once
+# this old, by its mtime: the drills' own expiry (harness.drills.model.EXPIRY_S).
+RESTORE_EXPIRY_S = 6 * 3600
+TAG_DRILL, TAG_RUN, TAG_EXPIRES = "harness:drill", "harness:run-id", "harness:expires"  # as harness.drills.model
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # one path component, never `.` or `..`
 
 
 @dataclass(frozen=True)
@@ -89,11 +101,20 @@ class PostgresPair:
     def log_file(self, node: str) -> Path:
         return self.state / "log" / f"{node}.log"
 
+    @property
+    def backup_dir(self) -> Path:
+        return self.state / "backups" / "base"
+
+    @property
+    def restores_dir(self) -> Path:
+        return self.state / "restores"
+
     # ---------------------------------------------------------------- public API
 
     def start(self) -> None:
         """Initialise on first use, then start whichever node is down, and return once both accept
-        connections and the standby streams synchronously. A no-op (but for the checks) when already up.
+        connections and the standby streams synchronously; then take a base backup if there is none (see
+        `take_base_backup()`). A no-op (but for the checks) when already up.
 
         Either node may be the primary (after a failover, the roles are swapped). When a failover was never
         followed by `rebuild_standby()` (a drill killed on the way), both nodes are primaries on disk: the one
@@ -111,10 +132,14 @@ class PostgresPair:
                 self._wait_for_sync()
             else:
                 self._rebuild(primary, standby)
+            # As RDS has a snapshot once the instance is created, so point-in-time restore works from then on.
+            if self.base_backup() is None:
+                self._take_base_backup()
 
     def stop(self) -> None:
         """Fast shutdown of both nodes (the primary first, whichever node it is, so the standby receives its
-        final WAL)."""
+        final WAL). Restored servers are left alone: they are a drill's, removed by `discard_restore()` or
+        `sweep_restores()`."""
         with self._locked():
             primary = self.roles()["primary"]
             for node in (primary, _other(primary)) if primary else NODES:
@@ -238,6 +263,181 @@ class PostgresPair:
             time.sleep(0.05)
         return segment
 
+    # ---------------------------------------------------------------- point-in-time restore (DRILL-02)
+
+    def take_base_backup(self) -> dict[str, Any]:
+        """A base backup of the current primary, as RDS's daily snapshot: pg_basebackup (plain format, the WAL
+        it needs streamed alongside, a fast checkpoint) into `backups/base.tmp`, then renamed to
+        `backups/base` in place of the previous one, and described in `backups/base.json`. Returns
+        {"taken_at": epoch, "timeline": int, "node": the primary's node, "dir": str, "seconds": float};
+        `taken_at` (when the copy ended) is the earliest point `restore()` can reach."""
+        with self._locked():
+            return self._take_base_backup()
+
+    def base_backup(self) -> dict[str, Any] | None:
+        """What `backups/base.json` says of the base backup ({"taken_at", "timeline", "node"}), or None when
+        there is no complete one."""
+        try:
+            record = json.loads((self.state / "backups" / "base.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not (self.backup_dir / "global" / "pg_control").exists():
+            return None
+        return record
+
+    def restore(self, target_time: float, run_id: str, drill: str, expires: float,
+                port: int | None = None) -> dict[str, Any]:
+        """Restore the database as it was at `target_time` (epoch) into a temporary server, as RDS's
+        restore_db_instance_to_point_in_time does: the base backup is copied to `restores/<run_id>/data` and
+        recovers from the WAL archive up to `target_time` (following any failover's timeline), then is
+        promoted; it listens on 127.0.0.1:`port` (a free one when None) with a unix socket dir of its own.
+        `restores/<run_id>/tags.json` is written before anything else: {"harness:drill", "harness:run-id",
+        "harness:expires" (ISO 8601 UTC of `expires`), "port", "created_at", "socket_dir"}, so a leftover is
+        always found by `sweep_restores()`.
+
+        Recovery knows it has reached `target_time` only when it meets a commit after it: the caller keeps
+        writing for a moment after `target_time` and then calls `switch_wal()`, so that commit is archived.
+
+        Returns {"name": run_id, "dir", "port", "dsn" (the app user's URL on 127.0.0.1:port, as `dsn()`),
+        "pid" (the postmaster), "recovered_at" (epoch, when it was seen promoted), "log", "seconds"}. Raises
+        RuntimeError with one line when the target cannot be reached (before the base backup, or the archive
+        ends before it) or the server does not start, after removing what it made."""
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+            raise RuntimeError(f"restore name {run_id!r} is not one short path component "
+                               "(letters, digits, '.', '_', '-'; at most 64)")
+        began = time.monotonic()
+        directory = self.restores_dir / run_id
+        if os.path.lexists(directory):
+            raise RuntimeError(f"a restore named {run_id} exists already in {directory}: discard it first")
+        record = self.base_backup()
+        if record is None:
+            raise RuntimeError(f"the pair in {self.state} has no base backup to restore from: run start() or "
+                               "take_base_backup()")
+        target = _pg_timestamp(target_time)
+        if target_time < record["taken_at"]:
+            raise RuntimeError(f"restore point {target} is before the oldest base backup "
+                               f"({_pg_timestamp(record['taken_at'])}): it cannot be reached")
+        if port is None:
+            port = _free_port(exclude=set(self._ports.values()))
+        socket_dir = directory / "run"
+        if len(str(socket_dir / f".s.PGSQL.{port}").encode()) > 107:  # sun_path: 108 bytes with the NUL
+            # A deep state dir and a long name: a dir of its own under /tmp rather than a socket path the
+            # kernel refuses (named after the restore's dir, so the discard finds it).
+            socket_dir = _short_socket_dir(directory)
+        data, log = directory / "data", directory / "log"
+        self._claim(self.restores_dir)
+        try:
+            self._claim(directory)
+            self._write_server_file(directory / "tags.json", json.dumps({
+                TAG_DRILL: drill, TAG_RUN: run_id,
+                TAG_EXPIRES: dt.datetime.fromtimestamp(expires, dt.timezone.utc).isoformat(timespec="seconds"),
+                "port": port, "created_at": time.time(), "socket_dir": str(socket_dir)}, indent=2) + "\n")
+            self._claim(socket_dir)
+            with self._locked():  # not while take_base_backup() replaces the copy
+                self._run_as_server(["cp", "-a", "--", str(self.backup_dir), str(data)], timeout=COMMAND_TIMEOUT)
+            data.chmod(0o700)
+            for name in ("standby.signal", "recovery.signal", "postmaster.pid", "postmaster.opts"):
+                (data / name).unlink(missing_ok=True)
+            self._write_server_file(data / "recovery.signal", "")
+            self._write_server_file(data / "postgresql.auto.conf", AUTO_CONF_HEADER)
+            # The primary's own block is replaced (it names the pair's port, socket and archiving).
+            _write_conf_file(data / "postgresql.conf", {
+                "listen_addresses": "'127.0.0.1'",
+                "port": str(port),
+                "unix_socket_directories": _conf_str(str(socket_dir)),
+                "hot_standby": "on",  # so its progress can be asked while it recovers
+                "archive_mode": "off",  # a copy: its WAL must never mix with the pair's archive
+                "synchronous_standby_names": "''",
+                "restore_command": _conf_str(self._restore_command()),
+                "recovery_target_time": _conf_str(target),
+                "recovery_target_action": "'promote'",
+                "recovery_target_timeline": "'latest'",  # the archive's .history files lead past failovers
+            })
+            deadline = time.monotonic() + RESTORE_TIMEOUT
+            try:
+                self._server_tool("pg_ctl", "start", "-D", str(data), "-l", str(log), "-w",
+                                  "-t", str(int(RESTORE_TIMEOUT)), timeout=RESTORE_TIMEOUT + 5)
+            except RuntimeError as error:
+                raise RuntimeError(_log_reason(log) or str(error).splitlines()[0]) from None
+            while True:
+                pid = self._restore_pid(data)
+                if pid is None:
+                    raise RuntimeError(_log_reason(log) or "the server stopped during recovery")
+                try:
+                    in_recovery = self._psql_at(socket_dir, port, "SELECT pg_is_in_recovery();").strip()
+                except RuntimeError:
+                    in_recovery = "?"  # starting, or on its way down
+                if in_recovery == "f":
+                    recovered_at = time.time()
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"not promoted within {RESTORE_TIMEOUT:.0f} s "
+                                       f"({_log_reason(log) or 'still recovering'})")
+                time.sleep(0.05)
+            # The caller's password, as `dsn()` has it (the restored one is whatever was set at target_time).
+            self._psql_at(socket_dir, port, f"ALTER ROLE {_ident(self.config.user)} "
+                                            f"PASSWORD '{_scram_verifier(self.config.password)}';")
+        except BaseException as error:
+            cleanup = self._discard(directory)
+            if not isinstance(error, Exception):
+                raise  # Ctrl-C, SIGTERM: cleaned up, and passed on as it is
+            reason = " ".join(str(error).split()) or type(error).__name__
+            if not cleanup["ok"]:
+                reason += f" (and its removal failed: {' '.join(cleanup['detail'].split())})"
+            raise RuntimeError(f"restore {run_id} to {target} failed: {reason}") from None
+        c = self.config
+        return {"name": run_id, "dir": str(directory), "port": port,
+                "dsn": (f"postgresql://{quote(c.user, safe='')}:{quote(c.password, safe='')}@127.0.0.1:{port}/"
+                        f"{quote(c.database, safe='')}?connect_timeout=5"),
+                "pid": pid, "recovered_at": recovered_at, "log": str(log), "seconds": time.monotonic() - began}
+
+    def discard_restore(self, run_id: str) -> dict[str, Any]:
+        """Remove the restore `run_id`: its server stopped (immediate shutdown; SIGKILL to its postmaster and
+        children when that fails or the postmaster is dead already), its port refusing, then
+        `restores/<run_id>` (and a socket dir of its own elsewhere) removed. {"ok": bool, "detail": str};
+        ok when there is nothing to remove."""
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+            return {"ok": False, "detail": f"restore name {run_id!r} is not a restore's name"}
+        return self._discard(self.restores_dir / run_id)
+
+    def restores(self) -> list[dict[str, Any]]:
+        """Every restore with a tags.json: its tags plus "name" (the run id: the dir's name), "dir" and
+        "running" (its postmaster is alive)."""
+        found = []
+        for directory in self._restore_dirs():
+            tags = _read_tags(directory)
+            if tags is not None:
+                found.append({**tags, "name": directory.name, "dir": str(directory),
+                              "running": self._restore_pid(directory / "data") is not None})
+        return found
+
+    def sweep_restores(self, now: float) -> list[dict[str, Any]]:
+        """Discard every restore whose harness:expires is before `now` (epoch; `float("inf")` sweeps them all,
+        running or dead), and keep the others. A restore dir without readable tags (or an unreadable expiry)
+        is removed once its mtime is RESTORE_EXPIRY_S (6 h) before `now`. One entry per restore dir found:
+        {"name", "run_id", "drill", "expires" (as tagged; None untagged), "removed": bool, "detail"}."""
+        report = []
+        for directory in self._restore_dirs():
+            tags = _read_tags(directory) or {}
+            expires = _epoch(tags.get(TAG_EXPIRES))
+            if expires is not None:
+                expired, why = expires < now, f"expires {tags[TAG_EXPIRES]}"
+            else:
+                try:
+                    mtime = directory.lstat().st_mtime
+                except OSError:
+                    continue  # gone meanwhile
+                expired, why = mtime + RESTORE_EXPIRY_S < now, "untagged, judged by its age"
+            entry = {"name": directory.name, "run_id": tags.get(TAG_RUN, directory.name),
+                     "drill": tags.get(TAG_DRILL), "expires": tags.get(TAG_EXPIRES), "removed": False}
+            if expired:
+                result = self._discard(directory)
+                entry |= {"removed": result["ok"], "detail": f"{why}: {result['detail']}"}
+            else:
+                entry["detail"] = f"kept: {why}"
+            report.append(entry)
+        return report
+
     # ---------------------------------------------------------------- first init
 
     def _initialise(self) -> None:
@@ -248,6 +448,7 @@ class PostgresPair:
             self._stop_node(node, mode="immediate")
             shutil.rmtree(self.data_dir(node), ignore_errors=True)
         (self.state / "rebuilding").unlink(missing_ok=True)
+        shutil.rmtree(self.state / "backups", ignore_errors=True)  # of a cluster that is no more
         primary = self.data_dir("primary")
         # --no-sync (here and for the base backup): a stand-in needs no crash safety while it is being
         # built, and skipping the fsync of every file is most of initdb's time on a slow disk.
@@ -297,8 +498,8 @@ class PostgresPair:
                 f"if test -f {archived}; then cmp -s %p {archived}; "
                 f"else cp %p {archived}.$$.tmp && mv {archived}.$$.tmp {archived}; fi"),
             # Catch up from the archive when the primary no longer keeps the WAL a standby needs (used in
-            # recovery only). test -f first: a segment not archived yet is the normal case, not an error.
-            "restore_command": _conf_str(f"test -f {archived} && cp {archived} %p"),
+            # recovery only).
+            "restore_command": _conf_str(self._restore_command()),
         }
         if role == "standby":
             settings["primary_conninfo"] = _conf_str(_conninfo(
@@ -310,15 +511,17 @@ class PostgresPair:
         # % is the placeholder character in archive/restore commands, so a literal one is doubled.
         return shlex.quote(str(self.archive_dir).replace("%", "%%")) + "/" + name
 
+    def _restore_command(self) -> str:
+        """Copy a WAL file (or a timeline's .history) from the archive. test -f first: a file not archived
+        (yet) is the normal end of the archive, not an error worth a line in the log."""
+        archived = self._archive_path("%f")
+        return f"test -f {archived} && cp {archived} %p"
+
     def _write_conf(self, node: str, settings: dict[str, str]) -> None:
-        """Replace the stand-in's block at the end of the node's postgresql.conf (later lines win over
-        initdb's defaults above it). Replaced, not appended to: pg_rewind and pg_basebackup copy the other
-        node's file, whose block names the other node's port and role."""
-        conf = self.data_dir(node) / "postgresql.conf"
-        text = conf.read_text()
-        if CONF_MARKER in text:
-            text = text[:text.index(CONF_MARKER)]
-        conf.write_text(text + CONF_MARKER + "".join(f"{key} = {value}\n" for key, value in settings.items()))
+        """Replace the stand-in's block at the end of the node's postgresql.conf (see `_write_conf_file`).
+        Replaced, not appended to: pg_rewind and pg_basebackup copy the other node's file, whose block names
+        the other node's port and role."""
+        _write_conf_file(self.data_dir(node) / "postgresql.conf", settings)
 
     def _prepare_state_dir(self) -> None:
         """Create the state dirs owned by the server's user, and prove that user can reach them: the mode
@@ -532,8 +735,11 @@ class PostgresPair:
 
     def _reset_auto_conf(self, node: str) -> None:
         """Empty a stopped node's postgresql.auto.conf (ALTER SYSTEM RESET ALL, without a server)."""
-        path = self.data_dir(node) / "postgresql.auto.conf"
-        path.write_text("# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n")
+        self._write_server_file(self.data_dir(node) / "postgresql.auto.conf", AUTO_CONF_HEADER)
+
+    def _write_server_file(self, path: Path, text: str) -> None:
+        """Write a file the server's user owns (a config file, a signal file, a restore's tags)."""
+        path.write_text(text)
         if self._as_root:
             os.chown(path, self._server.pw_uid, self._server.pw_gid)
 
@@ -582,7 +788,11 @@ class PostgresPair:
     def _server_processes(self, node: str) -> list[int]:
         """Live processes of the node's server, the postmaster first: every one of them (and whatever the
         archiver runs) works in the data dir, as the server's user. Linux only (/proc)."""
-        data_dir = str(self.data_dir(node).resolve())
+        return self._processes_in(self.data_dir(node), self._pid(node))
+
+    def _processes_in(self, data: Path, postmaster: int | None = None) -> list[int]:
+        """Live processes of the server's user working in the data dir `data`, `postmaster` first."""
+        data_dir = str(data.resolve())
         found = []
         for entry in Path("/proc").glob("[0-9]*"):
             try:
@@ -592,7 +802,6 @@ class PostgresPair:
                 continue
             if process_alive(int(entry.name)):
                 found.append(int(entry.name))
-        postmaster = self._pid(node)
         return sorted(found, key=lambda pid: pid != postmaster)
 
     def _clear_stale_locks(self, node: str) -> None:
@@ -651,14 +860,23 @@ class PostgresPair:
 
     def _psql(self, node: str, sql: str) -> str:
         """Run SQL as the superuser over the node's private unix socket; returns unaligned output."""
+        return self._psql_at(self.state / "run", self._ports[node], sql)
+
+    def _psql_at(self, socket_dir: Path, port: int, sql: str) -> str:
+        """Run SQL as the superuser over the unix socket in `socket_dir` (a node's, a restore's)."""
         return self._server_tool("psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
-                                 str(self.state / "run"), "-p", str(self._ports[node]), "-U", self.os_user,
+                                 str(socket_dir), "-p", str(port), "-U", self.os_user,
                                  "-d", "postgres", input=sql, timeout=10)
 
     def _server_tool(self, program: str, *args: str, input: str | None = None,
                      timeout: float = COMMAND_TIMEOUT, env: dict[str, str] | None = None) -> str:
         """Run a PostgreSQL program as the server's user, with a timeout; raise with its output on failure."""
-        command = [str(self.bindir / program), *args]
+        return self._run_as_server([str(self.bindir / program), *args], input=input, timeout=timeout, env=env)
+
+    def _run_as_server(self, command: list[str], input: str | None = None, timeout: float = COMMAND_TIMEOUT,
+                       env: dict[str, str] | None = None) -> str:
+        """Run a program as the server's user, with a timeout; raise with its output on failure."""
+        what = " ".join([Path(command[0]).name, *command[1:3]])
         if self._as_root:
             command = ["runuser", "-u", self.os_user, "--", *command]
         # PG* variables of the caller (PGHOST, PGPORT, PGDATA...) must not redirect these programs.
@@ -667,11 +885,111 @@ class PostgresPair:
             done = subprocess.run(command, input=input, capture_output=True, text=True, timeout=timeout,
                                   env=environment | (env or {}), cwd=self.state if self.state.exists() else "/")
         except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{program} {' '.join(args[:2])} did not finish within {timeout:.0f} s") from None
+            raise RuntimeError(f"{what} did not finish within {timeout:.0f} s") from None
         if done.returncode != 0:
-            raise RuntimeError(f"{program} {' '.join(args[:2])} failed (exit {done.returncode}): "
-                               f"{(done.stderr or done.stdout).strip()}")
+            raise RuntimeError(f"{what} failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()}")
         return done.stdout
+
+    # ---------------------------------------------------------------- base backups and restores
+
+    def _take_base_backup(self) -> dict[str, Any]:
+        """See `take_base_backup()`; the lock is held."""
+        primary = self._current_primary()
+        if self._pid(primary) is None:
+            raise RuntimeError(f"the primary of the pair in {self.state} is not running: start() it first")
+        backups = self.state / "backups"
+        self._claim(backups)
+        temp, old = backups / "base.tmp", backups / "base.old"
+        for leftover in (temp, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        began = time.monotonic()
+        # Its own application_name: pg_basebackup's WAL stream must never pass for the synchronous standby.
+        self._server_tool(
+            "pg_basebackup", "-D", str(temp), "-X", "stream", "--checkpoint=fast", "--no-sync", "-w",
+            "-d", _conninfo(host="127.0.0.1", port=str(self._ports[primary]), user=REPLICATION_ROLE,
+                            application_name="base_backup"), timeout=START_TIMEOUT)
+        taken_at = time.time()  # the copy is consistent from its end on: the earliest point a restore reaches
+        start = re.search(r"^START TIMELINE: (\d+)$", (temp / "backup_label").read_text(), re.MULTILINE)
+        timeline = int(start.group(1)) if start else None
+        if self.backup_dir.exists():
+            os.rename(self.backup_dir, old)
+        os.rename(temp, self.backup_dir)
+        shutil.rmtree(old, ignore_errors=True)
+        record = {"taken_at": taken_at, "timeline": timeline, "node": primary}
+        written = backups / "base.json.tmp"
+        self._write_server_file(written, json.dumps(record, indent=2) + "\n")
+        os.replace(written, backups / "base.json")
+        return record | {"dir": str(self.backup_dir), "seconds": time.monotonic() - began}
+
+    def _restore_dirs(self) -> list[Path]:
+        try:
+            return sorted(path for path in self.restores_dir.iterdir() if path.is_dir() and not path.is_symlink())
+        except OSError:
+            return []
+
+    def _restore_pid(self, data: Path) -> int | None:
+        """A restored server's postmaster, when alive (not a zombie) and working in `data`: a stale
+        postmaster.pid may name a pid reused since by another program."""
+        try:
+            pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+        if not process_alive(pid):
+            return None
+        try:
+            if os.readlink(f"/proc/{pid}/cwd") != str(data.resolve()):
+                return None
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass  # no /proc to ask (macOS): the pid file stands
+        return pid
+
+    def _discard(self, directory: Path) -> dict[str, Any]:
+        """Stop the restored server in `directory` and remove it all (see `discard_restore()`)."""
+        if not os.path.lexists(directory):
+            return {"ok": True, "detail": f"nothing to discard at {directory}"}
+        tags = _read_tags(directory) or {}
+        data = directory / "data"
+        port = tags.get("port")
+        postmaster = self._restore_pid(data)
+        found = self._processes_in(data, postmaster)
+        how = "no server was running"
+        if postmaster is not None:
+            how = f"server {postmaster} stopped"
+            try:
+                self._server_tool("pg_ctl", "stop", "-D", str(data), "-m", "immediate", "-w",
+                                  "-t", str(int(STOP_TIMEOUT)), timeout=STOP_TIMEOUT + 5)
+            except RuntimeError:
+                how = f"server {postmaster} killed"
+        elif found:
+            how = f"the processes left of a dead server killed ({len(found)})"
+        if found:
+            # What pg_ctl left (or all of it, the postmaster dead or deaf): its children, a restore_command.
+            deadline = time.monotonic() + STOP_TIMEOUT
+            while True:
+                survivors = self._processes_in(data)
+                for survivor in survivors:
+                    try:
+                        os.kill(survivor, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                if not survivors and not (isinstance(port, int) and _accepts(port)):
+                    break
+                if time.monotonic() > deadline:
+                    return {"ok": False, "detail": f"{directory.name}: processes {survivors} or a listener on "
+                                                   f"port {port} left {STOP_TIMEOUT:.0f} s after SIGKILL"}
+                time.sleep(0.02)
+        try:
+            shutil.rmtree(directory)
+            # Not the tags' word for it (a path to remove as root): the one place it can be, if made by us.
+            short = _short_socket_dir(directory)
+            if short.is_dir() and not short.is_symlink() and short.stat().st_uid in (os.geteuid(),
+                                                                                     self._server.pw_uid):
+                shutil.rmtree(short, ignore_errors=True)
+        except OSError as error:
+            return {"ok": False, "detail": f"{how}, but {directory} was not removed: {error}"}
+        return {"ok": True, "detail": f"{how}; {directory} removed"}
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -686,6 +1004,68 @@ class PostgresPair:
 
 def _other(node: str) -> str:
     return NODES[1 - NODES.index(node)]
+
+
+def _free_port(exclude: set[int]) -> int:
+    """A TCP port free on 127.0.0.1 now (the kernel's choice), not one of `exclude`."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        if port not in exclude:
+            return port
+
+
+def _short_socket_dir(directory: Path) -> Path:
+    """The unix socket dir of a restore whose own `run/` would make too long a socket path."""
+    return RELOCATION_BASE / f"harness-rs-{hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:12]}"
+
+
+def _write_conf_file(conf: Path, settings: dict[str, str]) -> None:
+    """Replace the stand-in's block at the end of a postgresql.conf (later lines win over initdb's defaults
+    above it), keeping the file's owner."""
+    text = conf.read_text()
+    if CONF_MARKER in text:
+        text = text[:text.index(CONF_MARKER)]
+    conf.write_text(text + CONF_MARKER + "".join(f"{key} = {value}\n" for key, value in settings.items()))
+
+
+def _pg_timestamp(epoch: float) -> str:
+    """An epoch as PostgreSQL reads a timestamptz: UTC, with microseconds."""
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
+
+
+def _epoch(iso: Any) -> float | None:
+    """An ISO 8601 time as epoch seconds (UTC when it names no zone), None when it is not one."""
+    try:
+        moment = dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def _read_tags(directory: Path) -> dict[str, Any] | None:
+    try:
+        tags = json.loads((directory / "tags.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return tags if isinstance(tags, dict) else None
+
+
+def _log_reason(log: Path) -> str | None:
+    """Why a server ended, from its log: the last FATAL or PANIC message, not counting the refusals of
+    connections made while it starts or stops ("the database system is starting up")."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        for level in ("PANIC:", "FATAL:"):
+            if level in line:
+                message = line.split(level, 1)[1].strip()
+                if not message.startswith("the database system is"):
+                    return message
+    return None
 
 
 def _accepts(port: int) -> bool:
@@ -780,6 +1160,9 @@ def process_alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return True  # no /proc (macOS): kill's answer stands
+
+
+AUTO_CONF_HEADER = "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n"
 
 
 def _ident(name: str) -> str:
