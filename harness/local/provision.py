@@ -42,6 +42,8 @@ LOG_RETENTION_DAYS = 30
 SECRET_ROTATION_DAYS = 30
 APP_USER = "1000"  # the `node` user of the official Node.js images
 CONTAINER = "backend"
+PREVIOUS_IMAGE_TAG = "2026.11.1"  # the release before the current one: the deploy history's first revision
+CURRENT_IMAGE_TAG = "latest"  # what the service runs; the smoke gate's default expected version
 APP_SETTINGS = {"JWT_ACCESS_TOKEN_TTL": "15m", "JWT_REFRESH_TOKEN_TTL": "30d"}
 DB_MASTER_USER = "dougust"
 DB_NAME = "dougust"
@@ -868,7 +870,7 @@ def _cluster(run: _Run) -> None:
     run.built["cluster"] = run.ensure("ecs cluster", find, create, lambda c: c["clusterName"])["clusterName"]
 
 
-def _container(run: _Run) -> dict[str, Any]:
+def _container(run: _Run, tag: str = CURRENT_IMAGE_TAG) -> dict[str, Any]:
     """Plain settings in `environment`, credentials only as Secrets Manager references (ECS-04/05)."""
     port = run.expect("ECS-03")["container_port"]
     app = run.expect("ECS-04")
@@ -876,7 +878,7 @@ def _container(run: _Run) -> dict[str, Any]:
                    "NEXT_PUBLIC_API_URL": f"https://{run.need('load balancer')['DNSName']}"}
     secret_arns = run.need("secrets")
     return {
-        "name": CONTAINER, "image": f"{run.need('repository')}:latest", "essential": True, "user": APP_USER,
+        "name": CONTAINER, "image": f"{run.need('repository')}:{tag}", "essential": True, "user": APP_USER,
         "portMappings": [{"containerPort": port, "protocol": "tcp"}],
         "environment": [{"name": k, "value": v} for k, v in environment.items()],
         "secrets": [{"name": var, "valueFrom": secret_arns[short]}
@@ -888,25 +890,52 @@ def _container(run: _Run) -> dict[str, Any]:
 
 
 def _task_definition(run: _Run) -> None:
+    """The service's family with a deploy history, as a service that has been deployed before has one:
+    a previous revision (the image tagged PREVIOUS_IMAGE_TAG, nothing else different), then the current
+    one (CURRENT_IMAGE_TAG), which the service runs. A rollback (DRILL-04) has somewhere to go.
+
+    A family that already has revisions gets none added: the previous one is the revision with the
+    previous tag (or the oldest, for a family registered before the history was kept) and the current
+    one the newest other revision, as `describe_task_definition(family)` answers."""
     ecs = run.client("ecs")
     family = run.name("backend")
     expect = run.expect("ECS-02")
     roles = run.need("task roles")
 
-    def find() -> dict[str, Any] | None:
-        return _absent_on(lambda: ecs.describe_task_definition(taskDefinition=family)["taskDefinition"],
-                          "ClientException")
+    def revisions() -> list[dict[str, Any]]:
+        """The family's ACTIVE revisions, oldest first (moto takes familyPrefix as the exact family,
+        AWS as a prefix: the family is matched here)."""
+        arns = [arn for page in ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family,
+                                                                                      status="ACTIVE")
+                for arn in page["taskDefinitionArns"] if arn.rsplit("/", 1)[-1].rsplit(":", 1)[0] == family]
+        arns.sort(key=lambda arn: int(arn.rsplit(":", 1)[1]))
+        return [ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"] for arn in arns]
 
-    def create() -> dict[str, Any]:
+    def tag(td: dict[str, Any]) -> str:
+        return td["containerDefinitions"][0]["image"].rsplit(":", 1)[-1]
+
+    def find_previous() -> dict[str, Any] | None:
+        history = revisions()
+        return next((td for td in history if tag(td) == PREVIOUS_IMAGE_TAG), history[0] if history else None)
+
+    def find_current() -> dict[str, Any] | None:
+        history = [td for td in revisions() if td["taskDefinitionArn"] != previous["taskDefinitionArn"]]
+        return history[-1] if history and history[-1]["revision"] > previous["revision"] else None
+
+    def register(tag: str) -> dict[str, Any]:
         return ecs.register_task_definition(
             family=family, requiresCompatibilities=[expect["compatibility"]], networkMode=expect["network_mode"],
             cpu=str(expect["cpu"]), memory=str(expect["memory"]), taskRoleArn=roles["task"],
-            executionRoleArn=roles["execution"], containerDefinitions=[_container(run)],
+            executionRoleArn=roles["execution"], containerDefinitions=[_container(run, tag)],
             runtimePlatform={"operatingSystemFamily": "LINUX", "cpuArchitecture": "X86_64"},
             tags=run.tag_list("key", "value"),
         )["taskDefinition"]
 
-    run.built["task definition"] = run.ensure("ecs task-definition", find, create,
+    previous = run.ensure("ecs task-definition", find_previous, lambda: register(PREVIOUS_IMAGE_TAG),
+                          lambda t: t["taskDefinitionArn"])
+    run.built["previous task definition"] = previous["taskDefinitionArn"]
+    run.built["task definition"] = run.ensure("ecs task-definition", find_current,
+                                              lambda: register(CURRENT_IMAGE_TAG),
                                               lambda t: t["taskDefinitionArn"])["taskDefinitionArn"]
 
 
