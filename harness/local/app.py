@@ -6,6 +6,12 @@ JWT_REFRESH_SECRET, JWT_ACCESS_TOKEN_TTL, JWT_REFRESH_TOKEN_TTL, TENANT_ID; the 
 TASK_ID, APP_VERSION (the image tag) and ADMIN_PORT. The admin port, on 127.0.0.1 only and never behind
 the load balancer, switches faults on and off so the self-tests can break one property at a time.
 
+HARNESS_FAULTS, a stand-in-only switch that no real task definition sets, is a JSON object of the same
+faults the admin port accepts (FAULTS), switched on from the task's start: a task definition revision
+carrying `{"health_down": true}` in its container environment starts tasks that fail their health check
+from birth, as a bad image would, so a rollout to it can be shown to keep the old tasks serving. The admin
+port can still change them at run time.
+
     python -m harness.local.app
 """
 from __future__ import annotations
@@ -16,6 +22,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import json
 import os
 import re
 import secrets
@@ -84,6 +91,23 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(candidate, base64.b64decode(digest))
 
 
+def start_faults(value: str) -> dict[str, Any]:
+    """HARNESS_FAULTS as a dict of known faults; empty when unset. A malformed value stops the task, as a
+    container whose configuration is wrong exits at start."""
+    if not value.strip():
+        return {}
+    try:
+        faults = json.loads(value)
+    except ValueError as exc:
+        raise SystemExit(f"app: HARNESS_FAULTS is not JSON: {exc}") from None
+    if not isinstance(faults, dict):
+        raise SystemExit("app: HARNESS_FAULTS must be a JSON object of faults")
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        raise SystemExit(f"app: HARNESS_FAULTS has unknown faults {unknown}; known: {sorted(FAULTS)}")
+    return faults
+
+
 @dataclass
 class Settings:
     port: int
@@ -96,6 +120,7 @@ class Settings:
     tenant: str
     task_id: str
     version: str
+    faults: dict[str, Any] = field(default_factory=dict)  # switched on from the start (HARNESS_FAULTS)
 
     @classmethod
     def from_environment(cls, env: dict[str, str]) -> Settings:
@@ -108,7 +133,7 @@ class Settings:
                    access_ttl=ttl_seconds(env.get("JWT_ACCESS_TOKEN_TTL", "15m")),
                    refresh_ttl=ttl_seconds(env.get("JWT_REFRESH_TOKEN_TTL", "30d")),
                    tenant=env.get("TENANT_ID", "default"), task_id=env.get("TASK_ID", "task"),
-                   version=env.get("APP_VERSION", "unknown"))
+                   version=env.get("APP_VERSION", "unknown"), faults=start_faults(env.get("HARNESS_FAULTS", "")))
 
 
 @dataclass
@@ -126,7 +151,7 @@ def build_app(settings: Settings) -> tuple[Starlette, Starlette]:
     """The API and its admin app, sharing one state (pool, faults)."""
     pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=10, open=False, timeout=5,
                                kwargs={"connect_timeout": 3})
-    state = State(settings, pool)
+    state = State(settings, pool, dict(settings.faults))
 
     async def health(request: Request) -> Response:
         try:
