@@ -3,8 +3,20 @@
 It finds the plan's service by its tags, reads the task definition the service runs, resolves the
 container's secrets from Secrets Manager and starts tasks (harness/local/app.py) with that environment, as
 ECS does. It keeps the service's desired count running, one task per slot (a port and an admin port),
-lowest slots first: a task that dies is started again; when the service moves to another task definition
-(a deploy, a rollback) the tasks are replaced one at a time, as a rolling deployment does.
+lowest slots first: a task that dies is started again.
+
+When the service moves to another task definition (a deploy, a rollback) the agent rolls onto it as ECS's
+rolling deployment does with the service's deploymentConfiguration (minimumHealthyPercent 100 and
+maximumPercent 200, what provision.py asks for and what is assumed when the emulator keeps none): one new
+task at a time is started in a free slot beside the old ones; once its health check answers it joins the
+target group, and only then does an old task leave it, drain and stop. So the service never has fewer
+healthy tasks in the target group than its desired count. A new task that is not healthy within
+HEALTHY_WITHIN_S is stopped and another started in its place (counted in the deployment's failed_tasks):
+a revision whose tasks never get healthy leaves the old tasks serving, however long it lasts. With every
+slot busy (or a maximumPercent that leaves no room) the agent falls back to stop-then-start, one task at a
+time, deregistering the old task first. tasks.json says per task which revision it runs and under
+"deployment" the service's task definition and whether it has rolled (every task runs it and is in the
+target group).
 
 It registers the tasks with the load balancer as ECS does with the target group: a task joins once its
 health check answers, and leaves before it is stopped; a task leaving is stopped when no request is in
@@ -31,6 +43,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import os
 import signal
 import subprocess
@@ -52,6 +65,8 @@ from harness.target import Target
 POLL_S = 1.0  # at most; shorter when a time-scaled datapoint would otherwise get fewer than 3 samples
 DRAIN_S = 5.0  # the longest a deregistered task is given for its requests in flight
 STOP_S = 10.0  # SIGTERM, then this long before SIGKILL
+HEALTHY_WITHIN_S = 15.0  # a deployment's new task not healthy by then is replaced (a task starts in 1-3 s)
+MIN_HEALTHY_PERCENT, MAX_PERCENT = 100, 200  # the deploymentConfiguration assumed when the service has none
 KEEP_ACTIONS = 50
 AGENT_FAULTS = "agent-faults.json"  # faults of the agent itself, for the drills' self-tests
 T = TypeVar("T")
@@ -73,6 +88,8 @@ class Service:
     name: str
     desired: int
     spec: TaskSpec
+    min_healthy_percent: int = MIN_HEALTHY_PERCENT
+    max_percent: int = MAX_PERCENT
 
     @property
     def resource_id(self) -> str:
@@ -91,8 +108,12 @@ def current_service(target: Target, plan: Plan, env: str) -> Service:
             service = ecs.describe_services(cluster=cluster, services=[service_arn], include=["TAGS"])["services"][0]
             have = tag_dict(service.get("tags"))
             if service.get("status") == "ACTIVE" and all(have.get(k) == v for k, v in wanted.items()):
+                # moto 5.2.5 keeps no deploymentConfiguration; AWS returns the one the service was made with
+                config = service.get("deploymentConfiguration") or {}
                 return Service(cluster, service["serviceName"], service["desiredCount"],
-                               _spec(target, service["taskDefinition"], port))
+                               _spec(target, service["taskDefinition"], port),
+                               int(config.get("minimumHealthyPercent", MIN_HEALTHY_PERCENT)),
+                               int(config.get("maximumPercent", MAX_PERCENT)))
     raise LookupError(f"no ECS service tagged {wanted} at {target.endpoint_url}; provision the plan first")
 
 
@@ -123,6 +144,9 @@ class Supervisor:
         self.meters: dict[int, psutil.Process] = {}
         self.registered: set[int] = set()
         self.draining: dict[int, float] = {}  # slot -> when to stop it whatever is in flight (monotonic)
+        self.started: dict[int, float] = {}  # slot -> when its task was started (monotonic)
+        self.latest: TaskSpec | None = None  # the service's task definition, as last read
+        self.deployment: dict[str, Any] = {}  # the rollout onto it: since when, failed tasks, when rolled
         self.metric = Metric(DATAPOINT_S * time_scale)
         self.sampled: float | None = None  # when the CPU was last sampled (monotonic)
         self.cooldowns = Cooldowns()
@@ -153,11 +177,13 @@ class Supervisor:
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         log.close()
         self.processes[slot], self.specs[slot] = process, spec
+        self.started[slot] = time.monotonic()
         self.meters[slot] = psutil.Process(process.pid)
         self.meters[slot].cpu_percent()  # the baseline: each later call measures since the previous one
 
     def stop_task(self, slot: int) -> None:
         self.meters.pop(slot, None)
+        self.started.pop(slot, None)
         process = self.processes.pop(slot, None)
         if process and process.poll() is None:
             process.terminate()
@@ -189,24 +215,82 @@ class Supervisor:
         except (OSError, ValueError):
             return {}
 
-    def scale_to(self, service: Service) -> None:
-        """Start tasks in the lowest free slots, or take the highest ones out of the target group."""
+    def converge(self, service: Service) -> None:
+        """Run the service's desired count of tasks on its task definition: scale, or roll onto it."""
+        latest = self.latest = service.spec
+        if self.deployment.get("task_definition") != latest.task_definition:
+            self.deployment = {"task_definition": latest.task_definition, "version": latest.version,
+                               "since": _now(), "rolled_at": None, "failed_tasks": 0,
+                               "minimum_healthy_percent": service.min_healthy_percent,
+                               "maximum_percent": service.max_percent}
         want = min(service.desired, len(self.slots))
+        old = [slot for slot in self.active if self.specs[slot].task_definition != latest.task_definition]
+        if old:
+            self.roll(service, want, old)
+        else:
+            self.scale_to(want, latest)
+
+    def scale_to(self, want: int, spec: TaskSpec) -> None:
+        """Start tasks in the lowest free slots, or take the highest ones out of the target group."""
         active = self.active
         free = [slot for slot in range(len(self.slots)) if slot not in self.processes]
         for slot in free[: max(0, want - len(active))]:
-            self.start_task(slot, service.spec)
+            self.start_task(slot, spec)
         for slot in active[want:]:
-            self.registered.discard(slot)
-            self.draining[slot] = time.monotonic() + DRAIN_S
+            self.deregister(slot)
 
-    def roll(self, latest: TaskSpec) -> None:
-        """One task per poll onto the service's task definition, as a rolling deployment does."""
-        for slot in self.active:
-            if self.specs[slot].task_definition != latest.task_definition:
+    def roll(self, service: Service, want: int, old: list[int]) -> None:
+        """One step of a rolling deployment onto the service's task definition, each poll.
+
+        The new revision's tasks are started one at a time in free slots while the total stays within
+        maximumPercent of the desired count; an old task leaves the target group only while the tasks in
+        it stay at or above minimumHealthyPercent without it, i.e. once a new task has joined. An old task
+        in no target group (restarted and not yet healthy) serves nothing: it goes once the service has its
+        desired count in the target group without it, or at once if its process is dead. With no room to
+        start a new task beside the old ones, an old one is deregistered, drained and stopped first."""
+        latest, now = service.spec, time.monotonic()
+        new = [slot for slot in self.active if slot not in old]
+        for slot in new:
+            if slot not in self.registered and self.processes[slot].poll() is None \
+                    and now - self.started[slot] > HEALTHY_WITHIN_S:
+                print(f"tasks: task-{slot + 1} of {latest.task_definition} not healthy within "
+                      f"{HEALTHY_WITHIN_S:.0f} s; starting another", file=sys.stderr, flush=True)
+                self.deployment["failed_tasks"] += 1
                 self.stop_task(slot)
                 self.start_task(slot, latest)
-                return
+        for slot in new[want:]:  # scaled in during the deployment
+            self.deregister(slot)
+        new = new[:want]
+        healthy = sum(slot in self.registered for slot in self.active)
+        for slot in old:
+            if slot not in self.registered and (healthy >= want or self.processes[slot].poll() is not None):
+                self.deregister(slot)
+        old = [slot for slot in old if slot in self.registered]
+        starting = [slot for slot in new if slot not in self.registered]
+        free = [slot for slot in range(len(self.slots)) if slot not in self.processes]
+        ceiling = max(want, want * service.max_percent // 100)
+        room = bool(free) and (len(self.processes) < ceiling or len(self.active) < want)
+        if len(new) < want and not starting and room:
+            self.start_task(free[0], latest)
+            starting = [free[0]]
+        if not old:
+            return
+        floor = math.ceil(want * service.min_healthy_percent / 100)
+        if healthy - 1 >= floor:
+            self.deregister(old[-1])
+        elif not starting and not room and not self.draining:  # stop-then-start, deregistered first
+            self.deregister(old[-1])
+
+    def deregister(self, slot: int) -> None:
+        """Out of the target group now; stopped once drained (finish_draining)."""
+        self.registered.discard(slot)
+        self.draining[slot] = time.monotonic() + DRAIN_S
+
+    def rolled(self) -> bool:
+        """Every task of the service runs its task definition and is in the target group."""
+        return self.latest is not None and all(
+            self.specs[slot].task_definition == self.latest.task_definition and slot in self.registered
+            for slot in self.active)
 
     # -- target group ---------------------------------------------------------------------------------------
 
@@ -272,7 +356,7 @@ class Supervisor:
         return dataclasses.replace(service, desired=action.desired)
 
     def _record(self, before: int, action: Action) -> None:
-        self.actions.append({"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds"),
+        self.actions.append({"at": _now(),
                              "from": before, "to": action.desired, "metric": round(action.metric, 1),
                              "reason": action.reason})
         del self.actions[:-KEEP_ACTIONS]
@@ -284,6 +368,10 @@ class Supervisor:
                   "running": p.poll() is None, "registered": slot in self.registered,
                   "draining": slot in self.draining, "version": self.specs[slot].version,
                   "task_definition": self.specs[slot].task_definition} for slot, p in sorted(self.processes.items())]
+        rolled = self.rolled()
+        if rolled and self.deployment and self.deployment["rolled_at"] is None:
+            self.deployment["rolled_at"] = _now()
+        deployment = {**self.deployment, "rolled": rolled} if self.deployment else None
         now = time.monotonic()
         scaling = {"policy": dataclasses.asdict(self.policy) if self.policy else None,
                    "datapoint_s": self.metric.period_s,
@@ -292,13 +380,13 @@ class Supervisor:
         tmp = self.state / "tasks.json.tmp"
         tmp.write_text(json.dumps({"supervisor": os.getpid(), "restarts": self.restarts, "desired": self.desired,
                                    "slots": len(self.slots), "time_scale": self.time_scale, "scaling": scaling,
-                                   "tasks": tasks}, indent=1))
+                                   "deployment": deployment, "tasks": tasks}, indent=1))
         tmp.replace(self.state / "tasks.json")
 
     def run(self) -> None:
         service = current_service(self.target, self.plan, self.env)
         self.desired = service.desired
-        self.scale_to(service)
+        self.converge(service)
         reported = False  # whether moto has been told that the desired tasks run
         next_poll = time.monotonic()
         while not self.stopping:
@@ -325,8 +413,7 @@ class Supervisor:
                                   self.time_scale)
         service = self.autoscale(service, now)
         self.desired = service.desired
-        self.scale_to(service)
-        self.roll(service.spec)
+        self.converge(service)
         return service
 
     def serving(self, service: Service) -> bool:
@@ -369,6 +456,10 @@ class Supervisor:
         self.registered.clear()
         self.draining.clear()
         self.write_state()
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
 def _healthy(url: str) -> bool:
