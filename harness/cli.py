@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     """Remove expired drill resources, on the stand-in or on AWS; one line per resource found. Exit 1 when
     an expired one could not be removed."""
+    from harness.drills.model import DrillRefused
+
     plan_path = Path(args.plan)
     plan = load_plan(plan_path)
     if args.target == "local":
@@ -150,7 +152,10 @@ def _sweep(args: argparse.Namespace) -> int:
         target.check_reachable()
         backend = AwsBackend(target, plan, args.env)
     now = time.time()
-    found = backend.sweep(now, lambda action, detail: None)
+    try:
+        found = backend.sweep(now, lambda action, detail: None)
+    except DrillRefused as exc:
+        raise TargetError(f"sweep: {exc}") from None
     stuck = [i for i in found if not i["removed"] and _expires(i["expires"]) < now]
     for item in found:
         state = "removed" if item["removed"] else "FAILED" if item in stuck else "kept"

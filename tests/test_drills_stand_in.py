@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import psutil
+import psycopg
 import pytest
 import requests
 
@@ -238,8 +239,153 @@ def test_dry_run_on_aws_says_what_it_would_do_and_writes_nothing(plane: DataPlan
             "AWS_SESSION_TOKEN": None}
     run = run_suite("--target", "aws", "--env", "dev", "--endpoint-url", plane.endpoint_url, "--dry-run",
                     "--base-url", plane.urls["https"], suite="dr", reports=tmp_path / "reports", env=keys)
-    assert run.returncode == 0 and run.summary["counts"]["skip"] == 2, run.stdout[-3000:] + run.stderr[-2000:]
+    assert run.returncode == 0 and run.summary["counts"]["skip"] == 4, run.stdout[-3000:] + run.stderr[-2000:]
     assert "DRILL-01 would reboot RDS instance" in run.stdout and "ForceFailover=True" in run.stdout, run.stdout
     assert "DRILL-03 would stop one of" in run.stdout, run.stdout
+    assert "DRILL-02 would restore RDS instance" in run.stdout and "DRILL-04 would roll service" in run.stdout
     after = ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])
     assert [s["runningCount"] for s in after["services"]] == [s["runningCount"] for s in before["services"]]
+
+
+# --- DRILL-02: point-in-time restore ---------------------------------------------------------------------------
+
+
+def strict_plan(tmp_path: Path, rid: str, expect: str) -> list[str]:
+    """A plan whose drill `rid` has `expect`, and the options that use it."""
+    text = PLAN.read_text()
+    start = text.index(f'id = "{rid}"')
+    line = text.index("expect = ", start)
+    end = text.index("\n", line)
+    path = tmp_path / "plan.toml"
+    path.write_text(text[:line] + f"expect = {expect}" + text[end:])
+    return ["--plan", str(path), "--waivers", str(ROOT / "plan" / "waivers.toml")]
+
+
+def no_restore_left(plane: DataPlane) -> None:
+    assert plane.database.restores() == []
+    state = plane.database.state / "restores"
+    assert not state.exists() or list(state.iterdir()) == []
+
+
+def test_restore_passes_with_the_manifest_verified_and_fails_without_the_archive(plane: DataPlane,
+                                                                                  tmp_path: Path) -> None:
+    run, drills = drill(plane, tmp_path / "ok", "DRILL-02")
+    result = drills["DRILL-02"]
+    assert run.returncode == 0 and result["verdict"] == "pass", run.stdout[-4000:]
+    assert "every application table matches the manifest" in result["message"] and result["rpo_s"] <= 1.0, result
+    no_restore_left(plane)
+    archive = plane.database.archive_dir
+    for segment in archive.iterdir():
+        segment.unlink()
+    try:
+        run, drills = drill(plane, tmp_path / "empty", "DRILL-02")
+        result = drills["DRILL-02"]
+        assert run.returncode == 1 and result["verdict"] == "fail", run.stdout[-4000:]
+        assert result["message"].startswith("the restore failed"), result["message"]
+        no_restore_left(plane)
+    finally:
+        plane.database.take_base_backup()  # the WAL since the old one is gone: start the chain afresh
+
+
+def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plane: DataPlane, tmp_path: Path) -> None:
+    def start(reports: Path, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pytest", "dr", "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports),
+             "--env", "dev", "--stand-in", str(plane.root), "--drill", "DRILL-02", *extra],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+    def until_restoring(process: subprocess.Popen[str]) -> str:
+        seen = []
+        assert process.stdout is not None
+        for line in process.stdout:
+            seen.append(line)
+            if "restoring to the restore point" in line:
+                time.sleep(0.3)  # pg_basebackup's copy and the restored server's start are under way
+                return "".join(seen)
+        return "".join(seen)
+
+    process = start(tmp_path / "int")
+    try:
+        output = until_restoring(process)
+        process.send_signal(signal.SIGINT)
+        output += process.communicate(timeout=120)[0]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert "restoring to the restore point" in output and "rollback done" in output, output[-3000:]
+    no_restore_left(plane)
+
+    options = strict_plan(tmp_path, "DRILL-02", "{ rto_s = 3600, rpo_s = 300, timeout_s = 8 }")
+    point = time.time()
+    with psycopg.connect(plane.database.dsn(), autocommit=True) as conn:  # a commit past the point, archived
+        conn.execute("CREATE TABLE IF NOT EXISTS sweep_marker (at timestamptz DEFAULT now())")
+        conn.execute("INSERT INTO sweep_marker DEFAULT VALUES")
+    plane.database.switch_wal()
+    other = plane.database.restore(point, "keep", "DRILL-02", time.time() + 3600)  # not expired: kept
+    try:
+        process = start(tmp_path / "kill", *options)
+        try:
+            until_restoring(process)
+            time.sleep(2)
+            os.killpg(process.pid, signal.SIGKILL)  # no rollback can run
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        sweep = [sys.executable, "-m", "harness.cli", "drills", "sweep", "--stand-in", str(plane.root), *options[:2]]
+        deadline = time.monotonic() + 30
+        while True:
+            done = subprocess.run(sweep, cwd=ROOT, capture_output=True, text=True, timeout=120)
+            left = [r for r in plane.database.restores() if r["name"] != "keep"]
+            if not left or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert done.returncode == 0 and left == [], done.stdout + done.stderr
+        assert "removed" in done.stdout and [r["name"] for r in plane.database.restores()] == ["keep"], done.stdout
+    finally:
+        plane.database.discard_restore(other["name"])
+    no_restore_left(plane)
+
+
+# --- DRILL-04: rollback to the previous revision ----------------------------------------------------------------
+
+
+def service(plane: DataPlane) -> dict[str, Any]:
+    ecs = plane.target.client("ecs")
+    cluster = ecs.list_clusters()["clusterArns"][0]
+    return ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])["services"][0]
+
+
+def test_rollback_passes_and_fails_when_the_previous_revision_is_unhealthy(plane: DataPlane, tmp_path: Path) -> None:
+    before = service(plane)["taskDefinition"]
+    run, drills = drill(plane, tmp_path / "ok", "DRILL-04")
+    result = drills["DRILL-04"]
+    assert run.returncode == 0 and result["verdict"] == "pass", run.stdout[-4000:]
+    assert service(plane)["taskDefinition"] == before
+    assert {t["task_definition"] for t in plane.status()["tasks"]["tasks"]} == {before}
+
+    ecs = plane.target.client("ecs")
+    good = ecs.describe_task_definition(taskDefinition=before)["taskDefinition"]
+    keep = ("family", "taskRoleArn", "executionRoleArn", "networkMode", "containerDefinitions",
+            "requiresCompatibilities", "cpu", "memory")
+
+    def register(environment: list[dict[str, str]] | None = None) -> str:
+        definition = {k: good[k] for k in keep if k in good}
+        if environment is not None:
+            definition["containerDefinitions"] = [{**c, "environment": c.get("environment", []) + environment}
+                                                  for c in good["containerDefinitions"]]
+        return ecs.register_task_definition(**definition)["taskDefinition"]["taskDefinitionArn"]
+
+    register([{"name": "HARNESS_FAULTS", "value": json.dumps({"health_down": True})}])  # the previous: unhealthy
+    latest = register()
+    ecs.update_service(cluster=service(plane)["clusterArn"], service=service(plane)["serviceName"], taskDefinition=latest)
+    deadline = time.monotonic() + 60
+    while {t["task_definition"] for t in plane.status()["tasks"]["tasks"]} != {latest}:
+        assert time.monotonic() < deadline, plane.status()["tasks"]
+        time.sleep(0.5)
+    options = strict_plan(tmp_path, "DRILL-04", "{ rto_s = 300, timeout_s = 15 }")
+    run, drills = drill(plane, tmp_path / "sick", "DRILL-04", *options)
+    result = drills["DRILL-04"]
+    assert run.returncode == 1 and result["verdict"] == "fail", run.stdout[-4000:]
+    assert "the rollback was not verified" in result["message"] and result["cleanup"]["ok"], result
+    assert service(plane)["taskDefinition"] == latest, "rolled forward whatever happened"

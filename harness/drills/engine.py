@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from harness.drills import judges, manifest
 from harness.drills.backends import FaultBackend
-from harness.drills.model import (EXPIRY_S, Action, Clock, DrillRefused, DrillSpec, InjectFailed, Restored,
+from harness.drills.model import (Action, Clock, DrillRefused, DrillSpec, InjectFailed, Restored,
                                    Revisions, Verdict)
 from harness.plan import Plan
 from harness.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
@@ -87,12 +87,12 @@ class DrillRun:
         self.readback_problem: str | None = None
         self.injected = False  # whether anything was done that the undo must reverse
 
-    def begin_fault(self) -> None:
+    def begin_fault(self, doing: str = "injecting the fault") -> None:
         """The instant the method acts: RTO counts from here, and from here on the undo must run."""
         self.phase = "fault"
         self.fault_t = round(self.clock.now(), 3)
         self.injected = True
-        self.say(f"injecting the fault through the {self.backend.name} backend")
+        self.say(f"{doing} through the {self.backend.name} backend")
 
     def log(self, action: str, detail: dict[str, Any] | None = None) -> None:
         self.actions.append(Action(round(self.clock.now(), 3), self.phase, action, detail or {}))
@@ -279,10 +279,12 @@ class Restore:
                 f"{_utc(self.restore_point)}")
         time.sleep(self.AFTER_POINT_S)
         run.stop_probes()
-        run.begin_fault()
+        run.begin_fault("restoring to the restore point")
         try:
+            # Expired when the drill's hard timeout has passed: by then the drill that made it has ended, or
+            # was killed, and `harness drills sweep` may take what it left.
             self.restored = run.backend.restore(run.drill, run.log, self.restore_point, run.run_id,
-                                                time.time() + EXPIRY_S)
+                                                time.time() + run.drill.timeout_s)
         except InjectFailed as exc:
             self.problem = str(exc)
             run.log("restore failed", {"reason": self.problem})
@@ -304,9 +306,9 @@ class Restore:
         run.recovered_t, run.phase = round(run.clock.now(), 3), "recovered"
         run.observed_end_t = run.recovered_t
         run.log("verified", {"differences": self.diffs, "canary_rows": self.canary_rows, "rpo_s": self.rpo_s})
+        newest_s = "-" if self.rpo_s is None else f"{self.rpo_s:.3f}"
         run.say(f"verified: {'the data matches the manifest' if not self.diffs else '; '.join(self.diffs)}; "
-                f"{self.canary_rows} canary rows, the newest {self.rpo_s if self.rpo_s is not None else '-'} s "
-                "before the restore point")
+                f"{self.canary_rows} canary rows, the newest {newest_s} s before the restore point")
 
     def undo(self, run: DrillRun) -> dict[str, Any]:
         restored = self.restored or Restored(run.run_id, None, self.restore_point or 0.0, {"run_id": run.run_id})
@@ -337,7 +339,7 @@ class Rollback:
         self.revisions = revisions = run.backend.revisions()
         run.log("revisions", asdict(revisions))
         run.steady_state()
-        run.begin_fault()
+        run.begin_fault("rolling back to the previous revision")
         self.back = self._deploy(run, revisions.previous, revisions.previous_version, "back")
         if self.back[0]:
             run.recovered_t, run.phase = round(run.clock.now(), 3), "recovered"
@@ -391,6 +393,7 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
     method: Any = {"db_restore": Restore, "rollback": lambda: Rollback(verify_version or _unverifiable)}.get(
         drill.fault, Recovery)()
     cleanup: dict[str, Any] = {}
+    broke = None
     try:
         backend.preflight(drill, run.log)
         run.start_probes()
@@ -402,6 +405,10 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         run.fault_t = None  # no fault to measure from: the verdict is an error, never a pass or a fail
         run.injected = injected
         run.say(run.aborted)
+    except Exception as exc:  # noqa: BLE001 - a drill that broke is an ERROR of its own check, and is undone
+        broke = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        run.log("broke", {"error": broke})
+        run.say(f"the drill broke: {broke}")
     finally:
         run.stop_probes()
         if run.observed_end_t is None and run.fault_t is not None:
@@ -419,6 +426,8 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
             if close:
                 close()
         verdict = method.verdict(run)
+        if broke:
+            verdict = Verdict("error", f"the drill could not be completed: {broke}", verdict.figures)
         events = backend.events(run.clock.epoch)
         out_dir.mkdir(parents=True, exist_ok=True)
         journal = run.journal(verdict, cleanup, events)

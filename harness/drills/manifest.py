@@ -14,7 +14,7 @@ TABLES = sql.SQL(
     "SELECT c.relname, coalesce((SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i "
     "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
     "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-    "WHERE i.indrelid = c.oid AND i.indisprimary), '{}') "
+    "WHERE i.indrelid = c.oid AND i.indisprimary), '{{}}') "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname <> {canary} ORDER BY c.relname")
 

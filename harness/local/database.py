@@ -791,12 +791,18 @@ class PostgresPair:
         return self._processes_in(self.data_dir(node), self._pid(node))
 
     def _processes_in(self, data: Path, postmaster: int | None = None) -> list[int]:
-        """Live processes of the server's user working in the data dir `data`, `postmaster` first."""
+        """Live processes of the server's user working in the data dir `data` (a server), or naming it on
+        their command line (the copy of the base backup into it, when a restore was interrupted), `postmaster`
+        first."""
         data_dir = str(data.resolve())
         found = []
         for entry in Path("/proc").glob("[0-9]*"):
             try:
-                if entry.stat().st_uid != self._server.pw_uid or os.readlink(entry / "cwd") != data_dir:
+                if entry.stat().st_uid != self._server.pw_uid:
+                    continue
+                if os.readlink(entry / "cwd") != data_dir and not any(
+                        arg == data_dir or arg.startswith(data_dir + "/")
+                        for arg in (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")):
                     continue
             except OSError:
                 continue

@@ -296,12 +296,11 @@ class AwsBackend(FaultBackend):
         verify = ("verify it against the manifest through the restore DSN template" if self.restore_dsn_template
                   else "it cannot be verified from here (no restore DSN template): the drill reports it restored, "
                        "not verified")
-        hours = EXPIRY_S / 3600
         return [f"restore RDS instance {ident} ({where}) to the manifest's restore point, waiting up to "
                 f"{drill.timeout_s:.0f} s for RDS to archive past it, into a temporary instance "
                 f"{ident[:30]}-drill-<run> ({db.get('DBInstanceClass')}, single-AZ, not publicly accessible, "
                 f"no deletion protection) in subnet group {subnet_group} with security groups {groups}; tagged "
-                f"{TAG_DRILL}={drill.id}, {TAG_RUN}=<run id>, {TAG_EXPIRES}=<start + {hours:g} h>, never "
+                f"{TAG_DRILL}={drill.id}, {TAG_RUN}=<run id>, {TAG_EXPIRES}=<start + {drill.timeout_s:.0f} s, the drill's hard timeout>, never "
                 f"{self._tags()}, so discovery does not see it",
                 f"wait until it is available, then {verify}",
                 f"rollback: delete the temporary instance (no final snapshot, its automated backups too) and wait "
