@@ -136,8 +136,12 @@ def load_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
     return calls
 
 
-# What a drill session may change on AWS, and nothing else: the faults of DRILL-01 and DRILL-03.
-DRILL_FAULTS = ("rds:RebootDBInstance", "ecs:StopTask")
+# What a drill session may change on AWS, and nothing else: the faults of DRILL-01 and DRILL-03, the
+# temporary instance of DRILL-02 (made, tagged, deleted; also by `harness drills sweep`), DRILL-04's deploys.
+# rds:AddTagsToResource is never called by name: AWS asks for it when a restore carries tags.
+DRILL_FAULTS = ("rds:RebootDBInstance", "ecs:StopTask", "rds:RestoreDBInstanceToPointInTime", "rds:DeleteDBInstance",
+                "ecs:UpdateService")
+IMPLIED = ("rds:AddTagsToResource",)
 DRILLS = ("DRILL-01", "DRILL-03")
 
 
@@ -158,12 +162,12 @@ def dr_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
     return {"Version": POLICY_VERSION, "Statement": [
         secret_read("SmokeAccountRead", names),
         {"Sid": "DrillRead", "Effect": "Allow", "Action": [a for a in actions if is_read(a)], "Resource": "*"},
-        {"Sid": "DrillFaults", "Effect": "Allow", "Action": writes, "Resource": "*"}]}
+        {"Sid": "DrillFaults", "Effect": "Allow", "Action": sorted(writes + list(IMPLIED)), "Resource": "*"}]}
 
 
 def dr_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
-    """The calls of the aws drill backend through a whole DRILL-01 and DRILL-03 on each environment built as
-    the plan asks, in moto's in-process mock, with the alarms discovered in the environment as stop alarms.
+    """The calls of the aws drill backend through a whole DRILL-01 and DRILL-03, and DRILL-02's and DRILL-04's
+    steps and a sweep, on each environment built as the plan asks, in moto's in-process mock, with the alarms discovered in the environment as stop alarms.
 
     What ECS does by itself and moto does not is done here through a second Target, not counted, as the
     platform would: the service's tasks run (moto starts none for a service) with their addresses in its
@@ -242,6 +246,22 @@ def _run_drills(platform: Target, drills: Target, plan: Plan, env: str) -> None:
         unreadable = [e["message"] for e in backend.events(since) if "unreadable" in e["message"]]
         if unreadable:
             raise DerivationError(f"{where}: {unreadable[0]}")
+    try:  # DRILL-02: a tagged temporary instance made and deleted, then a sweep; DRILL-04: both deploys
+        restore = spec_for(plan, env, "DRILL-02", with_db=True)
+        backend.plan(restore)
+        backend.preflight(restore, _no_journal)
+        made = backend.restore(restore, _no_journal, time.time() - 1, "iam-derivation", time.time() + 60)
+        backend.discard(made, _no_journal)
+        backend.sweep(time.time(), _no_journal)
+        rollback = spec_for(plan, env, "DRILL-04", with_db=False)
+        backend.plan(rollback)
+        backend.preflight(rollback, _no_journal)
+        revisions = backend.revisions()
+        for task_definition in (revisions.previous, revisions.current):
+            backend.deploy(task_definition, _no_journal)
+            backend.deployed(task_definition)
+    except (DrillRefused, InjectFailed) as exc:
+        raise DerivationError(f"DRILL-02/04 on {env} in the emulator: {exc}") from None
 
 
 def _no_journal(action: str, detail: dict[str, Any]) -> None:

@@ -242,7 +242,8 @@ def test_dry_run_on_aws_says_what_it_would_do_and_writes_nothing(plane: DataPlan
     assert run.returncode == 0 and run.summary["counts"]["skip"] == 4, run.stdout[-3000:] + run.stderr[-2000:]
     assert "DRILL-01 would reboot RDS instance" in run.stdout and "ForceFailover=True" in run.stdout, run.stdout
     assert "DRILL-03 would stop one of" in run.stdout, run.stdout
-    assert "DRILL-02 would restore RDS instance" in run.stdout and "DRILL-04 would roll service" in run.stdout
+    assert "DRILL-02 would restore RDS instance" in run.stdout, run.stdout
+    assert "DRILL-04 would deploy dougust-dev-backend:1 (version 2026.11.1)" in run.stdout, run.stdout
     after = ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])
     assert [s["runningCount"] for s in after["services"]] == [s["runningCount"] for s in before["services"]]
 

@@ -126,11 +126,12 @@ def test_committed_policy_is_the_current_derivation(suite, path, capsys):
 
 @pytest.mark.parametrize("path, writes", [
     (COMPLIANCE, {}), (SMOKE, {}), (LOAD, {}),
-    (DR, {"DrillFaults": ["ecs:StopTask", "rds:RebootDBInstance"]}),
+    (DR, {"DrillFaults": ["ecs:StopTask", "ecs:UpdateService", "rds:AddTagsToResource", "rds:DeleteDBInstance",
+                          "rds:RebootDBInstance", "rds:RestoreDBInstanceToPointInTime"]}),
 ], ids=["compliance", "smoke", "load", "dr"])
 def test_committed_policies_write_only_the_drill_faults(path, writes):
-    """Every action of the committed policies reads, but the two faults of the DR drills, which stand in a
-    statement of their own."""
+    """Every action of the committed policies reads, but the DR drills' own writes (the faults, the temporary
+    instance, the deploys), which stand in a statement of their own."""
     found = {s["Sid"]: [a for a in s["Action"] if not is_read(a)] for s in _committed(path)["Statement"]}
     assert {sid: actions for sid, actions in found.items() if actions} == writes
 
