@@ -86,6 +86,7 @@ class DrillRun:
         self.present: set[tuple[str, int]] = set()
         self.readback_problem: str | None = None
         self.injected = False  # whether anything was done that the undo must reverse
+        self.read_back_done = False
 
     def begin_fault(self, doing: str = "injecting the fault") -> None:
         """The instant the method acts: RTO counts from here, and from here on the undo must run."""
@@ -185,6 +186,7 @@ class DrillRun:
             self.present |= present
             problems.append(problem)
         self.readback_problem = "; ".join(p for p in problems if p) or None
+        self.read_back_done = True
         acknowledged = sum(w.acknowledged for w in writes)
         self.log("read back", {"acknowledged": acknowledged, "present": len(self.present),
                                "problem": self.readback_problem})
@@ -218,7 +220,9 @@ class DrillRun:
             "phases": judges.phases(self.fault_t, self.recovered_t, self.observed_end_t, self.rollback_t, end_t),
             "actions": [asdict(a) for a in self.actions],
             "samples": [[s.t, s.probe, s.ok, s.latency_ms, s.detail] for s in samples],
-            "writes": [{**asdict(w), "present": (w.probe, w.seq) in self.present} for w in writes],
+            # present: None where nothing was read back (a rollback drill's writes are traffic, not evidence).
+            "writes": [{**asdict(w), "present": (w.probe, w.seq) in self.present if self.read_back_done else None}
+                       for w in writes],
             "platform_events": events, "cleanup": cleanup,
             "verdict": {"status": verdict.status, "message": verdict.message, "figures": verdict.figures},
         }
@@ -410,7 +414,8 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         run.log("broke", {"error": broke})
         run.say(f"the drill broke: {broke}")
     finally:
-        run.stop_probes()
+        if not isinstance(method, Rollback):  # a roll forward is watched as the roll back was
+            run.stop_probes()
         if run.observed_end_t is None and run.fault_t is not None:
             run.observed_end_t = run.clock.now()
         run.phase, run.rollback_t = "rollback", round(run.clock.now(), 3)
@@ -421,6 +426,7 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         else:
             cleanup = {"ok": True, "detail": "no fault injected"}
             run.say("nothing to roll back: no fault was injected")
+        run.stop_probes()
         for probe in (run.api, run.db):
             close = getattr(probe, "close", None)
             if close:
