@@ -4,9 +4,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +70,52 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def stand_in(prefix: str, env: str, port_offset: int, time_scale: float = 1.0) -> Iterator[Any]:
+    """A stand-in of the plan's `env` of its own (harness.local.dataplane.DataPlane), its ports shifted by
+    `port_offset`, brought up and afterwards down, by PID. Under /tmp, not pytest's tmp_path: PostgreSQL
+    runs as its own user and needs traversable parents and a short path (socket names)."""
+    from harness.local.dataplane import DataPlane, Ports
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    plane = DataPlane(root, ROOT / "plan" / "dougust.toml", env, f"http://127.0.0.1:{free_port()}",
+                      Ports().offset(port_offset), time_scale=time_scale)
+    try:
+        assert plane.up() is True
+        yield plane
+    finally:
+        plane.down()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def pair_in_tmp(prefix: str, password: str) -> Iterator[Any]:
+    """A started PostgreSQL pair (harness.local.database.PostgresPair) on two free ports under /tmp, stopped
+    (its restores too) and removed afterwards; asserts that nothing of it still runs. Not pytest's tmp_path:
+    its parents are 0700 root, which the `postgres` user cannot traverse; and short, as restores keep their
+    unix sockets under it."""
+    from harness.local.database import DatabaseConfig, PostgresPair
+
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    root.chmod(0o755)
+    primary_port = free_port()
+    standby_port = free_port()
+    while standby_port == primary_port:
+        standby_port = free_port()
+    pair = PostgresPair(DatabaseConfig(root=root, password=password, primary_port=primary_port,
+                                       standby_port=standby_port))
+    try:
+        pair.start()
+        yield pair
+    finally:
+        swept = pair.sweep_restores(float("inf"))
+        pair.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not any(node["running"] for node in pair.status().values())
+        assert all(entry["removed"] for entry in swept), swept
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,8 @@ worker). About 3 s in all.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -18,7 +16,7 @@ from typing import Callable, Iterator
 import psycopg
 import pytest
 
-from conftest import free_port
+from conftest import pair_in_tmp
 from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair, process_alive
 
 PASSWORD = "p@ss:w/rd'%"  # URL- and SQL-special characters on purpose
@@ -34,22 +32,8 @@ def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[PostgresPair]:
-    # Not pytest's tmp_path: its parents are 0700 root, which the `postgres` user cannot traverse.
-    root = Path(tempfile.mkdtemp(prefix="pgpair-", dir="/tmp"))
-    root.chmod(0o755)
-    primary_port = free_port()
-    standby_port = free_port()
-    while standby_port == primary_port:
-        standby_port = free_port()
-    pair = PostgresPair(DatabaseConfig(root=root, password=PASSWORD, primary_port=primary_port,
-                                       standby_port=standby_port))
-    pair.start()
-    try:
+    with pair_in_tmp("pgpair-", PASSWORD) as pair:
         yield pair
-    finally:
-        pair.stop()
-        shutil.rmtree(root)
-
 
 def connect_to(pair: PostgresPair, port: int) -> psycopg.Connection:
     c = pair.config

@@ -10,11 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,8 +23,8 @@ import psycopg
 import pytest
 import requests
 
-from conftest import ROOT, SuiteRun, free_port, run_suite
-from harness.local.dataplane import DataPlane, Ports
+from conftest import ROOT, SuiteRun, run_suite, stand_in
+from harness.local.dataplane import DataPlane
 from harness.local.tasks import AGENT_FAULTS
 
 PORT_OFFSET = 6000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000, 4000)
@@ -35,16 +33,8 @@ PLAN = ROOT / "plan" / "dougust.toml"
 
 @pytest.fixture(scope="module")
 def plane() -> Iterator[DataPlane]:
-    # Not under tmp_path: PostgreSQL runs as its own user and needs traversable parents and a short path.
-    root = Path(tempfile.mkdtemp(prefix="dg-drill-", dir="/tmp"))
-    root.chmod(0o755)
-    plane = DataPlane(root, PLAN, "dev", f"http://127.0.0.1:{free_port()}", Ports().offset(PORT_OFFSET))
-    try:
-        assert plane.up() is True
+    with stand_in("dg-drill-", "dev", PORT_OFFSET) as plane:
         yield plane
-    finally:
-        plane.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def drill(plane: DataPlane, tmp_path: Path, ids: str, *extra: str) -> tuple[SuiteRun, dict[str, Any]]:

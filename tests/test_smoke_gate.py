@@ -22,9 +22,9 @@ from typing import Iterator
 import pytest
 import requests
 
-from conftest import ROOT, SuiteRun, free_port, run_suite
+from conftest import ROOT, SuiteRun, free_port, run_suite, stand_in
 from harness.local.database import process_alive
-from harness.local.dataplane import SMOKE_EMAIL, AlbVariant, DataPlane, Ports, StandInError
+from harness.local.dataplane import SMOKE_EMAIL, AlbVariant, DataPlane, StandInError
 from harness.target import endpoint_listening
 
 PORT_OFFSET = 300  # clear of the stand-in's defaults, so a developer's `harness local up` can keep running
@@ -32,17 +32,8 @@ PORT_OFFSET = 300  # clear of the stand-in's defaults, so a developer's `harness
 
 @pytest.fixture(scope="module")
 def plane() -> Iterator[DataPlane]:
-    # PostgreSQL runs as its own user and needs a traversable directory with a short path (socket names).
-    root = Path(tempfile.mkdtemp(prefix="dg-", dir="/tmp"))
-    root.chmod(0o755)
-    plane = DataPlane(root, ROOT / "plan" / "dougust.toml", "prod", f"http://127.0.0.1:{free_port()}",
-                      Ports().offset(PORT_OFFSET))
-    try:
-        assert plane.up() is True
+    with stand_in("dg-", "prod", PORT_OFFSET) as plane:
         yield plane
-    finally:
-        plane.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

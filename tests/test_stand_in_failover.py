@@ -9,40 +9,23 @@ Each test has a pair of its own (about 2 s to build). About 40 s in all.
 from __future__ import annotations
 
 import shutil
-import tempfile
-from pathlib import Path
 from typing import Iterator
 
 import psycopg
 import pytest
 
-from conftest import free_port
-from harness.local.database import DatabaseConfig, PostgresPair, process_alive
+from conftest import pair_in_tmp
+from harness.local.database import PostgresPair, process_alive
 
 PASSWORD = "drill'pw"
 
 
 @pytest.fixture
 def pair() -> Iterator[PostgresPair]:
-    # Not pytest's tmp_path: its parents are 0700 root, which the `postgres` user cannot traverse.
-    root = Path(tempfile.mkdtemp(prefix="pgfailover-", dir="/tmp"))
-    root.chmod(0o755)
-    primary_port = free_port()
-    standby_port = free_port()
-    while standby_port == primary_port:
-        standby_port = free_port()
-    pair = PostgresPair(DatabaseConfig(root=root, password=PASSWORD, primary_port=primary_port,
-                                       standby_port=standby_port))
-    try:
-        pair.start()
+    with pair_in_tmp("pgfailover-", PASSWORD) as pair:
         with psycopg.connect(pair.dsn(), autocommit=True) as conn:
             conn.execute("CREATE TABLE canary (seq int PRIMARY KEY)")
         yield pair
-    finally:
-        pair.stop()
-        assert not any(node["running"] for node in pair.status().values())
-        shutil.rmtree(root)
-
 
 def write(pair: PostgresPair, seqs: range) -> int:
     """Commit each row on its own through the DSN (acknowledged once the call returns); the server's port."""

@@ -9,10 +9,8 @@ found it: healthy, its archive covering its base backup onward. About 30 s in al
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -20,34 +18,16 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from conftest import free_port
-from harness.local.database import DatabaseConfig, PostgresPair, process_alive
+from conftest import free_port, pair_in_tmp
+from harness.local.database import PostgresPair, process_alive
 
 PASSWORD = "restore'pw%"
 
 
 @pytest.fixture(scope="module")
 def pair() -> Iterator[PostgresPair]:
-    # Short and traversable: not pytest's tmp_path (0700 root parents), and the unix sockets of the restores
-    # live under it.
-    root = Path(tempfile.mkdtemp(prefix="dg-rs-", dir="/tmp"))
-    root.chmod(0o755)
-    primary_port = free_port()
-    standby_port = free_port()
-    while standby_port == primary_port:
-        standby_port = free_port()
-    pair = PostgresPair(DatabaseConfig(root=root, password=PASSWORD, primary_port=primary_port,
-                                       standby_port=standby_port))
-    try:
-        pair.start()
+    with pair_in_tmp("dg-rs-", PASSWORD) as pair:
         yield pair
-    finally:
-        swept = pair.sweep_restores(float("inf"))
-        pair.stop()
-        assert not any(node["running"] for node in pair.status().values())
-        shutil.rmtree(root)
-        assert all(entry["removed"] for entry in swept), swept
-
 
 def write(pair: PostgresPair, table: str, seqs: range) -> None:
     """Commit each row on its own through the DSN."""

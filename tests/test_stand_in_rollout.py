@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import http.cookiejar
 import json
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -29,8 +27,8 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from conftest import ROOT, free_port
-from harness.local.dataplane import DataPlane, Ports
+from conftest import stand_in
+from harness.local.dataplane import DataPlane
 from harness.local.provision import CURRENT_IMAGE_TAG, PREVIOUS_IMAGE_TAG
 from harness.local.tasks import HEALTHY_WITHIN_S, Service, Supervisor, TaskSpec
 
@@ -44,17 +42,8 @@ HOLD_S = 10.0  # how long the old tasks must keep serving beside a revision that
 
 @pytest.fixture(scope="module")
 def plane() -> Iterator[DataPlane]:
-    # Not under tmp_path: PostgreSQL runs as its own user and needs traversable parents and a short path.
-    root = Path(tempfile.mkdtemp(prefix="dg-roll-", dir="/tmp"))
-    root.chmod(0o755)
-    plane = DataPlane(root, ROOT / "plan" / "dougust.toml", "dev", f"http://127.0.0.1:{free_port()}",
-                      Ports().offset(PORT_OFFSET))
-    try:
-        assert plane.up() is True
+    with stand_in("dg-roll-", "dev", PORT_OFFSET) as plane:
         yield plane
-    finally:
-        plane.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class Ecs:

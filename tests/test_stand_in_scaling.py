@@ -18,10 +18,8 @@ import datetime as dt
 import http.cookiejar
 import json
 import math
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -32,10 +30,10 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from conftest import ROOT, free_port
+from conftest import ROOT, stand_in
 from harness.local.autoscale import (DIMENSION, OUT_DATAPOINTS, Action, Cooldowns, Metric, Policy, decide,
                                      read_policy)
-from harness.local.dataplane import DataPlane, Ports
+from harness.local.dataplane import DataPlane
 from harness.local.tasks import POLL_S
 from harness.target import Target
 
@@ -155,17 +153,8 @@ def test_the_policy_is_read_time_scaled_and_gone_with_the_policy_or_the_target(m
 
 @pytest.fixture
 def plane() -> Iterator[DataPlane]:
-    # Not under tmp_path: PostgreSQL runs as its own user and needs traversable parents and a short path.
-    root = Path(tempfile.mkdtemp(prefix="dg-scale-", dir="/tmp"))
-    root.chmod(0o755)
-    plane = DataPlane(root, ROOT / "plan" / "dougust.toml", "dev", f"http://127.0.0.1:{free_port()}",
-                      Ports().offset(PORT_OFFSET), time_scale=TIME_SCALE)
-    try:
-        assert plane.up() is True
+    with stand_in("dg-scale-", "dev", PORT_OFFSET, time_scale=TIME_SCALE) as plane:
         yield plane
-    finally:
-        plane.down()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class Load:

@@ -41,7 +41,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 START_TIMEOUT = 30.0  # seconds: each server start, the base backup and the wait for a synchronous standby
@@ -643,22 +643,12 @@ class PostgresPair:
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
         killed_at = time.time()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while True:
-            # Its children (backends, walsender, archiver and what it runs) would exit on their own once they
-            # notice the postmaster's death; an AZ loss takes them at the same instant.
-            survivors = self._server_processes(node)
-            for survivor in survivors:
-                try:
-                    os.kill(survivor, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            if not survivors and not _accepts(self._ports[node]):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {node} node of {self.state} still has processes {survivors} or a "
-                                   f"listener on port {self._ports[node]} {STOP_TIMEOUT:.0f} s after SIGKILL")
-            time.sleep(0.01)
+        # Its children (backends, walsender, archiver and what it runs) would exit on their own once they
+        # notice the postmaster's death; an AZ loss takes them at the same instant.
+        survivors = _kill_all(lambda: self._server_processes(node), self._ports[node])
+        if survivors is not None:
+            raise RuntimeError(f"the {node} node of {self.state} still has processes {survivors} or a "
+                               f"listener on port {self._ports[node]} {STOP_TIMEOUT:.0f} s after SIGKILL")
         self._clear_stale_locks(node)
         return killed_at
 
@@ -972,20 +962,10 @@ class PostgresPair:
             how = f"the processes left of a dead server killed ({len(found)})"
         if found:
             # What pg_ctl left (or all of it, the postmaster dead or deaf): its children, a restore_command.
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while True:
-                survivors = self._processes_in(data)
-                for survivor in survivors:
-                    try:
-                        os.kill(survivor, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                if not survivors and not (isinstance(port, int) and _accepts(port)):
-                    break
-                if time.monotonic() > deadline:
-                    return {"ok": False, "detail": f"{directory.name}: processes {survivors} or a listener on "
-                                                   f"port {port} left {STOP_TIMEOUT:.0f} s after SIGKILL"}
-                time.sleep(0.02)
+            survivors = _kill_all(lambda: self._processes_in(data), port if isinstance(port, int) else None)
+            if survivors is not None:
+                return {"ok": False, "detail": f"{directory.name}: processes {survivors} or a listener on "
+                                               f"port {port} left {STOP_TIMEOUT:.0f} s after SIGKILL"}
         try:
             shutil.rmtree(directory)
             # Not the tags' word for it (a path to remove as root): the one place it can be, if made by us.
@@ -1151,6 +1131,24 @@ def _find_bindir() -> Path:
             return bindir
     raise RuntimeError("PostgreSQL server programs (initdb, pg_ctl) not found: install them, e.g. "
                        "`apt-get install postgresql-15`")
+
+
+def _kill_all(find: Callable[[], list[int]], port: int | None) -> list[int] | None:
+    """SIGKILL whatever `find()` returns until it returns nothing and nothing listens on `port`: None then,
+    or what is still there after STOP_TIMEOUT."""
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while True:
+        survivors = find()
+        for survivor in survivors:
+            try:
+                os.kill(survivor, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if not survivors and not (port is not None and _accepts(port)):
+            return None
+        if time.monotonic() > deadline:
+            return survivors
+        time.sleep(0.01)
 
 
 def process_alive(pid: int) -> bool:
