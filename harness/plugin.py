@@ -100,6 +100,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                  help="the drills to run, comma-separated (default: every drill the selected tests carry)")
     dr.addoption("--dry-run", action="store_true",
                  help="say what each drill would do, and do nothing (read-only calls only)")
+    dr.addoption("--with-load", default=None, metavar="PROFILE",
+                 help="run the drills under the plan's load profile PROFILE ([load.NAME]; --load-* options "
+                      "apply): its figures are reported before, during and after each fault, and before and "
+                      "after must hold LOAD-01's SLOs")
     dr.addoption("--restore-dsn-template", default=None, metavar="URL",
                  help="how the runner reaches a restored database (DRILL-02 on AWS), with {host} and {port}: "
                       "'postgresql://USER:PASSWORD@{host}:{port}/dougust'; without it the restore is not verified")
@@ -302,14 +306,7 @@ class HarnessState:
         ca_bundle = str(plane.ca_file) if plane else opt.ca_bundle
         if not base_url.startswith(("http://", "https://")):
             raise TargetError(f"--base-url {base_url}: give an http:// or https:// URL")
-        if set(profile.mix) <= {"health"}:
-            accounts = []  # the health journey logs in nowhere
-        elif opt.accounts_file:
-            accounts = load_accounts.from_file(Path(opt.accounts_file))
-        elif plane is not None:
-            accounts = load_accounts.for_stand_in(plane.target, self.plan, self.env, base_url, ca_bundle)
-        else:
-            accounts = load_accounts.from_secret(self._target(), self.plan, self.env)
+        accounts = self._load_accounts(profile, plane, base_url, ca_bundle)
         time_scale = float(plane.status()["tasks"].get("time_scale", 1.0)) if plane else 1.0
         observer = None
         # Scaling is observed where a service scales: the stand-in's emulator, or the AWS account.
@@ -346,11 +343,56 @@ class HarnessState:
         if result.results is None:
             raise TargetError(f"the load run measured nothing: {result.problem}")
 
+    def _load_accounts(self, profile: Any, plane: Any, base_url: str, ca_bundle: str | None) -> list[dict[str, str]]:
+        """The simulated users' accounts: none for the health journey alone; --accounts-file; made on the
+        stand-in; else the plan's secret."""
+        from harness.load import accounts as load_accounts
+
+        assert self.plan is not None
+        if set(profile.mix) <= {"health"}:
+            return []  # the health journey logs in nowhere
+        if self.config.option.accounts_file:
+            return load_accounts.from_file(Path(self.config.option.accounts_file))
+        if plane is not None:
+            return load_accounts.for_stand_in(plane.target, self.plan, self.env, base_url, ca_bundle)
+        return load_accounts.from_secret(self._target(), self.plan, self.env)
+
+    def _background_load(self, name: str, plane: Any, endpoint: Endpoint) -> Any:
+        """Start the load profile `name` in a thread of its own (Locust itself runs in its processes) for the
+        drills to run under, its phases marked by them; returns once its ramp is over."""
+        import threading
+
+        from harness.load import accounts as load_accounts
+        from harness.load.profile import resolve
+        from harness.load.runner import RunSpec, run
+
+        assert self.plan is not None
+        opt = self.config.option
+        profile = resolve(self.plan, self.env, name, users=opt.load_users, rate_per_s=opt.load_rate,
+                          duration_s=BACKGROUND_LOAD_S, workers=opt.load_workers)
+        out_dir = Path(opt.reports_dir) / "drills" / "load"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        phase_file = out_dir / "phases.jsonl"
+        phase_file.write_text("")
+        accounts_file = load_accounts.private_file(self._load_accounts(profile, plane, endpoint.base_url,
+                                                                       endpoint.ca_bundle))
+        writer = self.config.get_terminal_writer()
+        spec = RunSpec(endpoint.base_url, profile, accounts_file, out_dir, ca_bundle=endpoint.ca_bundle,
+                       phase_file=phase_file, workers_wait_s=opt.load_workers_wait)
+        stop, outcome = threading.Event(), {}
+        thread = threading.Thread(target=lambda: outcome.update(result=run(
+            spec, report=lambda line: writer.line(f"harness: {line}"), stop=stop)), name="drill-load", daemon=True)
+        thread.start()
+        writer.line(f"harness: background load {profile.name} ({profile.users} users, "
+                    f"{profile.rate_per_s:g} req/s) for the drills; its ramp lasts {profile.ramp_s:g} s")
+        time.sleep(profile.ramp_s)
+        return BackgroundLoad(stop, thread, outcome, phase_file, accounts_file)
+
     def prepare_drills(self, drill_ids: set[str]) -> None:
         """Run the selected drills one after the other before the first test (the checks judge what they
         measured), each with live progress; Ctrl-C and SIGTERM stop the drill and its rollback still runs."""
         from harness.drills import engine
-        from harness.probes import ApiProbes, Canary, DatabaseProbe
+        from harness.probes import Canary
 
         opt = self.config.option
         assert self.plan is not None
@@ -376,7 +418,7 @@ class HarnessState:
                 raise TargetError("drills on --target aws need --base-url (the load balancer's URL)")
             backend: Any = AwsBackend(self._target(), self.plan, self.env, self.plan.drills.stop_alarms,
                                       restore_dsn_template=opt.restore_dsn_template)
-            dsn, service_interval_s = opt.db_url, 5.0
+            dsn, service_interval_s, plane = opt.db_url, 5.0, None
         else:
             from harness.drills.backends.local import LocalBackend
 
@@ -414,20 +456,45 @@ class HarnessState:
         account = given.account
         canary = Canary(**self.plan.drills.canary.model_dump())
         out_dir = Path(opt.reports_dir) / "drills"
+        load = None
         with _sigterm_interrupts():
-            for rid in ordered:
-                drill = engine.spec_for(self.plan, self.env, rid, bool(dsn))
-                run_id = engine.new_run_id(rid)
-                if sick:
-                    self.drills[rid] = engine.refused(drill, f"the smoke gate is red ({', '.join(sick)}): a drill "
-                                                             "never injects into a sick system")
-                    continue
-                api = ApiProbes(self.endpoint, account, canary, run_id)
-                db = DatabaseProbe(dsn, run_id) if dsn else None
-                self.drills[rid] = engine.run_drill(
-                    drill, backend, api, db, out_dir, lambda line: writer.line(f"harness: {line}"), run_id,
-                    {"env": self.env, "target": opt.target, "base_url": endpoint.base_url},
-                    service_interval_s=service_interval_s, verify_version=verify_version)
+            if opt.with_load and not sick:
+                load = self._background_load(opt.with_load, None if opt.target == "aws" else plane, endpoint)
+            try:
+                self._run_drills(ordered, sick, account, canary, out_dir, backend, dsn, service_interval_s,
+                                 verify_version, load)
+            finally:
+                if load is not None:
+                    load.finish()
+        if load is not None:
+            slo = self.plan.requirements["LOAD-01"].expected(self.env)
+            for rid, result in self.drills.items():
+                result.judge_load(load.phases(rid), slo)
+
+    def _run_drills(self, ordered: list[str], sick: list[str], account: Any, canary: Any, out_dir: Path,
+                    backend: Any, dsn: str | None, service_interval_s: float, verify_version: Any,
+                    load: BackgroundLoad | None) -> None:
+        from harness.drills import engine
+        from harness.probes import ApiProbes, DatabaseProbe
+
+        assert self.plan is not None and self.endpoint is not None
+        opt, endpoint, writer = self.config.option, self.endpoint, self.config.get_terminal_writer()
+        for rid in ordered:
+            drill = engine.spec_for(self.plan, self.env, rid, bool(dsn))
+            run_id = engine.new_run_id(rid)
+            if sick:
+                self.drills[rid] = engine.refused(drill, f"the smoke gate is red ({', '.join(sick)}): a drill "
+                                                         "never injects into a sick system")
+                continue
+            api = ApiProbes(self.endpoint, account, canary, run_id)
+            db = DatabaseProbe(dsn, run_id) if dsn else None
+            self.drills[rid] = engine.run_drill(
+                drill, backend, api, db, out_dir, lambda line: writer.line(f"harness: {line}"), run_id,
+                {"env": self.env, "target": opt.target, "base_url": endpoint.base_url},
+                service_interval_s=service_interval_s, verify_version=verify_version,
+                on_phase=(lambda phase, rid=rid: load.mark(f"{rid} {phase}")) if load else None)
+            if load is not None:  # the load goes on for a recovery window more: "after" is measured too
+                time.sleep(drill.recovery_window_s)
 
     def _smoke_account(self, secret: str, target: Target | None = None) -> tuple[tuple[str, str] | None, str | None]:
         """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""
@@ -510,6 +577,41 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         raise pytest.UsageError(str(exc)) from None
     if state.started is None:
         state.started = time.perf_counter()
+
+
+BACKGROUND_LOAD_S = 6 * 3600  # a drills' background load runs until they are over; this only bounds it
+
+
+@dataclass
+class BackgroundLoad:
+    """A load run in a thread of the pytest process while drills run, stopped when they are over."""
+
+    stop: Any  # threading.Event
+    thread: Any  # threading.Thread
+    outcome: dict[str, Any]
+    phase_file: Path
+    accounts_file: Path
+
+    def mark(self, phase: str) -> None:
+        from harness.load.exact import mark_phase
+
+        mark_phase(self.phase_file, phase, time.time())
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=120)
+        self.accounts_file.unlink(missing_ok=True)
+
+    def phases(self, rid: str) -> dict[str, Any]:
+        """The load's overall figures in drill `rid`'s phases: {"before"|"during"|"after": row}."""
+        result = self.outcome.get("result")
+        overall = (result.results or {}).get("overall", {}) if result else {}
+        return {phase: _row(overall.get(f"{rid} {phase}")) for phase in ("before", "during", "after")}
+
+
+def _row(row: dict[str, Any] | None) -> dict[str, Any]:
+    keys = ("requests", "failures", "error_ratio", "rps", "p50_ms", "p95_ms", "p99_ms", "max_ms")
+    return {k: row.get(k) for k in keys} if row else {"requests": 0}
 
 
 @contextmanager

@@ -155,6 +155,11 @@ def drills_table(drills: dict[str, Any]) -> list[str]:
         for event in d.get("platform_events") or []:
             at = dt.datetime.fromtimestamp(event["at"], dt.timezone.utc).isoformat(timespec="milliseconds")
             lines.append(f"    platform event at {at}: {event['message']}")
+        if d.get("load"):
+            lines.append("    background load: " + "; ".join(
+                f"{phase} {row['requests']} requests" + (f", p95 {row['p95_ms']:g} ms, errors {100 * row['error_ratio']:.2f} %"
+                                                         if row.get("requests") else "")
+                for phase, row in d["load"].items()))
         if d.get("journal"):
             lines.append(f"    journal {d['journal']}, chart {d['chart']}")
     return lines

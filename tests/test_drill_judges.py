@@ -319,3 +319,24 @@ def test_rollback_verdict(changes: dict[str, Any], status: str, says: str) -> No
     given = {"rto_s": 30.0, "back": (True, "green"), "forward": (True, "green"), "problem": None, **changes}
     verdict = judges.judge_rollback(ROLLBACK, **given)
     assert (verdict.status, says in verdict.message) == (status, True), verdict.message
+
+
+def phase_row(requests: int = 300, p95: float = 40.0, p99: float = 90.0, errors: float = 0.0) -> dict[str, Any]:
+    return {"requests": requests, "p95_ms": p95, "p99_ms": p99, "error_ratio": errors}
+
+
+LOAD_SLO = {"p95_ms": 500, "p99_ms": 1000, "max_error_ratio": 0.01}
+
+
+@pytest.mark.parametrize(("phases", "expected"), [
+    pytest.param({"before": phase_row(), "during": phase_row(errors=0.4, p95=3000), "after": phase_row()}, [],
+                 id="the fault's own phase is not judged"),
+    pytest.param({"before": phase_row(), "during": phase_row(), "after": phase_row(p95=700)},
+                 ["under load after the fault, p95 700 ms > 500 ms"], id="slow after recovery"),
+    pytest.param({"before": phase_row(errors=0.02), "during": phase_row(), "after": phase_row()},
+                 ["under load before the fault, error_ratio 0.02 > 0.01"], id="errors before the fault"),
+    pytest.param({"before": phase_row(), "during": phase_row(), "after": {"requests": 0}},
+                 ["the background load measured no request after the fault"], id="nothing measured after"),
+])
+def test_background_load_before_and_after_the_fault_holds_the_slos(phases: dict[str, Any], expected: list[str]) -> None:
+    assert judges.load_phases(phases, LOAD_SLO) == expected

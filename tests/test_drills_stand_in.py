@@ -115,6 +115,18 @@ def test_failover_passes_twice_and_an_independent_observer_agrees_on_rto(plane: 
     assert primaries[0] != primaries[1] and plane.database.roles()["primary"] == primaries[0]
 
 
+def test_task_loss_under_background_load_is_measured_before_during_and_after(plane: DataPlane, tmp_path: Path) -> None:
+    run, drills = drill(plane, tmp_path, "DRILL-03", "--with-load", "local", "--load-users", "4",
+                        "--load-rate", "12", "--load-workers", "0")
+    result = drills["DRILL-03"]
+    assert run.returncode == 0 and result["verdict"] == "pass", run.stdout[-4000:]
+    load = result["load"]
+    assert all(load[phase]["requests"] > 0 for phase in ("before", "during", "after")), load
+    assert "background load: before" in run.stdout and "stopped by its caller" in run.stdout, run.stdout[-3000:]
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "locustfile.py" in " ".join(p.info["cmdline"] or [])
+                and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+
+
 def test_failover_fails_on_lost_acknowledged_writes_when_the_standby_is_cut_off(plane: DataPlane,
                                                                                  tmp_path: Path) -> None:
     plane.database.break_replication()

@@ -56,13 +56,24 @@ class DrillResult:
     cleanup: dict[str, Any] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     dry_run: list[str] = field(default_factory=list)
+    load: dict[str, Any] = field(default_factory=dict)  # a background load's overall figures per phase
 
     def section(self) -> dict[str, Any]:
         """This drill's entry in the summary's `drills` section."""
         return {"verdict": self.verdict.status, "message": self.verdict.message, **self.verdict.figures,
                 "journal": str(self.journal) if self.journal else None,
                 "chart": str(self.chart) if self.chart else None, "cleanup": self.cleanup,
-                "platform_events": self.events, "run_id": self.run_id}
+                "platform_events": self.events, "run_id": self.run_id, **({"load": self.load} if self.load else {})}
+
+    def judge_load(self, phases: dict[str, dict[str, Any]], slo: dict[str, Any]) -> None:
+        """Add a background load's figures per phase (before, during, after the fault); before and after
+        must hold the load SLOs (LOAD-01), or the drill fails: a system that recovered must serve as well
+        as it did. During the fault they are reported, not judged (the drill's own targets are)."""
+        self.load = phases
+        broken = judges.load_phases(phases, slo)
+        if broken:
+            self.verdict = Verdict("fail" if self.verdict.status == "pass" else self.verdict.status,
+                                   "; ".join([self.verdict.message, *broken]), self.verdict.figures)
 
 
 class DrillRun:
@@ -70,8 +81,10 @@ class DrillRun:
 
     def __init__(self, drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db: DatabaseProbe | None,
                  out_dir: Path, report: Callable[[str], None], service_interval_s: float, run_id: str,
-                 context: dict[str, Any]) -> None:
+                 context: dict[str, Any], on_phase: Callable[[str], None] | None = None) -> None:
         self.drill, self.backend, self.api, self.db, self.context = drill, backend, api, db, context
+        # Told "before", "during" and "after" the fault, as they begin (a background load marks its phases).
+        self.on_phase: Callable[[str], None] = on_phase or (lambda phase: None)
         self.out_dir, self.report, self.service_interval_s, self.run_id = out_dir, report, service_interval_s, run_id
         self.clock = Clock()
         self.timeline = Timeline(self.clock)
@@ -93,7 +106,12 @@ class DrillRun:
         self.phase = "fault"
         self.fault_t = round(self.clock.now(), 3)
         self.injected = True
+        self.on_phase("during")
         self.say(f"{doing} through the {self.backend.name} backend")
+
+    def recover(self, t: float) -> None:
+        self.recovered_t, self.phase = t, "recovered"
+        self.on_phase("after")
 
     def log(self, action: str, detail: dict[str, Any] | None = None) -> None:
         self.actions.append(Action(round(self.clock.now(), 3), self.phase, action, detail or {}))
@@ -157,7 +175,7 @@ class DrillRun:
                 alarms, last_alarm = backend.alarms_firing(), now
             recovered = judges.recovery(samples, self.fault_t, drill.recovery_window_s, drill.probes)
             if recovered is not None:
-                self.recovered_t, self.phase = recovered, "recovered"
+                self.recover(recovered)
                 self.log("recovered", {"rto_s": round(recovered - self.fault_t, 3)})
                 self.say(f"recovered: RTO {recovered - self.fault_t:.1f} s, then {drill.recovery_window_s:g} s of "
                          "every probe succeeding")
@@ -307,7 +325,7 @@ class Restore:
             self.diffs.append(f"{after_point} canary rows written after the restore point are in the restored "
                               "database: the restore went past its point")
         self.verified = True
-        run.recovered_t, run.phase = round(run.clock.now(), 3), "recovered"
+        run.recover(round(run.clock.now(), 3))
         run.observed_end_t = run.recovered_t
         run.log("verified", {"differences": self.diffs, "canary_rows": self.canary_rows, "rpo_s": self.rpo_s})
         newest_s = "-" if self.rpo_s is None else f"{self.rpo_s:.3f}"
@@ -346,7 +364,7 @@ class Rollback:
         run.begin_fault("rolling back to the previous revision")
         self.back = self._deploy(run, revisions.previous, revisions.previous_version, "back")
         if self.back[0]:
-            run.recovered_t, run.phase = round(run.clock.now(), 3), "recovered"
+            run.recover(round(run.clock.now(), 3))
         run.observed_end_t = round(run.clock.now(), 3)
 
     def undo(self, run: DrillRun) -> dict[str, Any]:
@@ -386,20 +404,22 @@ class Rollback:
 def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db: DatabaseProbe | None,
               out_dir: Path, report: Callable[[str], None], run_id: str, context: dict[str, Any],
               service_interval_s: float = 0.5,
-              verify_version: Callable[[str], tuple[bool, str]] | None = None) -> DrillResult:
+              verify_version: Callable[[str], tuple[bool, str]] | None = None,
+              on_phase: Callable[[str], None] | None = None) -> DrillResult:
     """Run the drill with probes made for `run_id` (`context`: env, target, base_url, for the journal;
     `verify_version`: the smoke gate expecting a version, for the rollback drill). Its undo (the rollback,
     the temporary database's removal, the roll forward) runs whatever happens: a failure, Ctrl-C, SIGTERM
     turned into KeyboardInterrupt by the caller; and the journal is written even then."""
     from harness.drills.chart import draw
 
-    run = DrillRun(drill, backend, api, db, out_dir, report, service_interval_s, run_id, context)
+    run = DrillRun(drill, backend, api, db, out_dir, report, service_interval_s, run_id, context, on_phase)
     method: Any = {"db_restore": Restore, "rollback": lambda: Rollback(verify_version or _unverifiable)}.get(
         drill.fault, Recovery)()
     cleanup: dict[str, Any] = {}
     broke = None
     try:
         backend.preflight(drill, run.log)
+        run.on_phase("before")
         run.start_probes()
         method.act(run)
     except (DrillRefused, InjectFailed) as exc:

@@ -323,3 +323,20 @@ def judge_rollback(drill: DrillSpec, *, rto_s: float | None, back: tuple[bool, s
     else:
         said.append(f"rolled forward and verified ({forward[1]})")
     return Verdict("fail", "; ".join(fails), figures) if fails else Verdict("pass", "; ".join(said), figures)
+
+
+def load_phases(phases: dict[str, dict[str, Any]], slo: dict[str, Any]) -> list[str]:
+    """A background load's overall figures before and after the fault against the load SLOs (LOAD-01's
+    p95_ms, p99_ms, max_error_ratio): one line per broken figure; a phase without requests is a finding too
+    (the load was not measured there). The phase during the fault is not judged here."""
+    broken = []
+    for name in ("before", "after"):
+        row = phases.get(name)
+        if not row or not row.get("requests"):
+            broken.append(f"the background load measured no request {name} the fault")
+            continue
+        for key, limit, unit in (("p95_ms", slo.get("p95_ms"), " ms"), ("p99_ms", slo.get("p99_ms"), " ms"),
+                                 ("error_ratio", slo.get("max_error_ratio"), "")):
+            if limit is not None and row[key] > limit:
+                broken.append(f"under load {name} the fault, {key.replace('_ms', '')} {row[key]:g}{unit} > {limit:g}{unit}")
+    return broken

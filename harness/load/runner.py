@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +100,10 @@ def progress_line(line: dict[str, Any], spec: RunSpec) -> str:
             f"generator cpu {100 * line.get('cpu', 0):.0f} %")
 
 
-def run(spec: RunSpec, report: Callable[[str], None] = print) -> RunResult:
-    """One load run: start the processes, report progress, wait for the end (bounded), read the results."""
+def run(spec: RunSpec, report: Callable[[str], None] = print, stop: threading.Event | None = None) -> RunResult:
+    """One load run: start the processes, report progress, wait for the end (bounded), read the results.
+    `stop` ends the run early when set (a drill's background load, stopped when the drills are over): the
+    results then cover the run up to that moment, and count as complete."""
     spec.out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("results.json", "progress.jsonl", "locust.html"):
         (spec.out_dir / name).unlink(missing_ok=True)
@@ -138,11 +141,18 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> RunResult:
     def terminated(*_: Any) -> None:
         raise KeyboardInterrupt  # SIGTERM (a CI job cancelled) stops the run as Ctrl-C does
 
-    previous = signal.signal(signal.SIGTERM, terminated)
+    # Only the main thread may handle signals; a background run leaves SIGTERM to its caller.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, terminated) if in_main else None
+    stopped = False
     try:
         while main.poll() is None:
             time.sleep(0.2)
             now = time.monotonic()
+            if stop is not None and stop.is_set():
+                stopped = True
+                report(f"load {p.name}: stopped by its caller after {now - started:.0f} s")
+                break
             if now > deadline:
                 problem = f"Locust did not stop within {deadline - started:.0f} s; it was stopped"
                 break
@@ -159,7 +169,8 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> RunResult:
         problem = "interrupted (Ctrl-C): the results cover the run up to then"
         report(f"load {p.name}: interrupted, stopping Locust")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
         for _, process in processes:
             _stop(process)
     elapsed = time.monotonic() - started
@@ -172,7 +183,7 @@ def run(spec: RunSpec, report: Callable[[str], None] = print) -> RunResult:
                        f"within {spec.workers_wait_s} s; start them, or check that they reach {spec.master_bind}")
         else:
             problem = f"Locust wrote no results ({(tail or ['no output'])[0]}); see {log}"
-    complete = bool(results and results.get("complete")) and not interrupted and problem is None
+    complete = bool(results and (results.get("complete") or stopped)) and not interrupted and problem is None
     if results is not None:
         results["complete"] = complete
         results["interrupted"] = interrupted
