@@ -156,7 +156,7 @@ def _sweep(args: argparse.Namespace) -> int:
         found = backend.sweep(now, lambda action, detail: None)
     except DrillRefused as exc:
         raise TargetError(f"sweep: {exc}") from None
-    stuck = [i for i in found if not i["removed"] and _expires(i["expires"]) < now]
+    stuck = [i for i in found if not i["removed"] and i["expires"] is not None and _expires(i["expires"]) < now]
     for item in found:
         state = "removed" if item["removed"] else "FAILED" if item in stuck else "kept"
         print(f"{state:<7} {item['name']} ({item['drill']}, run {item['run_id']}, expires {item['expires']}): "
@@ -167,7 +167,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _expires(value: Any) -> float:
-    """A drill resource's expiry tag as epoch seconds; one that cannot be read counts as expired."""
+    """A drill resource's expiry tag as epoch seconds; one that cannot be read counts as expired (the
+    backends judge an untagged one by its age, and report None)."""
     import datetime as dt
 
     try:

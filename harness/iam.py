@@ -11,9 +11,12 @@ The load suite reads its accounts secret per environment, and while it runs read
 CPU metric (LOAD-03); those calls are derived the same way, from the observer run against the emulator.
 
 The disaster-recovery drills (`pytest dr --target aws`) read the smoke account for their canary writes, and
-their backend discovers the deployment, watches it and makes the fault: DRILL-01 and DRILL-03 are run whole
-against the emulator. Their two writes, RDS RebootDBInstance and ECS StopTask, are a statement of their own
-(DrillFaults), so a reviewer sees at a glance everything the role may change.
+their backend discovers the deployment, watches it and acts: DRILL-01 and DRILL-03 are run whole against the
+emulator, DRILL-02 and DRILL-04 step by step, and a sweep. Their writes (the failover, the stopped task, the
+restore into a tagged instance and its deletion, the deploys) are a statement of their own (DrillFaults), so
+a reviewer sees at a glance everything the role may change. They apply to any resource ("*"): the harness
+itself deletes only instances carrying its drill tag; an account that wants IAM to enforce that too can
+add tag conditions to the statement.
 
 `policy_for` is the pure mapping from calls to a policy; `compliance_policy`, `smoke_policy`, `load_policy`
 and `dr_policy` do the rest.
@@ -152,7 +155,7 @@ def is_read(action: str) -> bool:
 
 def dr_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
     """The smoke account of each environment (the canary writes go through the API as that account), what the
-    drills' backend reads, and, apart, the two writes that are the faults."""
+    drills' backend reads, and, apart, the drills' writes (DRILL_FAULTS)."""
     names = [plan.secret_prefix(env) + plan.requirements["SMK-06"].expected(env)["account_secret"] for env in envs]
     actions = actions_for(dr_calls(plan, envs))
     writes = [a for a in actions if not is_read(a)]

@@ -359,7 +359,7 @@ class HarnessState:
 
     def _background_load(self, name: str, plane: Any, endpoint: Endpoint) -> Any:
         """Start the load profile `name` in a thread of its own (Locust itself runs in its processes) for the
-        drills to run under, its phases marked by them; returns once its ramp is over."""
+        drills to run under, its phases marked by them."""
         import threading
 
         from harness.load import accounts as load_accounts
@@ -385,8 +385,7 @@ class HarnessState:
         thread.start()
         writer.line(f"harness: background load {profile.name} ({profile.users} users, "
                     f"{profile.rate_per_s:g} req/s) for the drills; its ramp lasts {profile.ramp_s:g} s")
-        time.sleep(profile.ramp_s)
-        return BackgroundLoad(stop, thread, outcome, phase_file, accounts_file)
+        return BackgroundLoad(stop, thread, outcome, phase_file, accounts_file, profile.ramp_s)
 
     def prepare_drills(self, drill_ids: set[str]) -> None:
         """Run the selected drills one after the other before the first test (the checks judge what they
@@ -411,20 +410,26 @@ class HarnessState:
         if opt.target == "aws" and protected and opt.confirm != self.env and not opt.dry_run:
             raise TargetError(f"environment '{self.env}' is protected: a drill against it needs --confirm {self.env} "
                               f"(or --dry-run to see what it would do)")
+        _check_database_url("--db-url", opt.db_url)
+        _check_database_url("--restore-dsn-template", opt.restore_dsn_template, host="h", port="5432")
         if opt.target == "aws":
             from harness.drills.backends.aws import AwsBackend
 
             if not opt.base_url:
                 raise TargetError("drills on --target aws need --base-url (the load balancer's URL)")
-            backend: Any = AwsBackend(self._target(), self.plan, self.env, self.plan.drills.stop_alarms,
-                                      restore_dsn_template=opt.restore_dsn_template)
-            dsn, service_interval_s, plane = opt.db_url, 5.0, None
+            try:
+                backend: Any = AwsBackend(self._target(), self.plan, self.env, self.plan.drills.stop_alarms,
+                                          restore_dsn_template=opt.restore_dsn_template)
+            except ValueError as exc:
+                raise TargetError(f"--restore-dsn-template: {exc}") from None
+            # The service probe reads ECS and ELB: 2 calls a sample, at the spec's 0.5 s resolution on AWS.
+            dsn, service_interval_s, plane = opt.db_url, 0.5, None
         else:
             from harness.drills.backends.local import LocalBackend
 
             plane = self._stand_in()
             backend = LocalBackend(plane)
-            dsn, service_interval_s = opt.db_url or plane.database.dsn(), 0.5
+            dsn, service_interval_s = opt.db_url or plane.database.dsn(), self.plan.drills.probe_interval_s
         writer = self.config.get_terminal_writer()
         self.started = time.perf_counter()
         ordered = sorted(drill_ids)
@@ -458,9 +463,10 @@ class HarnessState:
         out_dir = Path(opt.reports_dir) / "drills"
         load = None
         with _sigterm_interrupts():
-            if opt.with_load and not sick:
-                load = self._background_load(opt.with_load, None if opt.target == "aws" else plane, endpoint)
             try:
+                if opt.with_load and not sick:
+                    load = self._background_load(opt.with_load, None if opt.target == "aws" else plane, endpoint)
+                    time.sleep(load.ramp_s)  # the drills start on a steady load
                 self._run_drills(ordered, sick, account, canary, out_dir, backend, dsn, service_interval_s,
                                  verify_version, load)
             finally:
@@ -469,7 +475,7 @@ class HarnessState:
         if load is not None:
             slo = self.plan.requirements["LOAD-01"].expected(self.env)
             for rid, result in self.drills.items():
-                result.judge_load(load.phases(rid), slo)
+                result.judge_load(load.phases(rid), slo, load.problem)
 
     def _run_drills(self, ordered: list[str], sick: list[str], account: Any, canary: Any, out_dir: Path,
                     backend: Any, dsn: str | None, service_interval_s: float, verify_version: Any,
@@ -591,6 +597,7 @@ class BackgroundLoad:
     outcome: dict[str, Any]
     phase_file: Path
     accounts_file: Path
+    ramp_s: float
 
     def mark(self, phase: str) -> None:
         from harness.load.exact import mark_phase
@@ -602,6 +609,14 @@ class BackgroundLoad:
         self.thread.join(timeout=120)
         self.accounts_file.unlink(missing_ok=True)
 
+    @property
+    def problem(self) -> str | None:
+        """Why the load measured nothing usable (the generator failed), or None."""
+        result = self.outcome.get("result")
+        if result is None:
+            return "the background load never finished"
+        return None if result.results else (result.problem or "the background load wrote no results")
+
     def phases(self, rid: str) -> dict[str, Any]:
         """The load's overall figures in drill `rid`'s phases: {"before"|"during"|"after": row}."""
         result = self.outcome.get("result")
@@ -612,6 +627,23 @@ class BackgroundLoad:
 def _row(row: dict[str, Any] | None) -> dict[str, Any]:
     keys = ("requests", "failures", "error_ratio", "rps", "p50_ms", "p95_ms", "p99_ms", "max_ms")
     return {k: row.get(k) for k in keys} if row else {"requests": 0}
+
+
+def _check_database_url(option: str, value: str | None, **fields: str) -> None:
+    """One line, never repeating the value (it holds a password), when a PostgreSQL URL does not parse;
+    `fields` fill a template's placeholders first."""
+    if not value:
+        return
+    from psycopg.conninfo import conninfo_to_dict
+
+    import psycopg
+
+    try:
+        conninfo_to_dict(value.format(**fields) if fields else value)
+    except (ValueError, KeyError, IndexError, psycopg.Error):
+        hint = " with {host} and {port}" if fields else ""
+        raise TargetError(f"{option} is not a PostgreSQL URL{hint} (postgresql://USER:PASSWORD@HOST:PORT/DB); "
+                          "its value is not shown, as it holds a password") from None
 
 
 @contextmanager

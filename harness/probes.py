@@ -395,8 +395,11 @@ CANARY_TABLE = "harness_drill_canary"
 
 class DatabaseProbe:
     """Canary inserts straight to the database (the stand-in's multi-host DSN, or --db-url inside the VPC):
-    one row per tick with the run id, a sequence number and the client's timestamp, committed in autocommit.
-    A failed insert drops the connection; the next tick connects again, to whichever node takes writes."""
+    one row per tick with the run id, a sequence number and the database's own timestamp (the clock a restore
+    point is read from), committed in autocommit. A failed insert drops the connection; the next tick
+    connects again, to whichever node takes writes. A connection that went silent (a node lost with its
+    network) fails within seconds, by TCP keepalives, a TCP user timeout and a statement timeout, rather
+    than holding the probe."""
 
     def __init__(self, dsn: str, run_id: str, connect_timeout_s: int = 2) -> None:
         self.dsn, self.run_id, self.connect_timeout_s = dsn, run_id, connect_timeout_s
@@ -406,7 +409,10 @@ class DatabaseProbe:
         import psycopg
 
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=self.connect_timeout_s)
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=self.connect_timeout_s,
+                                         keepalives=1, keepalives_idle=1, keepalives_interval=1,
+                                         keepalives_count=2, tcp_user_timeout=3000,
+                                         options="-c statement_timeout=3000")
             self._conn.execute(f"CREATE TABLE IF NOT EXISTS {CANARY_TABLE} (run_id text, seq integer, "
                                "client_at timestamptz, PRIMARY KEY (run_id, seq))")
         return self._conn
@@ -422,7 +428,7 @@ class DatabaseProbe:
             self._connection().execute(f"INSERT INTO {CANARY_TABLE} VALUES (%s, %s, now())", (self.run_id, seq))
         except psycopg.Error as exc:
             self.close()
-            return False, None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200], write
+            return False, None, self._said(exc)[:200], write
         write.acknowledged = True
         return True, round((time.perf_counter() - started) * 1000, 2), "committed", write
 
@@ -433,8 +439,19 @@ class DatabaseProbe:
             with psycopg.connect(self.dsn, connect_timeout=5) as conn:
                 rows = conn.execute(f"SELECT seq FROM {CANARY_TABLE} WHERE run_id = %s", (self.run_id,)).fetchall()
         except psycopg.Error as exc:
-            return set(), f"the database canary could not be read back: {type(exc).__name__}: {exc}"[:300]
+            return set(), f"the database canary could not be read back: {self._said(exc)}"[:300]
         return {("db", seq) for (seq,) in rows}, None
+
+    def _said(self, exc: BaseException) -> str:
+        """The error's first line, with the DSN's password masked should libpq quote it."""
+        from psycopg.conninfo import conninfo_to_dict
+
+        text = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        try:
+            password = conninfo_to_dict(self.dsn).get("password")
+        except Exception:  # noqa: BLE001 - a DSN that does not parse was refused before any probe ran
+            password = None
+        return text.replace(str(password), MASK) if password else text
 
     def close(self) -> None:
         if self._conn is not None:

@@ -295,7 +295,7 @@ def test_plan_of_a_restore_and_a_rollback_says_what_they_would_make_and_change(a
                                  f"backups, restorable up to ")
     assert (f"into a temporary instance {deployment.db}-drill-<run> ({source['DBInstanceClass']}, single-AZ, not "
             f"publicly accessible, no deletion protection) in subnet group {subnet_group} with security groups "
-            f"{group}; tagged harness:drill=DRILL-02, harness:run-id=<run id>, harness:expires=<start + 6 h>, never "
+            f"{group}; tagged harness:drill=DRILL-02, harness:run-id=<run id>, harness:expires=<start + 5 s, the drill's hard timeout>, never "
             f"Project=dougust, Environment=prod, so discovery does not see it") in restore[0]
     assert restore[1] == ("wait until it is available, then it cannot be verified from here (no restore DSN "
                           "template): the drill reports it restored, not verified")

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
+import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from harness.drills import judges, manifest
 from harness.drills.backends import FaultBackend
@@ -65,11 +68,15 @@ class DrillResult:
                 "chart": str(self.chart) if self.chart else None, "cleanup": self.cleanup,
                 "platform_events": self.events, "run_id": self.run_id, **({"load": self.load} if self.load else {})}
 
-    def judge_load(self, phases: dict[str, dict[str, Any]], slo: dict[str, Any]) -> None:
+    def judge_load(self, phases: dict[str, dict[str, Any]], slo: dict[str, Any], problem: str | None) -> None:
         """Add a background load's figures per phase (before, during, after the fault); before and after
         must hold the load SLOs (LOAD-01), or the drill fails: a system that recovered must serve as well
         as it did. During the fault they are reported, not judged (the drill's own targets are)."""
         self.load = phases
+        if problem:  # the generator failed: the system cannot be judged under load, never passed
+            self.verdict = Verdict("error" if self.verdict.status == "pass" else self.verdict.status,
+                                   f"{self.verdict.message}; under load: {problem}", self.verdict.figures)
+            return
         broken = judges.load_phases(phases, slo)
         if broken:
             self.verdict = Verdict("fail" if self.verdict.status == "pass" else self.verdict.status,
@@ -378,7 +385,7 @@ class Rollback:
         drill, backend = run.drill, run.backend
         run.say(f"rolling {way} to {_tail(task_definition)} (version {version})")
         backend.deploy(task_definition, run.log)
-        deadline, last = run.clock.now() + drill.timeout_s, 0.0
+        deadline, last, last_alarm = run.clock.now() + drill.timeout_s, 0.0, run.clock.now()
         done, line = backend.deployed(task_definition)
         while not done and run.clock.now() < deadline:
             time.sleep(TICK_S * 2)
@@ -386,6 +393,13 @@ class Rollback:
             if run.clock.now() - last >= PROGRESS_S:
                 last = run.clock.now()
                 run.say(f"rolling {way}: {line}")
+            if way == "back" and run.clock.now() - last_alarm >= ALARM_POLL_S:
+                last_alarm = run.clock.now()
+                firing = backend.alarms_firing()
+                if firing:  # a stop condition: the roll forward (the undo) follows at once
+                    run.aborted = f"alarm {', '.join(firing)} in ALARM"
+                    run.log("stop condition", {"reason": run.aborted})
+                    return False, f"stopped: {run.aborted}"
         if not done:
             run.log(f"roll {way} not done", {"state": line})
             return False, f"{_tail(task_definition)} not running after {drill.timeout_s:g} s: {line}"
@@ -427,10 +441,9 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         run.aborted = f"refused before any fault: {exc}" if not injected else f"the fault could not be injected: {exc}"
         run.log("refused" if not injected else "fault failed", {"reason": str(exc)})
         run.fault_t = None  # no fault to measure from: the verdict is an error, never a pass or a fail
-        run.injected = injected
         run.say(run.aborted)
     except Exception as exc:  # noqa: BLE001 - a drill that broke is an ERROR of its own check, and is undone
-        broke = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]
+        broke = _one_line(exc)
         run.log("broke", {"error": broke})
         run.say(f"the drill broke: {broke}")
     finally:
@@ -439,14 +452,21 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         if run.observed_end_t is None and run.fault_t is not None:
             run.observed_end_t = run.clock.now()
         run.phase, run.rollback_t = "rollback", round(run.clock.now(), 3)
-        if run.injected:
-            run.say("rolling back")
-            cleanup = method.undo(run)
-            run.say(f"rollback {'done' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
-        else:
-            cleanup = {"ok": True, "detail": "no fault injected"}
-            run.say("nothing to roll back: no fault was injected")
-        run.stop_probes()
+        try:
+            if run.injected:
+                run.say("rolling back")
+                with _interrupts_deferred(run):
+                    cleanup = method.undo(run)
+                run.say(f"rollback {'done' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
+            else:
+                cleanup = {"ok": True, "detail": "no fault injected"}
+                run.say("nothing to roll back: no fault was injected")
+        except Exception as exc:  # noqa: BLE001 - a rollback that broke is reported, and the journal still written
+            cleanup = {"ok": False, "detail": f"the rollback broke: {_one_line(exc)}"}
+            run.log("rollback broke", cleanup)
+            run.say(cleanup["detail"])
+        finally:
+            run.stop_probes()
         for probe in (run.api, run.db):
             close = getattr(probe, "close", None)
             if close:
@@ -464,6 +484,30 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         verdict = Verdict("fail" if verdict.status == "pass" else verdict.status,
                           f"{verdict.message}; the rollback failed: {cleanup.get('detail')}", verdict.figures)
     return DrillResult(drill, verdict, run_id, journal_path, chart_path, cleanup, events)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"[:300]
+
+
+@contextmanager
+def _interrupts_deferred(run: DrillRun) -> Iterator[None]:
+    """A second Ctrl-C or SIGTERM (a CI cancel sends both) must not cut the rollback short: while it runs
+    they are noted in the journal and otherwise ignored. Signals are the main thread's alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def noted(signum: int, _: Any) -> None:
+        run.log("interrupt ignored during the rollback", {"signal": signal.Signals(signum).name})
+        run.say("interrupted again: the rollback goes on")
+    previous = {sig: signal.signal(sig, noted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _unverifiable(version: str) -> tuple[bool, str]:
@@ -484,7 +528,10 @@ def refused(drill: DrillSpec, reason: str) -> DrillResult:
 
 
 def dry_run(drill: DrillSpec, backend: FaultBackend) -> DrillResult:
-    lines = backend.plan(drill)
+    try:
+        lines = backend.plan(drill)
+    except DrillRefused as exc:
+        return refused(drill, str(exc))
     return DrillResult(drill, Verdict("skip", "dry run: nothing was done; it would " + "; then ".join(lines),
                                       _no_figures(drill)), "dry-run", dry_run=lines)
 

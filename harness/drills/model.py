@@ -81,7 +81,7 @@ class Action:
 
 
 class Clock:
-    """Seconds since the drill's origin, and their epoch equivalent for the journal."""
+    """Seconds since the drill's origin; `epoch` is the origin's wall-clock time, for the journal."""
 
     def __init__(self) -> None:
         self.origin = time.monotonic()
@@ -89,9 +89,6 @@ class Clock:
 
     def now(self) -> float:
         return time.monotonic() - self.origin
-
-    def wall(self, t: float) -> float:
-        return self.epoch + t
 
 
 @dataclass

@@ -586,6 +586,9 @@ class AwsBackend(FaultBackend):
                 made = rds.restore_db_instance_to_point_in_time(**request)["DBInstance"]
         except AWS_ERRORS as exc:
             raise InjectFailed(f"restoring {ident} to {point}: {_say(exc)}") from None
+        except KeyboardInterrupt:
+            self._made = target  # interrupted in flight: the instance may exist, and the undo must find it
+            raise
         self._made = target
         journal("restore started", {"source": ident, "db_instance": target, "restore_time": point,
                                     "subnet_group": subnet_group, "instance_class": source["DBInstanceClass"],
