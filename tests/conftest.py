@@ -1,6 +1,7 @@
 """Helpers for the harness's own tests: run a suite the way a user does, and read what it reported."""
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import Any, Iterator, Mapping
 
 import boto3
 import pytest
+import requests
 from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,6 +73,53 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class HttpLoop:
+    """`threads` clients GETting `url` (through the stand-in's HAProxy, trusting `ca`), each at most `rate_hz`
+    a second, without cookies, so any request may go to any task in service. Every request is kept in
+    `answers` as (epoch sent, status or 0 without an answer, task, version); every failure as a line in
+    `errors`. Stopped, and its threads joined, on leaving the `with`."""
+
+    def __init__(self, url: str, ca: str, rate_hz: float, threads: int = 1, timeout_s: float = 5.0) -> None:
+        self.url, self.ca, self.rate_hz, self.timeout_s = url, ca, rate_hz, timeout_s
+        self.stop = threading.Event()
+        self.started = time.time()
+        self.answers: list[tuple[float, int, str, str]] = []
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(threads)]
+
+    def __enter__(self) -> Any:
+        self.started = time.time()
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=10)
+
+    @property
+    def done(self) -> int:
+        return sum(1 for answer in self.answers if answer[1])
+
+    def _client(self) -> None:
+        with requests.Session() as session:
+            session.verify, session.trust_env = self.ca, False
+            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            while not self.stop.is_set():
+                started = time.time()
+                try:
+                    response = session.get(self.url, timeout=self.timeout_s)
+                    self.answers.append((started, response.status_code, response.headers.get("X-Task-Id", ""),
+                                         response.headers.get("X-App-Version", "")))
+                    if response.status_code != 200:
+                        self.errors.append(f"{response.status_code} from {response.headers.get('X-Task-Id')}")
+                except requests.RequestException as exc:
+                    self.answers.append((started, 0, "", ""))
+                    self.errors.append(repr(exc))
+                self.stop.wait(max(0.0, 1 / self.rate_hz - (time.time() - started)))
 
 
 @contextmanager

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,9 +20,8 @@ from typing import Any, Iterator
 import psutil
 import psycopg
 import pytest
-import requests
 
-from conftest import ROOT, SuiteRun, run_suite, stand_in
+from conftest import ROOT, HttpLoop, SuiteRun, run_suite, stand_in
 from harness.local.dataplane import DataPlane
 from harness.local.tasks import AGENT_FAULTS
 
@@ -48,45 +46,17 @@ def journal(section: dict[str, Any]) -> dict[str, Any]:
     return json.loads(Path(section["journal"]).read_text())
 
 
-class Observer:
-    """The test's own probe loop: GET /api/health through HAProxy at 10 Hz, (epoch, ok) per sample."""
-
-    def __init__(self, plane: DataPlane) -> None:
-        self.url, self.ca = plane.urls["https"] + "/api/health", str(plane.ca_file)
-        self.samples: list[tuple[float, bool]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-
-    def __enter__(self) -> Observer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop.set()
-        self.thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        with requests.Session() as session:
-            session.verify, session.trust_env = self.ca, False
-            while not self.stop.is_set():
-                at = time.time()
-                try:
-                    ok = session.get(self.url, timeout=2).status_code == 200
-                except requests.RequestException:
-                    ok = False
-                self.samples.append((at, ok))
-                self.stop.wait(max(0.0, at + 0.1 - time.time()))
-
-    def rto(self, fault_at: float, window_s: float) -> float | None:
-        """Seconds from the fault to the start of the first window_s all of whose samples succeeded."""
-        after = [(t, ok) for t, ok in self.samples if t >= fault_at]
-        for i, (start, ok) in enumerate(after):
-            if not ok:
-                continue
-            window = [s for s in after[i:] if s[0] <= start + window_s]
-            if all(w[1] for w in window) and after[-1][0] >= start + window_s:
-                return start - fault_at
-        return None
+def observed_rto(observer: HttpLoop, fault_at: float, window_s: float) -> float | None:
+    """From the test's own probe loop: seconds from the fault to the start of the first window_s all of whose
+    samples succeeded."""
+    after = [(t, status == 200) for t, status, _, _ in observer.answers if t >= fault_at]
+    for i, (start, ok) in enumerate(after):
+        if not ok:
+            continue
+        window = [s for s in after[i:] if s[0] <= start + window_s]
+        if all(w[1] for w in window) and after[-1][0] >= start + window_s:
+            return start - fault_at
+    return None
 
 
 def pair_whole(plane: DataPlane) -> bool:
@@ -97,14 +67,15 @@ def test_failover_passes_twice_and_an_independent_observer_agrees_on_rto(plane: 
     primaries = []
     for attempt in (1, 2):
         primaries.append(plane.database.roles()["primary"])
-        with Observer(plane) as observer:
+        # The test's own probe loop: GET /api/health through HAProxy at 10 Hz.
+        with HttpLoop(plane.urls["https"] + "/api/health", str(plane.ca_file), 10, timeout_s=2) as observer:
             run, drills = drill(plane, tmp_path / str(attempt), "DRILL-01")
         result = drills["DRILL-01"]
         assert run.returncode == 0 and result["verdict"] == "pass", run.stdout[-4000:]
         assert result["lost_writes"] == 0 and result["acknowledged_writes"] > 50, result
         assert result["rto_s"] <= result["rto_target_s"] and result["cleanup"]["ok"], result
         record = journal(result)
-        seen = observer.rto(record["started_at"] + record["fault_t"], record["spec"]["recovery_window_s"])
+        seen = observed_rto(observer, record["started_at"] + record["fault_t"], record["spec"]["recovery_window_s"])
         assert seen is not None and abs(seen - result["rto_s"]) <= 1.0, (seen, result["rto_s"])
         assert pair_whole(plane) and Path(result["chart"]).stat().st_size > 10_000
         printed = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--reports-dir",

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from conftest import stand_in
+from conftest import HttpLoop, stand_in
 from harness.local.dataplane import DataPlane
 from harness.local.provision import CURRENT_IMAGE_TAG, PREVIOUS_IMAGE_TAG
 from harness.local.tasks import HEALTHY_WITHIN_S, Service, Supervisor, TaskSpec
@@ -92,46 +92,16 @@ class Ecs:
                 f"HAProxy {self.plane.alb.status()}")
 
 
-class Client:
-    """One client through HAProxy at RATE_HZ on `path`, without cookies (so each request may go to any task
-    in service); every answer is kept with the task and version it came from. Beside it, the agent's tasks
-    in the target group and the servers HAProxy counts UP are counted, so the fewest there were during the run
+class Client(HttpLoop):
+    """One client through HAProxy at RATE_HZ on `path` (conftest.HttpLoop); beside it, the agent's tasks in
+    the target group and the servers HAProxy counts UP are counted, so the fewest there were during the run
     is known."""
 
     def __init__(self, plane: DataPlane, ecs: Ecs, path: str) -> None:
-        self.url, self.ca, self.ecs, self.alb = plane.urls["https"] + path, str(plane.ca_file), ecs, plane.alb
-        self.stop = threading.Event()
-        self.answers: list[tuple[float, int, str, str]] = []  # (monotonic, status, task, version)
-        self.errors: list[str] = []
+        super().__init__(plane.urls["https"] + path, str(plane.ca_file), RATE_HZ)
+        self.ecs, self.alb = ecs, plane.alb
         self.fewest_in_service = self.fewest_up = DESIRED
-        self.threads = [threading.Thread(target=self._requests, daemon=True),
-                        threading.Thread(target=self._count, daemon=True)]
-
-    def __enter__(self) -> Client:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
-
-    def _requests(self) -> None:
-        with requests.Session() as session:
-            session.verify, session.trust_env = self.ca, False
-            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = session.get(self.url, timeout=5)
-                    self.answers.append((started, response.status_code, response.headers.get("X-Task-Id", ""),
-                                         response.headers.get("X-App-Version", "")))
-                    if response.status_code != 200:
-                        self.errors.append(f"{response.status_code} from {response.headers.get('X-Task-Id')}")
-                except requests.RequestException as exc:
-                    self.errors.append(repr(exc))
-                self.stop.wait(max(0.0, 1 / RATE_HZ - (time.monotonic() - started)))
+        self.threads.append(threading.Thread(target=self._count, daemon=True))
 
     def _count(self) -> None:
         while not self.stop.is_set():
@@ -177,7 +147,7 @@ def roll(plane: DataPlane, ecs: Ecs, task_definition: str, version: str,
         time.sleep(0.5)  # the client's first requests reach the tasks being replaced
         ecs.update(task_definition)
         took = wait_for(lambda: ecs.rolled_to(task_definition, version), ROLL_WITHIN_S, ecs.seen)
-        rolled = time.monotonic()
+        rolled = time.time()
         time.sleep(1.0)
     record_property(f"{name}_s", round(took, 1))
     record_property(f"{name}_requests", len(client.answers))

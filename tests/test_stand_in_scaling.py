@@ -15,12 +15,10 @@ tasks, which the max holds at 4.
 from __future__ import annotations
 
 import datetime as dt
-import http.cookiejar
 import json
 import math
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from dataclasses import replace
@@ -28,9 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
-import requests
 
-from conftest import ROOT, stand_in
+from conftest import ROOT, HttpLoop, stand_in
 from harness.local.autoscale import (DIMENSION, OUT_DATAPOINTS, Action, Cooldowns, Metric, Policy, decide,
                                      read_policy)
 from harness.local.dataplane import DataPlane
@@ -157,46 +154,6 @@ def plane() -> Iterator[DataPlane]:
         yield plane
 
 
-class Load:
-    """THREADS clients through HAProxy, each at most PER_THREAD_RATE requests/s; without cookies, so the
-    requests are balanced over every task in service rather than stuck to the first ones."""
-
-    def __init__(self, plane: DataPlane) -> None:
-        self.url = plane.urls["https"] + "/api/version"
-        self.ca = str(plane.ca_file)
-        self.stop = threading.Event()
-        self.started = time.monotonic()
-        self.done = 0
-        self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._client, daemon=True) for _ in range(THREADS)]
-
-    def __enter__(self) -> Load:
-        self.started = time.monotonic()
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(timeout=10)
-
-    def _client(self) -> None:
-        with requests.Session() as session:
-            session.verify, session.trust_env = self.ca, False
-            session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-            while not self.stop.is_set():
-                started = time.monotonic()
-                try:
-                    response = session.get(self.url, timeout=10)
-                    if response.status_code != 200:
-                        self.errors.append(f"{response.status_code} from {response.headers.get('X-Task-Id')}")
-                    self.done += 1
-                except requests.RequestException as exc:
-                    self.errors.append(repr(exc))
-                self.stop.wait(max(0.0, 1 / PER_THREAD_RATE - (time.monotonic() - started)))
-
-
 def wait_for(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> float:
     """Seconds until `condition` held; fails with `what()` past `timeout`."""
     start = time.monotonic()
@@ -237,9 +194,10 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
         state = agent()
         return (f"desired {service()['desiredCount']}; HAProxy {plane.alb.status()['servers']}; datapoints "
                 f"{state['scaling']['datapoints'][-5:]}; actions {state['scaling']['actions']}; "
-                f"{load.done / (time.monotonic() - load.started):.1f} requests/s; errors {load.errors[:5]}")
+                f"{load.done / (time.time() - load.started):.1f} requests/s; errors {load.errors[:5]}")
 
-    load = Load(plane)
+    # THREADS clients, each at most PER_THREAD_RATE requests/s, balanced over every task in service.
+    load = HttpLoop(plane.urls["https"] + "/api/version", str(plane.ca_file), PER_THREAD_RATE, THREADS, timeout_s=10)
     assert plane.status()["tasks"]["time_scale"] == TIME_SCALE
     assert (service()["desiredCount"], service()["runningCount"]) == (2, 2)  # the agent reported its tasks
     resource = f"service/{cluster.rsplit('/', 1)[1]}/{service()['serviceName']}"
