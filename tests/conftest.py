@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import boto3
 import pytest
@@ -73,6 +73,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: Callable[[], str], poll_s: float = 0.1) -> float:
+    """Seconds until `condition` held; fails with `what()` past `timeout`."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"not within {timeout:.0f} s: {what()}")
+        time.sleep(poll_s)
+    return time.monotonic() - start
 
 
 class HttpLoop:

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 import pytest
 import requests
 
-from conftest import HttpLoop, stand_in
+from conftest import HttpLoop, stand_in, wait_for
 from harness.local.dataplane import DataPlane
 from harness.local.provision import CURRENT_IMAGE_TAG, PREVIOUS_IMAGE_TAG
 from harness.local.tasks import HEALTHY_WITHIN_S, Service, Supervisor, TaskSpec
@@ -116,16 +116,6 @@ class Client(HttpLoop):
     def summary(self) -> str:
         return (f"{len(self.answers)} answers, {len(self.errors)} failed {self.errors[:5]}; "
                 f"fewest tasks in service {self.fewest_in_service}, UP in HAProxy {self.fewest_up}")
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> float:
-    """Seconds until `condition` held; fails with `what()` past `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"not within {timeout:.0f} s: {what()}")
-        time.sleep(0.1)
-    return time.monotonic() - start
 
 
 def versions_through_the_alb(plane: DataPlane, requests_: int = 12) -> dict[str, set[str]]:

@@ -15,6 +15,7 @@ tasks, which the max holds at 4.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import subprocess
@@ -28,6 +29,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from conftest import ROOT, HttpLoop, stand_in
+from conftest import wait_for as wait_every
 from harness.local.autoscale import (DIMENSION, OUT_DATAPOINTS, Action, Cooldowns, Metric, Policy, decide,
                                      read_policy)
 from harness.local.dataplane import DataPlane
@@ -36,6 +38,7 @@ from harness.target import Target
 
 PORT_OFFSET = 4000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000)
 TIME_SCALE = 0.04  # datapoints of 2.4 s, cooldowns of 12 s
+wait_for = functools.partial(wait_every, poll_s=0.2)  # the agent polls every POLL_S at most
 TARGET = 20.0  # % of a task's CPU reservation
 MAX_TASKS = 4
 CPU_MS = 20  # CPU per request: 4 threads at up to 7.5 requests/s ask 0.3 core of each of the two tasks, 60 %
@@ -152,16 +155,6 @@ def test_the_policy_is_read_time_scaled_and_gone_with_the_policy_or_the_target(m
 def plane() -> Iterator[DataPlane]:
     with stand_in("dg-scale-", "dev", PORT_OFFSET, time_scale=TIME_SCALE) as plane:
         yield plane
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: Callable[[], str]) -> float:
-    """Seconds until `condition` held; fails with `what()` past `timeout`."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"not within {timeout:.0f} s: {what()}")
-        time.sleep(0.2)
-    return time.monotonic() - start
 
 
 def lower_policy(aas: Any, resource: str) -> dict[str, Any]:
