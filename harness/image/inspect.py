@@ -1,0 +1,105 @@
+"""What the image checks judge, gathered once per image: the config, every layer's file list, and what
+pytest-testinfra finds inside the unpacked root filesystem (its chroot backend: the image's own `id`,
+`/etc/os-release`, the app's package.json), so the judges in judges.py never touch the image.
+
+testinfra runs commands in the image with `chroot`, which needs root and a `/bin/sh` for this machine's
+architecture. Without them the facts it would give are absent, and `not_run` says why: the checks that
+need them report what they could not run; everything else is still judged.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.image.oci import Image
+from harness.image.unpack import LayerFiles, Unpacked
+from harness.redact import MASK, SENSITIVE_NAME
+
+ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
+
+
+@dataclass
+class ImageFacts:
+    source: str  # what was checked, as the user or the task definition named it
+    digest: str
+    config: dict[str, Any]  # the image config's `config`: User, Env (secret-looking values masked), ...
+    architecture: str
+    layers: list[LayerFiles]
+    size_bytes: int
+    not_run: str | None = None  # why testinfra could not run commands in the image
+    user: dict[str, Any] | None = None  # {"name", "exists", "uid"} of the config's User, from testinfra
+    distribution: str | None = None
+    os_release: str | None = None
+    package_json: dict[str, Any] | None = None  # WorkingDir/package.json, None when absent or unreadable
+    package_json_problem: str | None = None
+    final_files: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        pairs = (item.partition("=") for item in self.config.get("Env") or [])
+        return {name: value for name, _, value in pairs}
+
+    @property
+    def workdir(self) -> str:
+        return (self.config.get("WorkingDir") or "/").rstrip("/") or "/"
+
+
+def masked_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the value of every secret-looking variable masked (an empty one stays empty: an
+    empty value is not a baked-in secret)."""
+    env = []
+    for item in config.get("Env") or []:
+        name, _, value = item.partition("=")
+        env.append(f"{name}={MASK}" if value and SENSITIVE_NAME.search(name) else item)
+    return {**config, "Env": env}
+
+
+def _cannot_run(unpacked: Unpacked, architecture: str) -> str | None:
+    if os.geteuid() != 0:
+        return "chroot into the image needs root; run as root to check what only commands in the image can tell"
+    here = ARCHITECTURES.get(platform.machine(), platform.machine())
+    if architecture != here:
+        return f"the image is built for {architecture}, this machine runs {here}"
+    shell = unpacked.root / "bin" / "sh"
+    if not (shell.exists() or shell.is_symlink()):
+        return "the image has no /bin/sh"
+    return None
+
+
+def gather(image: Image, unpacked: Unpacked, source: str) -> ImageFacts:
+    config = image.config.get("config") or {}
+    facts = ImageFacts(source=source, digest=image.digest, config=masked_config(config),
+                       architecture=image.config.get("architecture", ""), layers=unpacked.layers,
+                       size_bytes=unpacked.size_bytes, final_files=unpacked.final_files())
+    facts.not_run = _cannot_run(unpacked, facts.architecture)
+    if facts.not_run is None:
+        _inside(facts, unpacked)
+    return facts
+
+
+def _inside(facts: ImageFacts, unpacked: Unpacked) -> None:
+    import testinfra
+
+    host = testinfra.get_host(str(unpacked.root), connection="chroot")
+    try:
+        user = (facts.config.get("User") or "").split(":")[0]
+        if user:
+            entry = host.user(user)
+            exists = entry.exists
+            facts.user = {"name": user, "exists": exists, "uid": entry.uid if exists else None}
+        release = host.file("/etc/os-release")
+        if release.exists:
+            facts.os_release = release.content_string
+            facts.distribution = host.system_info.distribution
+        manifest = host.file(f"{facts.workdir.rstrip('/')}/package.json")
+        if manifest.exists:
+            try:
+                facts.package_json = json.loads(manifest.content_string)
+            except ValueError as exc:
+                facts.package_json_problem = f"{manifest.path} is not JSON: {exc}"
+    except (AssertionError, RuntimeError, ValueError) as exc:
+        # A command testinfra ran failed in a way the image explains (a broken shell, a missing applet).
+        facts.not_run = f"a command in the image failed: {str(exc).splitlines()[0][:200]}"
