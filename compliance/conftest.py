@@ -1,7 +1,7 @@
 """Fixtures the compliance checks share; the checks themselves only read the session's snapshot."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -17,3 +17,16 @@ def app_port(plan: Plan, env_name: str) -> int:
 @pytest.fixture(scope="session")
 def tagged(plan: Plan, env_name: str) -> dict[str, Any]:
     return plan.tags(env_name)
+
+
+@pytest.fixture
+def settle(evidence: Callable[[str, Any], None]) -> Callable[[Any], None]:
+    """Conclude a judge's verdict (harness.load.judges.Verdict): its evidence recorded, then pass, fail, or
+    skip with what could not be looked at."""
+    def conclude(verdict: Any) -> None:
+        evidence("evidence", verdict.evidence)
+        if verdict.status == "skip":
+            pytest.skip(verdict.message)
+        if not verdict.ok:
+            pytest.fail(verdict.message, pytrace=False)
+    return conclude

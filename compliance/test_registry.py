@@ -1,4 +1,5 @@
-"""§5 Container Registry: the private ECR repository, its scanning and lifecycle, and the service's image."""
+"""§5 Container Registry: the private ECR repository, its scanning and lifecycle, the service's image, and what
+ECR's scan found in it."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,7 @@ import json
 import pytest
 
 from harness.facts import container, the_one
+from harness.image import judges
 
 
 def _repo(repositories, evidence):
@@ -54,3 +56,8 @@ def test_service_image_comes_from_the_repository(repositories, task_definitions,
     evidence("image", image)
     assert image.startswith(repo["repositoryUri"] + ":") or image.startswith(repo["repositoryUri"] + "@"), \
         f"the service runs {image!r}, not an image of {repo['repositoryUri']}"
+
+
+@pytest.mark.requirement("IMG-07")
+def test_deployed_image_scan_findings_within_budget(image_scan, expect, settle):
+    settle(judges.scan_findings(image_scan, expect))

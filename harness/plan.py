@@ -23,6 +23,7 @@ AREAS = {
     "ECS": "compute",
     "ALB": "load balancing",
     "ECR": "registry",
+    "IMG": "image",
     "SEC": "secrets",
     "MON": "monitoring",
     "TAG": "tagging",

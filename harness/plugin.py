@@ -58,6 +58,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="judge a saved snapshot offline instead of fetching one")
     group.addoption("--snapshot-out", default=None, metavar="FILE", help="save the session's snapshot as JSON")
     group.addoption("--reports-dir", default="reports", help="where summary.json goes (default: reports)")
+    group.addoption("--image", default=None, metavar="REF",
+                    help="the image checks judge this image instead of the one the service runs: a registry "
+                         "reference HOST/REPOSITORY:TAG, docker-archive:FILE (docker save) or oci:DIR")
     smoke = parser.getgroup("harness-smoke", "Dougust smoke gate")
     smoke.addoption("--base-url", default=None,
                     help="HTTPS URL of the load balancer (default on --target local: the local stand-in's)")
@@ -140,6 +143,9 @@ class HarnessState:
     baseline: dict[str, Any] | None = None
     load: Any = None  # harness.load.session.LoadRun, once the session's load run is over
     drills: dict[str, Any] = field(default_factory=dict)  # id -> harness.drills.engine.DrillResult
+    image: Any = None  # harness.image.inspect.ImageFacts, once fetched
+    image_session: Any = None  # harness.image.session.ImageSession
+    plane: Any = None  # the local stand-in, once this session has it
     started: float | None = None
     resources: ExitStack = field(default_factory=ExitStack)
 
@@ -250,6 +256,11 @@ class HarnessState:
     def _stand_in(self) -> Any:
         """The local stand-in (harness.local.dataplane.DataPlane): the running one --stand-in names, or the
         project's own, brought up for this session if it is not running."""
+        if self.plane is None:
+            self.plane = self._bring_up_stand_in()
+        return self.plane
+
+    def _bring_up_stand_in(self) -> Any:
         from harness.local.dataplane import DataPlane, StandInError
 
         assert self.plan is not None and self.plan_path is not None
@@ -514,6 +525,57 @@ class HarnessState:
                 ValueError, KeyError, TypeError) as exc:
             return None, f"the smoke account secret {name} could not be read ({exc})"
 
+    def prepare_image(self) -> None:
+        """The session's image: with --image, fetched now (a reference that does not resolve is a usage
+        error); else the service's image, fetched when the first image check needs it."""
+        from harness.image.session import ImageError, ImageSession
+
+        writer = self.config.get_terminal_writer()
+        self.image_session = ImageSession(lambda line: writer.line(f"harness: {line}"))
+        self.resources.callback(self.image_session.close)
+        if self.config.option.image:
+            try:
+                self.image = self.image_session.named(self.config.option.image)
+            except ImageError as exc:
+                raise TargetError(str(exc)) from None
+
+    def deployed_image(self) -> Any:
+        """The image the service's task definition names, pulled read-only from its registry (on the local
+        target, the stand-in's registry on loopback serves ECR's data plane)."""
+        from harness.facts import container, the_one
+        from harness.image.session import ImageError
+
+        assert self.inventory is not None and self.plan is not None
+        if self.config.option.snapshot:
+            pytest.skip("the image checks need the image itself, which a saved snapshot does not hold; pass --image")
+        port = int(self.plan.requirements["ECS-03"].expected(self.env)["container_port"])
+        try:
+            task_definitions = self.inventory.need("task_definitions")
+        except PartUnavailable as exc:
+            pytest.skip(str(exc))
+        uri = container(the_one(task_definitions, "task definition of the service"), port).get("image", "")
+        target = self._target()
+        try:
+            registry = self._local_registry(uri, target, port) if self.config.option.target == "local" else None
+            return self.image_session.deployed(uri, target, registry)
+        except ImageError as exc:
+            pytest.fail(f"the service's image could not be checked: {exc}", pytrace=False)
+
+    def _local_registry(self, uri: str, target: Target, port: int) -> str:
+        """The local target's ECR data plane for the session, serving the stand-in's image as `uri`."""
+        from harness.image.ecr import EcrImage
+        from harness.local import registry
+
+        image = EcrImage.parse(uri)
+        if image is None:
+            pytest.fail(f"the service's image {uri!r} is not an ECR image (ECR-04)", pytrace=False)
+        try:
+            address = self.resources.enter_context(registry.serving(self.image_session.workdir / "registry"))
+            registry.publish(address, image, target, self.image_session.workdir, port)
+        except registry.RegistryError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return address
+
     def _target(self) -> Target:
         opt = self.config.option
         assert self.plan is not None
@@ -574,7 +636,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                      if "drill_result" in getattr(item, "fixturenames", ()) and state.requirement(item)}
         if drill_ids:
             state.prepare_drills(drill_ids)
-        if any("inventory" in names for names in needs):
+        image_checks = any("image" in names or "image_scan" in names for names in needs)
+        if image_checks:
+            state.prepare_image()
+        if any("inventory" in names for names in needs) or (image_checks and not session.config.option.image):
             state.prepare_inventory()
         elif session.config.option.baseline:
             raise TargetError("--baseline compares snapshots, and no selected test judges one; run it with "
@@ -716,6 +781,45 @@ def drill_result(request: pytest.FixtureRequest, harness_state: HarnessState) ->
     if result is None:
         pytest.skip(f"{req.id} was not selected by --drill {request.config.option.drill}")
     return result
+
+
+@pytest.fixture(scope="session")
+def image(harness_state: HarnessState) -> Any:
+    """The facts of the image the checks judge (harness.image.inspect.ImageFacts): --image's, else the one
+    the service runs; ERROR when it could not be fetched."""
+    if harness_state.image is None:
+        harness_state.image = harness_state.deployed_image()
+    return harness_state.image
+
+
+@pytest.fixture(scope="session")
+def image_scan(harness_state: HarnessState) -> Any:
+    """ECR's completed scan of the image the service runs (describe_image_scan_findings)."""
+    from harness.facts import container, the_one
+    from harness.image.ecr import EcrImage, scan_findings
+
+    if harness_state.config.option.image:
+        pytest.skip("ECR's scan findings are of the deployed image; --image checks an image before its push")
+    if harness_state.config.option.target == "local":
+        pytest.skip("not observable on this target: the emulator's scan findings are canned, not a scan of the image")
+    assert harness_state.inventory is not None and harness_state.plan is not None
+    port = int(harness_state.plan.requirements["ECS-03"].expected(harness_state.env)["container_port"])
+    try:
+        task_definitions = harness_state.inventory.need("task_definitions")
+    except PartUnavailable as exc:
+        pytest.skip(str(exc))
+    uri = container(the_one(task_definitions, "task definition of the service"), port).get("image", "")
+    ecr = EcrImage.parse(uri)
+    if ecr is None:
+        pytest.fail(f"the service's image {uri!r} is not in ECR, so ECR has no scan of it", pytrace=False)
+    try:
+        scan = scan_findings(harness_state._target(), ecr)
+    except botocore.exceptions.ClientError as exc:
+        pytest.fail(f"ecr:DescribeImageScanFindings of {uri} failed: {exc}", pytrace=False)
+    status = scan.get("imageScanStatus") or {}
+    if status.get("status") != "COMPLETE":
+        pytest.fail(f"the scan of {uri} is {status.get('status')}: {status.get('description')}", pytrace=False)
+    return scan
 
 
 @pytest.fixture

@@ -18,8 +18,10 @@ import os
 import platform
 import shutil
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from harness.image.inspect import ARCHITECTURES, ImageFacts, gather
 from harness.image.oci import Image, LayoutError, read_dir, read_layout
@@ -78,7 +80,8 @@ def _explain(source: Source, stderr: str) -> str:
     return f"copying {source} failed: {detail[-300:]}"
 
 
-def copy(source: Source, dest: Path, authfile: Path | None = None) -> Image:
+def copy(source: Source, dest: Path, authfile: Path | None = None,
+         progress: Callable[[str], None] | None = None) -> Image:
     """skopeo copy of `source` (this machine's platform, for a multi-platform image) into `dest`, in the
     `dir:` format, which keeps the manifest and config as the source has them; an OCI layout is read where
     it is."""
@@ -86,7 +89,7 @@ def copy(source: Source, dest: Path, authfile: Path | None = None) -> Image:
         return read_layout(Path(source.location))
     if shutil.which("skopeo") is None:
         raise ImageError("skopeo is not installed; install Debian's skopeo package (make setup does)")
-    argv = ["skopeo", "copy", "--quiet", "--retry-times", "2", "--override-os", "linux",
+    argv = ["skopeo", "copy", "--retry-times", "2", "--override-os", "linux",
             "--override-arch", ARCHITECTURES.get(platform.machine(), platform.machine())]
     if source.transport == "docker":
         if source.registry and source.registry.rsplit(":", 1)[0] in LOOPBACK:
@@ -97,21 +100,33 @@ def copy(source: Source, dest: Path, authfile: Path | None = None) -> Image:
     else:
         src = f"docker-archive:{source.location}"
     env = {**os.environ, "TMPDIR": str(dest.parent)}  # skopeo's own temporary files go with ours
+    # skopeo says which blob it copies as it goes: a line per blob, the progress of a long pull in a CI log.
+    process = subprocess.Popen([*argv, src, f"dir:{dest}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, env=env)
+    timer = threading.Timer(COPY_TIMEOUT_S, process.kill)
+    timer.start()
+    lines = []
     try:
-        done = subprocess.run([*argv, src, f"dir:{dest}"], capture_output=True, text=True,
-                              timeout=COPY_TIMEOUT_S, env=env)
-    except subprocess.TimeoutExpired:
-        raise ImageError(f"copying {source} took over {COPY_TIMEOUT_S} s; check the registry's reachability") from None
-    if done.returncode != 0:
-        raise ImageError(_explain(source, done.stderr))
+        for line in process.stdout:  # type: ignore[union-attr]
+            lines.append(line)
+            if progress and line.startswith("Copying"):
+                progress(line.strip())
+        process.wait()
+    finally:
+        timer.cancel()
+    if process.returncode != 0:
+        if process.returncode == -9:
+            raise ImageError(f"copying {source} took over {COPY_TIMEOUT_S} s; check the registry's reachability")
+        raise ImageError(_explain(source, "".join(lines)))
     return read_dir(dest)
 
 
-def load(source: Source, workdir: Path, authfile: Path | None = None, named: str | None = None) -> ImageFacts:
+def load(source: Source, workdir: Path, authfile: Path | None = None, named: str | None = None,
+         progress: Callable[[str], None] | None = None) -> ImageFacts:
     """Copy, unpack and inspect the image; `workdir` (an empty directory of the caller's) holds the copy
     and the root filesystem until the caller removes it."""
     try:
-        image = copy(source, workdir / "image", authfile)
+        image = copy(source, workdir / "image", authfile, progress)
         unpacked = unpack(image, workdir / "rootfs")
     except (LayoutError, UnpackError) as exc:
         raise ImageError(f"{source}: {exc}; the image is corrupt, fetch or build it again") from None

@@ -140,8 +140,8 @@ def production_dependencies(facts: ImageFacts, expect: dict[str, Any]) -> Verdic
             return Verdict("fail", "; ".join(problems), evidence)
         if reason:
             return Verdict("skip", f"{reason}; the rest passes", evidence)
-        return Verdict("error", f"no package.json in the app's directory {app or '/'} (config WorkingDir): "
-                                "its dependencies cannot be told apart", evidence)
+        return Verdict("fail", f"no package.json in the app's directory {app or '/'} (config WorkingDir): the "
+                               "image does not show that its dependencies are production ones", evidence)
     dev = sorted(facts.package_json.get("devDependencies") or {})
     installed = sorted(name for name in dev if f"{app}/node_modules/{name}" in files)
     evidence.update({"devDependencies": dev, "installed devDependencies": installed})
@@ -152,17 +152,13 @@ def production_dependencies(facts: ImageFacts, expect: dict[str, Any]) -> Verdic
 
 
 def scan_findings(scan: dict[str, Any], expect: dict[str, Any]) -> Verdict:
-    """IMG-07: the registry's scan of the deployed image: no CRITICAL finding, HIGH within the budget."""
-    status = (scan.get("imageScanStatus") or {}).get("status")
+    """IMG-07: the registry's completed scan of the deployed image: no CRITICAL finding, HIGH within the
+    budget. (A scan that is missing or not complete is not judged: the caller reports it as an error.)"""
     counts = (scan.get("imageScanFindings") or {}).get("findingSeverityCounts") or {}
-    evidence = {"status": status, "findingSeverityCounts": counts,
+    evidence = {"findingSeverityCounts": counts,
                 "findings": [{k: f.get(k) for k in ("name", "severity", "uri")}
                              for f in (scan.get("imageScanFindings") or {}).get("findings", [])
                              if f.get("severity") in ("CRITICAL", "HIGH")][:20]}
-    if status != "COMPLETE":
-        return Verdict("error", f"the scan of the image is {status or 'missing'}: "
-                                f"{(scan.get('imageScanStatus') or {}).get('description', 'no findings to judge')}",
-                       evidence)
     critical, high = int(counts.get("CRITICAL", 0)), int(counts.get("HIGH", 0))
     problems = []
     if critical > expect["max_critical"]:

@@ -41,7 +41,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Collection, Iterator
 from urllib.parse import quote
 
 START_TIMEOUT = 30.0  # seconds: each server start, the base backup and the wait for a synchronous standby
@@ -318,7 +318,7 @@ class PostgresPair:
             raise RuntimeError(f"restore point {target} is before the oldest base backup "
                                f"({_pg_timestamp(record['taken_at'])}): it cannot be reached")
         if port is None:
-            port = _free_port(exclude=set(self._ports.values()))
+            port = free_port(exclude=set(self._ports.values()))
         socket_dir = directory / "run"
         if len(str(socket_dir / f".s.PGSQL.{port}").encode()) > 107:  # sun_path: 108 bytes with the NUL
             # A deep state dir and a long name: a dir of its own under /tmp rather than a socket path the
@@ -992,7 +992,7 @@ def _other(node: str) -> str:
     return NODES[1 - NODES.index(node)]
 
 
-def _free_port(exclude: set[int]) -> int:
+def free_port(exclude: Collection[int] = ()) -> int:
     """A TCP port free on 127.0.0.1 now (the kernel's choice), not one of `exclude`."""
     while True:
         with socket.socket() as probe:
