@@ -124,6 +124,7 @@ class LayerSpec:
     deleted: tuple[str, ...] = ()  # whiteouts: the path is gone from this layer on
     opaque: tuple[str, ...] = ()  # directories whose lower-layer content this layer hides
     created_by: str = ""
+    parents: bool = True  # add the parent directories of every path (a runtime-built layer has them)
 
 
 def layer_tar(spec: LayerSpec) -> bytes:
@@ -134,7 +135,7 @@ def layer_tar(spec: LayerSpec) -> bytes:
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
 
-        parents = {str(Path(p).parent) for p in [*spec.files, *spec.symlinks, *spec.deleted]}
+        parents = {str(Path(p).parent) for p in [*spec.files, *spec.symlinks, *spec.deleted]} if spec.parents else set()
         for d in sorted({*spec.dirs, *spec.opaque, *(p for p in parents if p not in (".", "/"))}):
             info = tarfile.TarInfo(d.strip("/"))
             info.type, info.mode = tarfile.DIRTYPE, spec.modes.get(d, 0o755)

@@ -1,0 +1,352 @@
+"""The image checks: layers unpacked as a runtime applies them, each IMG requirement failed alone by an image
+built with one violation (OCI layouts assembled from busybox-static and small files, no Docker engine),
+the --image forms end to end, bad input as one line, and ECR's scan judged."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import warnings
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import boto3
+import pytest
+import requests
+
+from conftest import ROOT, run_suite
+from harness.image import judges
+from harness.image.ecr import EcrImage, scan_findings
+from harness.image.fetch import ImageError, load, parse_reference
+from harness.image.inspect import ImageFacts
+from harness.image.oci import LayerSpec, read_layout, write_docker_archive, write_layout
+from harness.image.session import ImageSession
+from harness.image.unpack import UnpackError, unpack
+from harness.local import registry as local_registry
+from harness.local.image import ALPINE_RELEASE, app_config, app_layer, base_layer
+from harness.plan import load_plan
+from harness.target import Target
+
+PLAN = load_plan(ROOT / "plan" / "dougust.toml")
+EXPECT = {rid: PLAN.requirements[rid].expected("prod") for rid in
+          ("IMG-01", "IMG-02", "IMG-03", "IMG-04", "IMG-05", "IMG-06", "IMG-07")}
+JUDGES: dict[str, Callable[[ImageFacts, dict[str, Any]], judges.Verdict]] = {
+    "IMG-01": judges.non_root_user, "IMG-02": judges.port_and_environment, "IMG-03": judges.minimal_base,
+    "IMG-04": judges.no_baked_secrets, "IMG-05": judges.health_check, "IMG-06": judges.production_dependencies,
+}
+PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+
+
+def compliant() -> tuple[list[LayerSpec], dict[str, Any]]:
+    """An image that meets every IMG requirement: Alpine's os-release, the node user, an app whose
+    production dependency is installed and whose devDependencies are not."""
+    app = app_layer({"/app/dist/main.js": "console.log('dougust')\n",
+                     "/app/node_modules/express/package.json": '{"name": "express"}'}, "1.0.0")
+    return [base_layer(ALPINE_RELEASE), app], app_config()
+
+
+def _with_layer(spec: LayerSpec) -> Callable[[list[LayerSpec], dict[str, Any]], None]:
+    return lambda layers, config: layers.append(spec)
+
+
+def _config(**changes: Any) -> Callable[[list[LayerSpec], dict[str, Any]], None]:
+    return lambda layers, config: config.update(changes)
+
+
+def _env(*pairs: str) -> Callable[[list[LayerSpec], dict[str, Any]], None]:
+    return lambda layers, config: config.update(Env=[*config["Env"], *pairs])
+
+
+def _passwd(text: str) -> Callable[[list[LayerSpec], dict[str, Any]], None]:
+    return _with_layer(LayerSpec(files={"/etc/passwd": text}, created_by="RUN usermod"))
+
+
+# name -> (the requirement it must fail alone, how the compliant image is changed)
+MUTATIONS: dict[str, tuple[str, Callable[[list[LayerSpec], dict[str, Any]], None]]] = {
+    "user root": ("IMG-01", _config(User="root")),
+    "user 0:0": ("IMG-01", _config(User="0:0")),
+    "no user": ("IMG-01", _config(User="")),
+    "user unknown to the image": ("IMG-01", _config(User="app")),
+    "user with uid 0": ("IMG-01", _passwd("root:x:0:0::/root:/bin/sh\nnode:x:0:0::/home/node:/bin/sh\n")),
+    "port not exposed": ("IMG-02", _config(ExposedPorts={"8080/tcp": {}})),
+    "NODE_ENV development": ("IMG-02", _config(Env=["PATH=/bin", "NODE_ENV=development", "PORT=3000"])),
+    "debian base": ("IMG-03", _with_layer(LayerSpec(files={"/etc/os-release": 'ID=debian\nNAME="Debian"\n'}))),
+    "token variable": ("IMG-04", _env("NPM_TOKEN=npm_0123456789")),
+    ".env file": ("IMG-04", _with_layer(LayerSpec(files={"/app/.env": "JWT_SECRET=x\n"}))),
+    "private key by content": ("IMG-04", _with_layer(LayerSpec(files={"/app/config/server.conf": PRIVATE_KEY}))),
+    "aws credentials": ("IMG-04", _with_layer(LayerSpec(files={"/root/.aws/credentials": "[default]\n"}))),
+    "no healthcheck": ("IMG-05", _config(Healthcheck=None)),
+    "healthcheck on another path": ("IMG-05", _config(Healthcheck={"Test": ["CMD", "wget", "-q", "http://127.0.0.1:3000/"]})),
+    "devDependency installed": ("IMG-06", _with_layer(LayerSpec(files={"/app/node_modules/jest/package.json": "{}"}))),
+    ".git in the app": ("IMG-06", _with_layer(LayerSpec(files={"/app/.git/HEAD": "ref: refs/heads/main\n"}))),
+    "test folder in the app": ("IMG-06", _with_layer(LayerSpec(files={"/app/test/app.e2e-spec.ts": "it()\n"}))),
+}
+
+
+def build(tmp_path: Path, mutate: Callable[[list[LayerSpec], dict[str, Any]], None] | None = None,
+          name: str = "image") -> Path:
+    layers, config = compliant()
+    if mutate:
+        mutate(layers, config)
+    write_layout(tmp_path / name, layers, {k: v for k, v in config.items() if v is not None})
+    return tmp_path / name
+
+
+def facts_of(layout: Path, tmp_path: Path) -> ImageFacts:
+    workdir = tmp_path / f"work-{layout.name}"
+    workdir.mkdir()
+    return load(parse_reference(f"oci:{layout}"), workdir)
+
+
+def verdicts(facts: ImageFacts) -> dict[str, judges.Verdict]:
+    return {rid: judge(facts, EXPECT[rid]) for rid, judge in JUDGES.items()}
+
+
+# -- unpacking ----------------------------------------------------------------------------------------------
+
+def test_layers_apply_in_order_with_whiteouts_and_opaque_directories(tmp_path):
+    layers = [LayerSpec(files={"/a/keep": "1", "/a/gone": "2", "/b/old": "3", "/c": "4"}),
+              LayerSpec(files={"/b/new": "5", "/c": "changed"}, deleted=("/a/gone",), opaque=("/b",))]
+    image = write_layout(tmp_path / "layout", layers, {})
+    unpacked = unpack(image, tmp_path / "root")
+    root = unpacked.root
+    assert (root / "a" / "keep").read_text() == "1" and not (root / "a" / "gone").exists()
+    assert sorted(p.name for p in (root / "b").iterdir()) == ["new"]
+    assert (root / "c").read_text() == "changed"
+    assert unpacked.layers[0].files["/a/gone"] == ("file", 1)
+    assert unpacked.layers[1].deleted == ["/b/", "/a/gone"]
+    assert set(unpacked.final_files()) == {"/a", "/b", "/a/keep", "/b/new", "/c"}
+    assert unpacked.size_bytes == 4 + 1 + 7
+
+
+@pytest.mark.parametrize("escape", [
+    LayerSpec(symlinks={"/etc": "/../../.."}),  # a later layer writing under /etc would leave the root
+    LayerSpec(symlinks={"/etc": "../../.."}),
+])
+def test_a_layer_cannot_write_outside_the_root(tmp_path, escape):
+    # A crafted layer: no directory entry of its own replaces the symlink before the file is written.
+    image = write_layout(tmp_path / "layout", [escape, LayerSpec(files={"/etc/passwd": "x"}, parents=False)], {})
+    outside = tmp_path / "passwd"
+    with pytest.raises(UnpackError, match="points outside the image"):
+        unpack(image, tmp_path / "deep" / "er" / "root")
+    assert not outside.exists()
+
+
+def test_an_absolute_symlink_is_followed_inside_the_root(tmp_path):
+    image = write_layout(tmp_path / "layout", [LayerSpec(symlinks={"/srv": "/data"}, dirs=("/data",)),
+                                               LayerSpec(files={"/srv/file": "x"}, parents=False)], {})
+    unpacked = unpack(image, tmp_path / "root")
+    assert (unpacked.root / "data" / "file").read_text() == "x"
+
+
+# -- each requirement failed alone by its mutation image -----------------------------------------------------
+
+def test_the_compliant_image_passes_every_check(tmp_path):
+    facts = facts_of(build(tmp_path), tmp_path)
+    assert facts.not_run is None, facts.not_run
+    assert {rid: v.status for rid, v in verdicts(facts).items()} == {rid: "pass" for rid in JUDGES}
+    assert facts.user == {"name": "node", "exists": True, "uid": 1000}  # from testinfra, inside the image
+
+
+@pytest.mark.parametrize("name", list(MUTATIONS))
+def test_each_mutation_fails_its_requirement_alone(tmp_path, name):
+    rid, mutate = MUTATIONS[name]
+    found = verdicts(facts_of(build(tmp_path, mutate), tmp_path))
+    assert found[rid].status == "fail", found[rid]
+    others = {other: v.status for other, v in found.items() if other != rid}
+    assert others == {other: "pass" for other in others}, others
+
+
+def test_a_secret_deleted_in_a_later_layer_still_fails_and_names_its_layer(tmp_path):
+    added = LayerSpec(files={"/app/deploy_key": PRIVATE_KEY, "/app/.env.production": "DB=x\n"},
+                      created_by="COPY secrets/ /app/")
+    removed = LayerSpec(deleted=("/app/deploy_key", "/app/.env.production"), created_by="RUN rm /app/deploy_key")
+    facts = facts_of(build(tmp_path, lambda layers, config: layers.extend([added, removed])), tmp_path)
+    assert "/app/deploy_key" not in facts.final_files  # gone from the running container's filesystem ...
+    verdict = judges.no_baked_secrets(facts, EXPECT["IMG-04"])
+    assert verdict.status == "fail"  # ... but shipped in layer 3 all the same
+    assert "private key /app/deploy_key in layer 3" in verdict.message and "COPY secrets/" in verdict.message
+    assert "deleted in layer 4" in verdict.message
+    assert {f["path"] for f in verdict.evidence["files"]} == {"/app/deploy_key", "/app/.env.production"}
+
+
+def test_an_example_env_file_and_public_certificates_are_not_secrets(tmp_path):
+    layer = LayerSpec(files={"/app/.env.example": "JWT_SECRET=\n", "/etc/ssl/certs/ca.pem": "-----BEGIN CERTIFICATE-----\n"})
+    facts = facts_of(build(tmp_path, _with_layer(layer)), tmp_path)
+    assert judges.no_baked_secrets(facts, EXPECT["IMG-04"]).status == "pass"
+
+
+def test_an_empty_secret_variable_is_not_a_baked_in_secret(tmp_path):
+    facts = facts_of(build(tmp_path, _env("JWT_SECRET=")), tmp_path)
+    assert judges.no_baked_secrets(facts, EXPECT["IMG-04"]).status == "pass"
+
+
+def test_a_secret_value_of_the_config_never_reaches_the_facts(tmp_path):
+    facts = facts_of(build(tmp_path, _env("NPM_TOKEN=npm_0123456789")), tmp_path)
+    assert "npm_0123456789" not in json.dumps(facts.config)
+    assert "NPM_TOKEN" in judges.no_baked_secrets(facts, EXPECT["IMG-04"]).message
+
+
+def test_an_image_without_a_shell_is_judged_on_what_can_be_read(tmp_path):
+    no_shell = LayerSpec(deleted=("/bin/sh",), created_by="RUN rm /bin/sh")
+    facts = facts_of(build(tmp_path, _with_layer(no_shell)), tmp_path)
+    assert facts.not_run == "the image has no /bin/sh"
+    found = {rid: v.status for rid, v in verdicts(facts).items()}
+    assert found == {"IMG-01": "skip", "IMG-02": "pass", "IMG-03": "skip", "IMG-04": "pass", "IMG-05": "pass",
+                     "IMG-06": "skip"}
+    assert "the image has no /bin/sh" in verdicts(facts)["IMG-01"].message
+    # What is wrong in the config is still found without running anything.
+    rooted = facts_of(build(tmp_path, lambda layers, config: (layers.append(no_shell), config.update(User="root")),
+                            name="rooted"), tmp_path)
+    assert judges.non_root_user(rooted, EXPECT["IMG-01"]).status == "fail"
+
+
+def test_size_over_the_budget_fails(tmp_path):
+    facts = facts_of(build(tmp_path), tmp_path)
+    assert judges.minimal_base(facts, {**EXPECT["IMG-03"], "max_size_mb": 1}).status == "fail"
+    assert judges.minimal_base(replace(facts, size_bytes=int(399e6)), EXPECT["IMG-03"]).status == "pass"
+
+
+@pytest.mark.parametrize("counts, budget, status", [
+    ({}, {"max_critical": 0, "max_high": 0}, "pass"),
+    ({"HIGH": 2, "MEDIUM": 9}, {"max_critical": 0, "max_high": 5}, "pass"),
+    ({"HIGH": 1}, {"max_critical": 0, "max_high": 0}, "fail"),
+    ({"CRITICAL": 1}, {"max_critical": 0, "max_high": 5}, "fail"),
+])
+def test_scan_findings_against_the_budget(counts, budget, status):
+    scan = {"imageScanStatus": {"status": "COMPLETE"}, "imageScanFindings": {"findingSeverityCounts": counts}}
+    assert judges.scan_findings(scan, budget).status == status
+
+
+def test_ecr_scan_findings_are_read_for_the_deployed_image(moto_endpoint, monkeypatch):
+    """IMG-07's fetch against the emulator, its findings set through moto's API: a CRITICAL one fails."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    ecr = boto3.client("ecr", region_name="us-east-1", endpoint_url=moto_endpoint)
+    repo = ecr.create_repository(repositoryName="scan-test")["repository"]
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {}, "layers": []})
+    ecr.put_image(repositoryName="scan-test", imageManifest=manifest, imageTag="v1")
+    ecr.start_image_scan(repositoryName="scan-test", imageId={"imageTag": "v1"})
+    result = {"repositoryName": "scan-test", "imageId": {"imageTag": "v1"},
+              "imageScanStatus": {"status": "COMPLETE", "description": "done"},
+              "imageScanFindings": {"findingSeverityCounts": {"CRITICAL": 1, "HIGH": 1},
+                                    "findings": [{"name": "CVE-2026-0001", "severity": "CRITICAL"}]}}
+    requests.post(f"{moto_endpoint}/moto-api/static/ecr/scan-finding-results",
+                  json={"results": [result], "region": "us-east-1"}, timeout=5).raise_for_status()
+    image = EcrImage.parse(f"{repo['repositoryUri']}:v1")
+    target = Target("aws", "us-east-1", endpoint_url=moto_endpoint)  # read-only: a write would be refused
+    verdict = judges.scan_findings(scan_findings(target, image), EXPECT["IMG-07"])
+    assert verdict.status == "fail" and "1 CRITICAL" in verdict.message
+    assert verdict.evidence["findings"] == [{"name": "CVE-2026-0001", "severity": "CRITICAL", "uri": None}]
+    assert set(target.recorder.summary()) == {"ecr.DescribeImageScanFindings"}
+
+
+def test_the_deployed_image_is_pulled_with_reads_only(moto_endpoint, monkeypatch, tmp_path):
+    """The nightly path on a read-only target: ECR's token, then the registry API; nothing else."""
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(key, "testing")
+    writer = Target("localstack", "us-east-1", endpoint_url=moto_endpoint)
+    repo = writer.client("ecr").create_repository(repositoryName="pull-test")["repository"]
+    image = EcrImage.parse(f"{repo['repositoryUri']}:2026.11.2")
+    lines: list[str] = []
+    session = ImageSession(lines.append)
+    try:
+        with local_registry.serving(tmp_path / "registry") as address:
+            digest = local_registry.publish(address, image, writer, tmp_path, 3000)
+            reader = Target("aws", "us-east-1", endpoint_url=moto_endpoint)
+            facts = session.deployed(image.reference(), reader, registry=address)
+    finally:
+        session.close()
+    assert facts.digest == digest and facts.source == image.reference()
+    assert set(reader.recorder.summary()) == {"ecr.GetAuthorizationToken"}
+    assert any(line.startswith("Copying blob") for line in lines), lines  # the pull's progress
+    assert not session.workdir.exists()
+
+
+# -- end to end: --image, bad input, nothing left behind ------------------------------------------------------
+
+def test_image_option_on_an_oci_layout_and_a_docker_archive(tmp_path, reports):
+    layers, config = compliant()
+    archive = write_docker_archive(tmp_path / "app.tar", layers, config)
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    run = run_suite("--image", f"docker-archive:{archive}", reports=reports, suite="compliance/test_image.py",
+                    env={"TMPDIR": str(temp)})
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert run.ids_with("pass") == set(JUDGES)
+    assert list(temp.iterdir()) == []  # the copy and the unpacked root are gone
+    assert "api_calls 0" in run.stdout  # the build pipeline's use needs no AWS account
+    bad = build(tmp_path, MUTATIONS[".env file"][1], name="bad")
+    run = run_suite("--image", f"oci:{bad}", reports=tmp_path / "r2", suite="compliance/test_image.py")
+    assert run.returncode == 1
+    assert run.ids_with("fail") == {"IMG-04"}
+    assert "credential file /app/.env in layer 3" in run.message("IMG-04")
+
+
+def _htpasswd_registry(root: Path, port: int) -> subprocess.Popen:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the registry wants bcrypt; crypt has it until 3.13
+        import crypt
+    root.mkdir(parents=True)
+    (root / "htpasswd").write_text(f"ci:{crypt.crypt('right', crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
+    (root / "config.yml").write_text(json.dumps({
+        "version": 0.1, "storage": {"filesystem": {"rootdirectory": str(root / "data")}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+        "auth": {"htpasswd": {"realm": "test", "path": str(root / "htpasswd")}}}))
+    return subprocess.Popen(["docker-registry", "serve", str(root / "config.yml")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_bad_image_references_are_one_line_and_exit_4(tmp_path, reports):
+    from conftest import free_port, wait_for
+
+    corrupt = tmp_path / "corrupt.tar"
+    corrupt.write_bytes(os.urandom(4096))
+    port = free_port()
+    server = _htpasswd_registry(tmp_path / "registry", port)
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"auths": {f"127.0.0.1:{port}": {"auth": base64.b64encode(b"ci:wrong").decode()}}}))
+    try:
+        def asks_for_credentials() -> bool:
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 401
+            except requests.ConnectionError:
+                return False
+
+        wait_for(asks_for_credentials, 15, lambda: "the registry did not start")
+        cases = {
+            f"docker-archive:{tmp_path / 'missing.tar'}": "does not exist",
+            f"docker-archive:{corrupt}": "is not a readable `docker save` archive",
+            f"127.0.0.1:{port}/dougust-be:1.0": "refused the credentials",
+            "dougust be": "is not an image reference",
+        }
+        for reference, says in cases.items():
+            run = run_suite("--image", reference, reports=reports, suite="compliance/test_image.py",
+                            env={"REGISTRY_AUTH_FILE": str(auth)}, timeout=120)
+            assert run.returncode == 4, (reference, run.stdout[-2000:], run.stderr[-2000:])
+            assert len(run.error_lines) == 1 and says in run.error_lines[0], (reference, run.stderr)
+            assert "Traceback" not in run.stderr + run.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def test_a_reference_that_does_not_resolve_is_named(tmp_path):
+    with local_registry.serving(tmp_path / "registry") as address:
+        with pytest.raises(ImageError, match="does not resolve"):
+            load(parse_reference(f"{address}/nothing-here:1.0"), tmp_path)
+    layout = build(tmp_path)
+    (layout / "index.json").write_text("{}")
+    with pytest.raises(ImageError, match="names no image"):
+        load(parse_reference(f"oci:{layout}"), tmp_path / "w")
+
+
+def test_a_written_layout_reads_back_as_written(tmp_path):
+    layers, config = compliant()
+    image = write_layout(tmp_path / "layout", layers, config, tag="1.2.3")
+    again = read_layout(tmp_path / "layout")
+    assert again.digest == image.digest and again.config["config"]["User"] == "node"
+    assert [layer.created_by for layer in again.layers] == [spec.created_by for spec in layers]
