@@ -543,6 +543,7 @@ class HarnessState:
         """The image the service's task definition names, pulled read-only from its registry (on the local
         target, the stand-in's registry on loopback serves ECR's data plane)."""
         from harness.facts import container, the_one
+        from harness.image.ecr import EcrImage
         from harness.image.session import ImageError
 
         assert self.inventory is not None and self.plan is not None
@@ -555,8 +556,11 @@ class HarnessState:
             pytest.skip(str(exc))
         uri = container(the_one(task_definitions, "task definition of the service"), port).get("image", "")
         target = self._target()
+        if target.kind == "localstack" and EcrImage.parse(uri) is not None:
+            pytest.skip(f"not observable on this target: the service's image {uri} names AWS's registry, which this "
+                        f"endpoint does not serve; pass --image to check an image")
         try:
-            registry = self._local_registry(uri, target, port) if self.config.option.target == "local" else None
+            registry = self._local_registry(uri, target, port) if target.kind == "local" else None
             return self.image_session.deployed(uri, target, registry)
         except ImageError as exc:
             pytest.fail(f"the service's image could not be checked: {exc}", pytrace=False)
@@ -800,8 +804,8 @@ def image_scan(harness_state: HarnessState) -> Any:
 
     if harness_state.config.option.image:
         pytest.skip("ECR's scan findings are of the deployed image; --image checks an image before its push")
-    if harness_state.config.option.target == "local":
-        pytest.skip("not observable on this target: the emulator's scan findings are canned, not a scan of the image")
+    if harness_state.config.option.target != "aws":
+        pytest.skip("not observable on this target: an emulator's scan findings are canned, not a scan of the image")
     assert harness_state.inventory is not None and harness_state.plan is not None
     port = int(harness_state.plan.requirements["ECS-03"].expected(harness_state.env)["container_port"])
     try:

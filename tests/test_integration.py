@@ -50,7 +50,7 @@ def _assert_compliant(run: SuiteRun) -> None:
     assert run.returncode == 0, run.stdout[-4000:]
     counts = run.summary["counts"]
     assert counts["fail"] == counts["error"] == 0, counts
-    assert run.summary["requirements_checked"] == 61
+    assert run.summary["requirements_checked"] == 68
     for row in run.summary["requirements"]:
         if row["status"] == "skip":
             assert row["message"].startswith("not observable on this target: "), row
