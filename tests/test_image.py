@@ -203,6 +203,17 @@ def test_an_image_without_a_shell_is_judged_on_what_can_be_read(tmp_path):
     assert judges.non_root_user(rooted, EXPECT["IMG-01"]).status == "fail"
 
 
+def test_without_root_or_for_another_architecture_testinfra_is_not_run(tmp_path, monkeypatch):
+    layers, config = compliant()
+    write_layout(tmp_path / "arm", layers, config, architecture="arm64")
+    arm = load(parse_reference(f"oci:{tmp_path / 'arm'}"), tmp_path / "w-arm")
+    assert arm.not_run == "the image is built for arm64, this machine runs amd64" and arm.user is None
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    facts = facts_of(build(tmp_path), tmp_path)
+    assert facts.not_run.startswith("chroot into the image needs root")
+    assert judges.non_root_user(facts, EXPECT["IMG-01"]).status == "skip"
+
+
 def test_size_over_the_budget_fails(tmp_path):
     facts = facts_of(build(tmp_path), tmp_path)
     assert judges.minimal_base(facts, {**EXPECT["IMG-03"], "max_size_mb": 1}).status == "fail"
