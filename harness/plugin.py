@@ -143,7 +143,7 @@ class HarnessState:
     baseline: dict[str, Any] | None = None
     load: Any = None  # harness.load.session.LoadRun, once the session's load run is over
     drills: dict[str, Any] = field(default_factory=dict)  # id -> harness.drills.engine.DrillResult
-    image: Any = None  # harness.image.inspect.ImageFacts, once fetched
+    image: Any = None  # harness.image.inspect.ImageFacts, or the skip or failure of the image checks
     image_session: Any = None  # harness.image.session.ImageSession
     plane: Any = None  # the local stand-in, once this session has it
     started: float | None = None
@@ -645,6 +645,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             state.prepare_image()
         if any("inventory" in names for names in needs) or (image_checks and not session.config.option.image):
             state.prepare_inventory()
+        if any("image" in names for names in needs) and state.image is None:
+            # Before the first test, so its progress lines reach the terminal; the outcome (the image, or a
+            # skip or failure of the image checks alone) is kept for the `image` fixture.
+            try:
+                state.image = state.deployed_image()
+            except (pytest.skip.Exception, pytest.fail.Exception) as exc:
+                state.image = exc
         elif session.config.option.baseline:
             raise TargetError("--baseline compares snapshots, and no selected test judges one; run it with "
                               "the compliance suite (pytest compliance --baseline FILE)")
@@ -791,8 +798,8 @@ def drill_result(request: pytest.FixtureRequest, harness_state: HarnessState) ->
 def image(harness_state: HarnessState) -> Any:
     """The facts of the image the checks judge (harness.image.inspect.ImageFacts): --image's, else the one
     the service runs; ERROR when it could not be fetched."""
-    if harness_state.image is None:
-        harness_state.image = harness_state.deployed_image()
+    if isinstance(harness_state.image, BaseException):
+        raise harness_state.image
     return harness_state.image
 
 
@@ -804,6 +811,8 @@ def image_scan(harness_state: HarnessState) -> Any:
 
     if harness_state.config.option.image:
         pytest.skip("ECR's scan findings are of the deployed image; --image checks an image before its push")
+    if harness_state.config.option.snapshot:
+        pytest.skip("ECR's scan findings are read live; a saved snapshot does not hold them")
     if harness_state.config.option.target != "aws":
         pytest.skip("not observable on this target: an emulator's scan findings are canned, not a scan of the image")
     assert harness_state.inventory is not None and harness_state.plan is not None
