@@ -145,7 +145,6 @@ class HarnessState:
     drills: dict[str, Any] = field(default_factory=dict)  # id -> harness.drills.engine.DrillResult
     image: Any = None  # harness.image.inspect.ImageFacts, or the skip or failure of the image checks
     image_session: Any = None  # harness.image.session.ImageSession
-    plane: Any = None  # the local stand-in, once this session has it
     started: float | None = None
     resources: ExitStack = field(default_factory=ExitStack)
 
@@ -256,11 +255,6 @@ class HarnessState:
     def _stand_in(self) -> Any:
         """The local stand-in (harness.local.dataplane.DataPlane): the running one --stand-in names, or the
         project's own, brought up for this session if it is not running."""
-        if self.plane is None:
-            self.plane = self._bring_up_stand_in()
-        return self.plane
-
-    def _bring_up_stand_in(self) -> Any:
         from harness.local.dataplane import DataPlane, StandInError
 
         assert self.plan is not None and self.plan_path is not None
@@ -526,8 +520,8 @@ class HarnessState:
             return None, f"the smoke account secret {name} could not be read ({exc})"
 
     def prepare_image(self) -> None:
-        """The session's image: with --image, fetched now (a reference that does not resolve is a usage
-        error); else the service's image, fetched when the first image check needs it."""
+        """The session's image directory; with --image, the image is fetched now (a reference that does not
+        resolve is a usage error). The service's own image waits for the snapshot that names it."""
         from harness.image.session import ImageError, ImageSession
 
         writer = self.config.get_terminal_writer()
@@ -541,20 +535,13 @@ class HarnessState:
 
     def deployed_image(self) -> Any:
         """The image the service's task definition names, pulled read-only from its registry (on the local
-        target, the stand-in's registry on loopback serves ECR's data plane)."""
-        from harness.facts import container, the_one
+        target, a registry on loopback started for the session serves ECR's data plane)."""
         from harness.image.ecr import EcrImage
         from harness.image.session import ImageError
 
-        assert self.inventory is not None and self.plan is not None
         if self.config.option.snapshot:
             pytest.skip("the image checks need the image itself, which a saved snapshot does not hold; pass --image")
-        port = int(self.plan.requirements["ECS-03"].expected(self.env)["container_port"])
-        try:
-            task_definitions = self.inventory.need("task_definitions")
-        except PartUnavailable as exc:
-            pytest.skip(str(exc))
-        uri = container(the_one(task_definitions, "task definition of the service"), port).get("image", "")
+        uri, port = self.service_image()
         target = self._target()
         if target.kind == "localstack" and EcrImage.parse(uri) is not None:
             pytest.skip(f"not observable on this target: the service's image {uri} names AWS's registry, which this "
@@ -564,6 +551,18 @@ class HarnessState:
             return self.image_session.deployed(uri, target, registry)
         except ImageError as exc:
             pytest.fail(f"the service's image could not be checked: {exc}", pytrace=False)
+
+    def service_image(self) -> tuple[str, int]:
+        """The image the service's task definition names, and the container port of the plan (ECS-03)."""
+        from harness.facts import container, the_one
+
+        assert self.inventory is not None and self.plan is not None
+        port = int(self.plan.requirements["ECS-03"].expected(self.env)["container_port"])
+        try:
+            task_definitions = self.inventory.need("task_definitions")
+        except PartUnavailable as exc:
+            pytest.skip(str(exc))
+        return container(the_one(task_definitions, "task definition of the service"), port).get("image", ""), port
 
     def _local_registry(self, uri: str, target: Target, port: int) -> str:
         """The local target's ECR data plane for the session, serving the stand-in's image as `uri`."""
@@ -645,6 +644,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
             state.prepare_image()
         if any("inventory" in names for names in needs) or (image_checks and not session.config.option.image):
             state.prepare_inventory()
+        elif session.config.option.baseline:
+            raise TargetError("--baseline compares snapshots, and no selected test judges one; run it with "
+                              "the compliance suite (pytest compliance --baseline FILE)")
         if any("image" in names for names in needs) and state.image is None:
             # Before the first test, so its progress lines reach the terminal; the outcome (the image, or a
             # skip or failure of the image checks alone) is kept for the `image` fixture.
@@ -652,9 +654,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 state.image = state.deployed_image()
             except (pytest.skip.Exception, pytest.fail.Exception) as exc:
                 state.image = exc
-        elif session.config.option.baseline:
-            raise TargetError("--baseline compares snapshots, and no selected test judges one; run it with "
-                              "the compliance suite (pytest compliance --baseline FILE)")
     except (TargetError, PlanError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if state.started is None:
@@ -806,7 +805,6 @@ def image(harness_state: HarnessState) -> Any:
 @pytest.fixture(scope="session")
 def image_scan(harness_state: HarnessState) -> Any:
     """ECR's completed scan of the image the service runs (describe_image_scan_findings)."""
-    from harness.facts import container, the_one
     from harness.image.ecr import EcrImage, scan_findings
 
     if harness_state.config.option.image:
@@ -815,13 +813,7 @@ def image_scan(harness_state: HarnessState) -> Any:
         pytest.skip("ECR's scan findings are read live; a saved snapshot does not hold them")
     if harness_state.config.option.target != "aws":
         pytest.skip("not observable on this target: an emulator's scan findings are canned, not a scan of the image")
-    assert harness_state.inventory is not None and harness_state.plan is not None
-    port = int(harness_state.plan.requirements["ECS-03"].expected(harness_state.env)["container_port"])
-    try:
-        task_definitions = harness_state.inventory.need("task_definitions")
-    except PartUnavailable as exc:
-        pytest.skip(str(exc))
-    uri = container(the_one(task_definitions, "task definition of the service"), port).get("image", "")
+    uri, _ = harness_state.service_image()
     ecr = EcrImage.parse(uri)
     if ecr is None:
         pytest.fail(f"the service's image {uri!r} is not in ECR, so ECR has no scan of it", pytrace=False)
