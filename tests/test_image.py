@@ -69,6 +69,7 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[LayerSpec], dict[str, Any]], None
     "user 0:0": ("IMG-01", _config(User="0:0")),
     "no user": ("IMG-01", _config(User="")),
     "user unknown to the image": ("IMG-01", _config(User="app")),
+    "uid unknown to the image": ("IMG-01", _config(User="4242")),
     "user with uid 0": ("IMG-01", _passwd("root:x:0:0::/root:/bin/sh\nnode:x:0:0::/home/node:/bin/sh\n")),
     "port not exposed": ("IMG-02", _config(ExposedPorts={"8080/tcp": {}})),
     "NODE_ENV development": ("IMG-02", _config(Env=["PATH=/bin", "NODE_ENV=development", "PORT=3000"])),
@@ -157,6 +158,12 @@ def test_each_mutation_fails_its_requirement_alone(tmp_path, name):
     assert found[rid].status == "fail", found[rid]
     others = {other: v.status for other, v in found.items() if other != rid}
     assert others == {other: "pass" for other in others}, others
+
+
+def test_a_numeric_user_known_to_the_image_passes(tmp_path):
+    facts = facts_of(build(tmp_path, _config(User="1000:1000")), tmp_path)
+    assert facts.user == {"name": "node", "exists": True, "uid": 1000}
+    assert judges.non_root_user(facts, EXPECT["IMG-01"]).status == "pass"
 
 
 def test_a_secret_deleted_in_a_later_layer_still_fails_and_names_its_layer(tmp_path):

@@ -86,7 +86,13 @@ def _inside(facts: ImageFacts, unpacked: Unpacked) -> None:
     host = testinfra.get_host(str(unpacked.root), connection="chroot")
     try:
         user = (facts.config.get("User") or "").split(":")[0]
-        if user:
+        if user.isdigit():
+            # A numeric User: busybox's `id` (Alpine's) takes names only, so the image's passwd is read.
+            passwd = host.file("/etc/passwd")
+            rows = [line.split(":") for line in passwd.content_string.splitlines()] if passwd.exists else []
+            name = next((row[0] for row in rows if len(row) > 2 and row[2] == user), None)
+            facts.user = {"name": name, "exists": name is not None, "uid": int(user)}
+        elif user:
             entry = host.user(user)
             exists = entry.exists
             facts.user = {"name": user, "exists": exists, "uid": entry.uid if exists else None}

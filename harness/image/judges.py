@@ -37,7 +37,8 @@ def non_root_user(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
         return Verdict("skip", f"config User is {user!r}, but whether the image knows that user could not be "
                                f"checked: {facts.not_run}", evidence)
     if not facts.user["exists"]:
-        return Verdict("fail", f"config User {user!r} does not exist in the image (id {user} fails)", evidence)
+        return Verdict("fail", f"config User {user!r} is not a user of the image (its `id` and /etc/passwd do not "
+                               f"know it)", evidence)
     if facts.user["uid"] == 0:
         return Verdict("fail", f"config User {user!r} has uid 0 in the image's /etc/passwd", evidence)
     return Verdict("pass", f"runs as {user!r}, uid {facts.user['uid']}", evidence)
