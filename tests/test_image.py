@@ -85,6 +85,9 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[LayerSpec], dict[str, Any]], None
     "test folder in the app": ("IMG-06", _with_layer(LayerSpec(files={"/app/test/app.e2e-spec.ts": "it()\n"}))),
 }
 
+# What the image mutations prove, and IMG-07 by the scan-finding tables further down.
+PROVEN = {rid for rid, _ in MUTATIONS.values()} | {"IMG-07"}
+
 
 def build(tmp_path: Path, mutate: Callable[[list[LayerSpec], dict[str, Any]], None] | None = None,
           name: str = "image") -> Path:
