@@ -307,6 +307,24 @@ def test_image_option_on_an_oci_layout_and_a_docker_archive(tmp_path, reports):
     assert "credential file /app/.env in layer 3" in run.message("IMG-04")
 
 
+def test_the_local_target_pulls_the_service_image_from_its_registry_and_leaves_nothing(tmp_path, reports):
+    """The nightly path on the local target: the task definition's ECR image, served by a registry on
+    loopback for the session; afterwards no file and no process of it is left."""
+    import psutil
+
+    from conftest import free_port
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    run = run_suite("--endpoint-url", f"http://127.0.0.1:{free_port()}", reports=reports,
+                    suite="compliance/test_image.py", env={"TMPDIR": str(temp)})
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert run.ids_with("pass") == set(JUDGES) - {"IMG-03"} and run.status("IMG-03") == "skip"
+    assert "dougust-prod-backend:latest: 2 layers" in run.stdout  # the progress line of the pull
+    assert list(temp.iterdir()) == []
+    assert not [p.pid for p in psutil.process_iter(["cmdline"]) if str(temp) in " ".join(p.info["cmdline"] or [])]
+
+
 def _htpasswd_registry(root: Path, port: int) -> subprocess.Popen:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the registry wants bcrypt; crypt has it until 3.13
