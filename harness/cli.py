@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.catalogue import FORMATS, render
-from harness.inventory import take_snapshot
+from harness.inventory import discovery_lines, take_snapshot
 from harness.plan import PlanError, load_plan
 from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
 
@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         failed = ", ".join(f"{k} ({f.message})" for k, f in inventory.failures.items())
         print(f"snapshot of {args.env} written to {args.out}: {inventory.meta['api_calls']} API calls"
               + (f"; not fetched: {failed}" if failed else ""))
+        for line in discovery_lines(inventory.meta["discovery"]):
+            print(line)
         return 0
     except (PlanError, TargetError) as exc:
         print(f"harness: {exc}", file=sys.stderr)
@@ -275,6 +277,8 @@ def _report(reports_dir: Path) -> int:
     for row in summary["requirements"]:
         if row["status"] != "pass":
             print(f"  {row['status']:<13} {row['id']:<7} {row['severity']:<8} {row['message'][:160]}")
+    for line in discovery_lines(summary.get("discovery")):
+        print(line)
     if summary.get("drift"):
         print(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
     load = summary.get("load")

@@ -3,8 +3,9 @@
 A hand-written policy drifts from the code: a new describe call fails the nightly run with AccessDenied, a
 call that is gone leaves a permission nobody needs. So the compliance policy is derived: the plan's
 compliant environment is built into moto inside this process, the suite's session (the reachability check,
-then the one snapshot it judges) runs on it, and every call it records is mapped to the IAM action that
-authorizes it. The smoke gate reads one secret per environment, so its policy is that one action on those
+then the one snapshot it judges) runs on it, the snapshot once more as an endpoint whose tagging API misses
+every tagged type leads to (each type's fallback), and every call it records is mapped to the IAM action
+that authorizes it. The smoke gate reads one secret per environment, so its policy is that one action on those
 secrets.
 
 The load suite reads its accounts secret per environment, and while it runs reads the service's counts and
@@ -32,7 +33,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from harness.inventory import take_snapshot
+from harness.inventory import tagging_blind_to, take_snapshot
 from harness.plan import Plan
 from harness.target import READ_ONLY_PREFIXES, Target
 
@@ -51,6 +52,7 @@ IAM_PREFIX: dict[str, str] = {
     "elbv2": "elasticloadbalancing",
     "logs": "logs",
     "rds": "rds",
+    "resourcegroupstaggingapi": "tag",
     "s3": "s3",
     "secretsmanager": "secretsmanager",
     "sns": "sns",
@@ -214,6 +216,11 @@ def _run_drills(platform: Target, drills: Target, plan: Plan, env: str) -> None:
     alarms = sorted(a["AlarmName"] for a in service.inventory.need("alarms"))
     if not alarms:
         raise DerivationError(f"the emulator's {env} has no alarm to watch as a stop alarm")
+    with tagging_blind_to(drills):  # the backend's discovery through every type's fallback, as for compliance
+        listed = take_snapshot(drills, plan, env)
+    if listed.failures:
+        raise DerivationError(f"the snapshot of {env} in the emulator through the fallbacks is incomplete "
+                              f"({', '.join(sorted(listed.failures))})")
 
     def recovering(_: float) -> None:  # rollback's wait: ECS replaces the stopped task meanwhile
         service.waits += 1
@@ -347,7 +354,10 @@ def compliance_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def _session_calls(target: Target, plan: Plan, env: str) -> list[tuple[str, str]]:
-    """Build `env` at the target, then the calls of one session on it: the reachability check and the snapshot."""
+    """Build `env` at the target, then the calls of one session on it: the reachability check and the snapshot;
+    then the snapshot once more as an endpoint whose tagging API knows none of the tagged types leads to, so
+    the policy also allows each type's fallback (an endpoint, or an account, where the tagging API misses a
+    type is judged, not denied)."""
     from harness.local.provision import provision
 
     report = provision(target.client, plan, env)
@@ -356,9 +366,12 @@ def _session_calls(target: Target, plan: Plan, env: str) -> list[tuple[str, str]
     mark = target.recorder.mark()
     target.check_reachable()
     inventory = take_snapshot(target, plan, env)
-    if inventory.failures:
-        failed = "; ".join(f"{part}: {f.message}" for part, f in sorted(inventory.failures.items()))
-        raise DerivationError(f"the snapshot of {env} in the emulator is incomplete ({failed})")
+    with tagging_blind_to(target):
+        listed = take_snapshot(target, plan, env)
+    for how, snapshot in (("", inventory), (" through the fallbacks", listed)):
+        if snapshot.failures:
+            failed = "; ".join(f"{part}: {f.message}" for part, f in sorted(snapshot.failures.items()))
+            raise DerivationError(f"the snapshot of {env} in the emulator{how} is incomplete ({failed})")
     return [(service, operation) for service, operation, _ in target.recorder.since(mark)]
 
 

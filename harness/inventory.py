@@ -6,6 +6,12 @@ group, the task definition's log group, the alarms whose dimensions name discove
 name or id chosen by the harness is used, so the same snapshot logic works on an environment someone
 else built from the plan.
 
+The tagged resources are found in one paginated call to the Resource Groups Tagging API (`GetResources`
+with the plan's tags and TAGGED_TYPES), and only those are described, by id, batched where the API
+allows: what else the account holds costs no call. Where the tagging API returns nothing of a type (an
+emulator's tagging API may not know it), that type alone falls back to listing and filtering by tags;
+`meta["discovery"]` says per resource type which path found it, how many resources and how many calls.
+
 Each part of the snapshot is fetched under a guard: a call that fails records a `Failure` for that part
 (and for the parts that depend on it) instead of an empty result, so a check that needs it reports ERROR
 (or SKIP when the endpoint does not offer the service), never a pass.
@@ -14,6 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -35,6 +43,34 @@ PARTS = (
     "tg_attributes", "web_acls", "access_log_buckets", "repositories", "secrets", "alarms", "topics",
     "dashboards", "trails",
 )
+
+# The resource type each part holds, named as the Resource Groups Tagging API names them; the parts that
+# hold attributes of another part's resources count their calls for that type.
+PART_TYPES = {
+    "vpc": "ec2:vpc", "vpc_attributes": "ec2:vpc", "subnets": "ec2:subnet", "route_tables": "ec2:route-table",
+    "internet_gateways": "ec2:internet-gateway", "nat_gateways": "ec2:natgateway",
+    "security_groups": "ec2:security-group", "flow_logs": "ec2:vpc-flow-log", "db_instances": "rds:db",
+    "db_exports": "rds:snapshot-export-task", "clusters": "ecs:cluster", "services": "ecs:service",
+    "task_definitions": "ecs:task-definition", "scalable_targets": "application-autoscaling:scalable-target",
+    "scaling_policies": "application-autoscaling:scaling-policy", "log_groups": "logs:log-group",
+    "load_balancers": "elasticloadbalancing:loadbalancer", "lb_attributes": "elasticloadbalancing:loadbalancer",
+    "listeners": "elasticloadbalancing:listener", "target_groups": "elasticloadbalancing:targetgroup",
+    "tg_attributes": "elasticloadbalancing:targetgroup", "web_acls": "wafv2:webacl", "access_log_buckets": "s3:bucket",
+    "repositories": "ecr:repository", "secrets": "secretsmanager:secret", "alarms": "cloudwatch:alarm",
+    "topics": "sns:topic", "dashboards": "cloudwatch:dashboard", "trails": "cloudtrail:trail",
+}
+ATTRIBUTE_PARTS = ("vpc_attributes", "lb_attributes", "tg_attributes")
+
+# The types found by the plan's tags, through the tagging API, and the parts that hold them.
+TAGGED_TYPES = {
+    "ec2:vpc": "vpc", "rds:db": "db_instances", "ecs:cluster": "clusters", "ecs:service": "services",
+    "elasticloadbalancing:loadbalancer": "load_balancers", "ecr:repository": "repositories",
+}
+TAGGING = "tagging"  # the step that calls the tagging API; the parts of TAGGED_TYPES depend on it
+
+# How a type was found: by tags through the tagging API, by tags after listing the type (the fallback),
+# through a link from a discovered resource, by the secrets' name prefix, or account-wide (the trails).
+PATHS = ("tagging", "fallback", "link", "prefix", "account")
 
 
 class PartFailed(Exception):
@@ -118,13 +154,19 @@ def elb_metric_id(arn: str) -> str:
 
 
 class _Fetcher:
-    """Runs each part under a guard and records what failed, and why."""
+    """Runs each part under a guard and records what failed, and why, and what each part cost."""
 
     def __init__(self, target: Target, plan: Plan, env: str) -> None:
         self.target = target
         self.wanted = plan.tags(env)
         self.secret_prefix = plan.secret_prefix(env)
         self.inv = Inventory(meta={})
+        self.step_failures: dict[str, Failure] = {}  # steps that are not parts (TAGGING)
+        self.part_calls: dict[str, int] = {}
+        self.tag_index: dict[str, list[dict[str, Any]]] = {}  # resource type -> the tagging API's mappings
+        self.tagging: dict[str, Any] = {}  # the tagging step's own figures
+        self.tagging_missing: str | None = None  # why no type can be found through the tagging API here
+        self.fallbacks: dict[str, str] = {}  # resource type -> why it was listed instead
 
     def tagged(self, tags: Any) -> bool:
         have = tag_dict(tags)
@@ -132,22 +174,64 @@ class _Fetcher:
 
     def run(self, key: str, deps: tuple[str, ...], fetch: Callable[[], Any]) -> None:
         for dep in deps:
-            if dep in self.inv.failures:
-                self.inv.failures[key] = self.inv.failures[dep]
+            failure = self.inv.failures.get(dep) or self.step_failures.get(dep)
+            if failure is not None:
+                self.inv.failures[key] = failure
                 return
+        mark = self.target.recorder.mark()
         try:
             self.inv.parts[key] = fetch()
         except _CallFailed as failed:
-            err = failed.error.response.get("Error", {})
-            if is_unavailable(failed.error) and self.target.kind != "aws":
-                status = failed.error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                self.inv.failures[key] = Failure("unavailable",
-                                                 f"{failed.service} is not available at this endpoint (HTTP {status})")
-            else:
-                self.inv.failures[key] = Failure("error", f"{failed.service}:{failed.error.operation_name} failed: "
-                                                          f"{err.get('Code')}: {err.get('Message')}")
+            self.inv.failures[key] = self.failure(failed)
         except botocore.exceptions.BotoCoreError as exc:
             self.inv.failures[key] = Failure("error", f"fetching {key} failed: {exc}")
+        finally:
+            self.part_calls[key] = len(self.target.recorder.since(mark))
+
+    def failure(self, failed: _CallFailed) -> Failure:
+        err = failed.error.response.get("Error", {})
+        if is_unavailable(failed.error) and self.target.kind != "aws":
+            status = failed.error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return Failure("unavailable", f"{failed.service} is not available at this endpoint (HTTP {status})")
+        return Failure("error", f"{failed.service}:{failed.error.operation_name} failed: "
+                                f"{err.get('Code')}: {err.get('Message')}")
+
+    def index_tags(self) -> None:
+        """One paginated GetResources for every type of TAGGED_TYPES carrying the plan's tags. A failed call
+        makes the parts of those types fail with it; a tagging API the endpoint does not offer at all makes
+        every type fall back, as a type it does not know does."""
+        mark = self.target.recorder.mark()
+        try:
+            found = self.paginate("resourcegroupstaggingapi", "get_resources", "ResourceTagMappingList",
+                                  TagFilters=[{"Key": k, "Values": [v]} for k, v in self.wanted.items()],
+                                  ResourceTypeFilters=list(TAGGED_TYPES), ResourcesPerPage=100)
+            for mapping in found:
+                self.tag_index.setdefault(resource_type(mapping["ResourceARN"]), []).append(mapping)
+            self.tagging = {"found": len(found)}
+        except _CallFailed as failed:
+            failure = self.failure(failed)
+            if failure.kind == "unavailable":
+                self.tagging_missing = f"the tagging API: {failure.message}"
+            else:
+                self.step_failures[TAGGING] = failure
+            self.tagging = {"found": None, "failure": failure.message}
+        except botocore.exceptions.BotoCoreError as exc:
+            self.step_failures[TAGGING] = Failure("error", f"fetching the tagged resources failed: {exc}")
+            self.tagging = {"found": None, "failure": self.step_failures[TAGGING].message}
+        self.tagging = {"calls": len(self.target.recorder.since(mark)), **self.tagging,
+                        "resource_types": list(TAGGED_TYPES)}
+
+    def by_tags(self, rtype: str) -> list[dict[str, Any]] | None:
+        """The tagging API's mappings (ResourceARN, Tags) of this type; None when it returned none of the
+        type, and then the caller lists the type itself: that fallback is recorded with its reason."""
+        found = self.tag_index.get(rtype)
+        if found:
+            return found
+        self.fallbacks[rtype] = self.fallback_reason(rtype)
+        return None
+
+    def fallback_reason(self, rtype: str) -> str:
+        return self.tagging_missing or f"the tagging API returned no {rtype} with the plan's tags"
 
     def paginate(self, service: str, operation: str, result_key: str, **kwargs: Any) -> list[Any]:
         out: list[Any] = []
@@ -165,6 +249,17 @@ class _Fetcher:
             raise _CallFailed(service, exc) from exc
 
 
+def resource_type(arn: str) -> str:
+    """The tagging API's type of an ARN: 'ec2:vpc' for arn:aws:ec2:...:vpc/vpc-1, 'rds:db' for ...:db:name."""
+    parts = arn.split(":", 5)
+    return f"{parts[2]}:{parts[5].replace(':', '/').split('/', 1)[0]}" if len(parts) == 6 else arn
+
+
+def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
 class _CallFailed(Exception):
     def __init__(self, service: str, error: botocore.exceptions.ClientError) -> None:
         super().__init__(str(error))
@@ -180,6 +275,7 @@ def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.dat
     """Fetch the deployment of `env` once, with paginators; the checks never call AWS themselves."""
     f = _Fetcher(target, plan, env)
     mark = target.recorder.mark()
+    f.index_tags()
     _network(f)
     _database(f)
     _compute(f)
@@ -196,6 +292,7 @@ def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.dat
         "taken_at": clock().isoformat(),
         "api_calls": len(target.recorder.since(mark)),
         "calls": target.recorder.summary(mark),
+        "discovery": _discovery(f),
     }
     # Judge exactly what a saved snapshot would hold, so a live run and a replay of it cannot disagree.
     f.inv.parts = json.loads(json.dumps(f.inv.parts, default=str))
@@ -204,10 +301,15 @@ def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.dat
 
 def _network(f: _Fetcher) -> None:
     def vpc() -> dict[str, Any] | None:
-        vpcs = f.paginate("ec2", "describe_vpcs", "Vpcs", Filters=_tag_filters(f))
+        tagged = f.by_tags("ec2:vpc")
+        # By filter rather than by VpcIds: a VPC the tagging API still lists after its deletion is left out
+        # instead of failing the call.
+        filters = _tag_filters(f) if tagged is None else [
+            {"Name": "vpc-id", "Values": [m["ResourceARN"].rsplit("/", 1)[1] for m in tagged]}]
+        vpcs = f.paginate("ec2", "describe_vpcs", "Vpcs", Filters=filters)
         return vpcs[0] if len(vpcs) == 1 else ({"ambiguous": [v["VpcId"] for v in vpcs]} if vpcs else None)
 
-    f.run("vpc", (), vpc)
+    f.run("vpc", (TAGGING,), vpc)
 
     def vpc_id() -> str | None:
         v = f.inv.parts.get("vpc") or {}
@@ -246,10 +348,15 @@ def _tag_filters(f: _Fetcher) -> list[dict[str, Any]]:
 
 def _database(f: _Fetcher) -> None:
     def instances() -> list[dict[str, Any]]:
-        return [db for db in f.paginate("rds", "describe_db_instances", "DBInstances")
-                if f.tagged(db.get("TagList"))]
+        tagged = f.by_tags("rds:db")
+        if tagged is None:
+            return [db for db in f.paginate("rds", "describe_db_instances", "DBInstances")
+                    if f.tagged(db.get("TagList"))]
+        return [db for arns in batches([m["ResourceARN"] for m in tagged], 100)
+                for db in f.paginate("rds", "describe_db_instances", "DBInstances",
+                                     Filters=[{"Name": "db-instance-id", "Values": arns}])]
 
-    f.run("db_instances", (), instances)
+    f.run("db_instances", (TAGGING,), instances)
 
     def exports() -> list[dict[str, Any]]:
         dbs = f.inv.parts["db_instances"]
@@ -266,28 +373,33 @@ def _database(f: _Fetcher) -> None:
 
 def _compute(f: _Fetcher) -> None:
     def clusters() -> list[dict[str, Any]]:
-        arns = f.paginate("ecs", "list_clusters", "clusterArns")
-        if not arns:
-            return []
+        tagged = f.by_tags("ecs:cluster")
+        arns = (f.paginate("ecs", "list_clusters", "clusterArns") if tagged is None
+                else [m["ResourceARN"] for m in tagged])
         found = []
-        for i in range(0, len(arns), 100):
-            resp = f.call("ecs", "describe_clusters", clusters=arns[i:i + 100], include=["TAGS", "SETTINGS"])
-            found += [c for c in resp["clusters"] if f.tagged(c.get("tags"))]
+        for batch in batches(arns, 100):
+            resp = f.call("ecs", "describe_clusters", clusters=batch, include=["TAGS", "SETTINGS"])
+            found += [c for c in resp["clusters"] if f.tagged(c.get("tags")) and c.get("status") != "INACTIVE"]
         return found
 
-    f.run("clusters", (), clusters)
+    f.run("clusters", (TAGGING,), clusters)
 
     def services() -> list[dict[str, Any]]:
+        clusters = [c["clusterArn"] for c in f.inv.parts["clusters"]]
+        tagged = f.by_tags("ecs:service")
+        if tagged is None:
+            by_cluster = {arn: f.paginate("ecs", "list_services", "serviceArns", cluster=arn) for arn in clusters}
+        else:
+            by_cluster = {arn: [m["ResourceARN"] for m in tagged if _service_in(m["ResourceARN"], arn)]
+                          for arn in clusters}
         found = []
-        for cluster in f.inv.parts["clusters"]:
-            arns = f.paginate("ecs", "list_services", "serviceArns", cluster=cluster["clusterArn"])
-            for i in range(0, len(arns), 10):
-                resp = f.call("ecs", "describe_services", cluster=cluster["clusterArn"],
-                              services=arns[i:i + 10], include=["TAGS"])
-                found += [s for s in resp["services"] if f.tagged(s.get("tags"))]
+        for cluster, arns in by_cluster.items():
+            for batch in batches(arns, 10):
+                resp = f.call("ecs", "describe_services", cluster=cluster, services=batch, include=["TAGS"])
+                found += [s for s in resp["services"] if f.tagged(s.get("tags")) and s.get("status") != "INACTIVE"]
         return found
 
-    f.run("services", ("clusters",), services)
+    f.run("services", ("clusters", TAGGING), services)
 
     def task_definitions() -> list[dict[str, Any]]:
         out = []
@@ -330,14 +442,29 @@ def _compute(f: _Fetcher) -> None:
     f.run("log_groups", ("task_definitions",), log_groups)
 
 
+def _service_in(service_arn: str, cluster_arn: str) -> bool:
+    """Whether a service ARN is of that cluster: 'service/<cluster>/<name>'; an ARN in the old format,
+    'service/<name>', does not say, so it is asked of every cluster (ECS answers MISSING where it is not)."""
+    resource = service_arn.split(":", 5)[-1].split("/")
+    return len(resource) == 2 or resource[1] == cluster_arn.rsplit("/", 1)[-1]
+
+
 def _load_balancing(f: _Fetcher) -> None:
     def load_balancers() -> list[dict[str, Any]]:
-        lbs = f.paginate("elbv2", "describe_load_balancers", "LoadBalancers")
-        tags = _elbv2_tags(f, [lb["LoadBalancerArn"] for lb in lbs])
-        return [{**lb, "Tags": tags.get(lb["LoadBalancerArn"], [])} for lb in lbs
-                if f.tagged(tags.get(lb["LoadBalancerArn"]))]
+        tagged = f.by_tags("elasticloadbalancing:loadbalancer")
+        if tagged is None:
+            lbs = f.paginate("elbv2", "describe_load_balancers", "LoadBalancers")
+            tags = _elbv2_tags(f, [lb["LoadBalancerArn"] for lb in lbs])
+            return [{**lb, "Tags": tags.get(lb["LoadBalancerArn"], [])} for lb in lbs
+                    if f.tagged(tags.get(lb["LoadBalancerArn"]))]
+        # Application, network and gateway load balancers; a classic one (loadbalancer/<name>) is not elbv2's.
+        tags = {m["ResourceARN"]: m.get("Tags", []) for m in tagged
+                if m["ResourceARN"].split(":", 5)[-1].split("/")[1] in ("app", "net", "gwy")}
+        lbs = _by_ids(f, list(tags), 20, ("LoadBalancerNotFound",), lambda arns: f.call(
+            "elbv2", "describe_load_balancers", LoadBalancerArns=arns)["LoadBalancers"])
+        return [{**lb, "Tags": tags[lb["LoadBalancerArn"]]} for lb in lbs]
 
-    f.run("load_balancers", (), load_balancers)
+    f.run("load_balancers", (TAGGING,), load_balancers)
 
     def lb_attributes() -> dict[str, dict[str, str]]:
         return {lb["LoadBalancerArn"]: _attributes(f.call("elbv2", "describe_load_balancer_attributes",
@@ -396,6 +523,23 @@ def _load_balancing(f: _Fetcher) -> None:
     f.run("access_log_buckets", ("lb_attributes",), access_log_buckets)
 
 
+def _by_ids(f: _Fetcher, ids: list[str], size: int, not_found: tuple[str, ...],
+            describe: Callable[[list[str]], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Describe resources by id in batches of `size`. The tagging API may still list a resource for a while
+    after it is deleted, and these describe calls refuse a whole batch for one unknown id: such a batch is
+    asked again one id at a time, and the unknown ones are left out."""
+    found = []
+    for batch in batches(ids, size):
+        try:
+            found += describe(batch)
+        except _CallFailed as exc:
+            if exc.code not in not_found:
+                raise
+            if len(batch) > 1:
+                found += _by_ids(f, batch, 1, not_found, describe)
+    return found
+
+
 def _elbv2_tags(f: _Fetcher, arns: list[str]) -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
     for i in range(0, len(arns), 20):
@@ -409,12 +553,38 @@ def _attributes(resp: dict[str, Any]) -> dict[str, str]:
 
 
 def _registry_and_secrets(f: _Fetcher) -> None:
+    def describe(names: list[str]) -> list[dict[str, Any]]:
+        return _by_ids(f, names, 100, ("RepositoryNotFoundException",), lambda batch: f.call(
+            "ecr", "describe_repositories", repositoryNames=batch)["repositories"])
+
+    def with_tags(repos: list[dict[str, Any]]) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
+        return [(repo, f.call("ecr", "list_tags_for_resource", resourceArn=repo["repositoryArn"]).get("tags", []))
+                for repo in repos]
+
+    def listed() -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
+        """The fallback: ECR gives a repository's tags one call at a time, so the repositories the service's
+        task definitions pull from are asked first; only when none of them carries the plan's tags is every
+        repository of the account read (so a service running another repository's image is still judged
+        against the tagged one). A tagged repository that no task definition names is missed when another one
+        is found: the tagging API, where it knows ECR, finds both."""
+        pulled = _pulled_repositories(f)
+        found = [(repo, tags) for repo, tags in with_tags(describe(pulled)) if f.tagged(tags)] if pulled else []
+        if found:
+            f.fallbacks["ecr:repository"] += "; looked up the repositories the task definitions pull from"
+            return found
+        f.fallbacks["ecr:repository"] += "; read every repository's tags"
+        return [(repo, tags) for repo, tags in with_tags(f.paginate("ecr", "describe_repositories", "repositories"))
+                if f.tagged(tags)]
+
     def repositories() -> list[dict[str, Any]]:
+        tagged = f.by_tags("ecr:repository")
+        if tagged is None:
+            pairs = listed()
+        else:
+            tags = {m["ResourceARN"].split(":repository/", 1)[1]: m.get("Tags", []) for m in tagged}
+            pairs = [(repo, tags[repo["repositoryName"]]) for repo in describe(list(tags))]
         found = []
-        for repo in f.paginate("ecr", "describe_repositories", "repositories"):
-            tags = f.call("ecr", "list_tags_for_resource", resourceArn=repo["repositoryArn"]).get("tags", [])
-            if not f.tagged(tags):
-                continue
+        for repo, repo_tags in pairs:
             try:
                 policy = f.call("ecr", "get_lifecycle_policy", repositoryName=repo["repositoryName"])
                 repo["lifecyclePolicyText"] = policy.get("lifecyclePolicyText")
@@ -422,10 +592,10 @@ def _registry_and_secrets(f: _Fetcher) -> None:
                 if exc.code != "LifecyclePolicyNotFoundException":
                     raise
                 repo["lifecyclePolicyText"] = None
-            found.append({**repo, "tags": tags})
+            found.append({**repo, "tags": repo_tags})
         return found
 
-    f.run("repositories", (), repositories)
+    f.run("repositories", (TAGGING,), repositories)
 
     def secrets() -> list[dict[str, Any]]:
         return [s for s in f.paginate("secretsmanager", "list_secrets", "SecretList",
@@ -433,6 +603,20 @@ def _registry_and_secrets(f: _Fetcher) -> None:
                 if s["Name"].startswith(f.secret_prefix)]
 
     f.run("secrets", (), secrets)
+
+
+def _pulled_repositories(f: _Fetcher) -> list[str]:
+    """The names of the ECR repositories the discovered task definitions' images come from
+    (<account>.dkr.ecr.<region>.amazonaws.com/<name>[:tag|@digest]), when those are known."""
+    names = set()
+    for td in f.inv.parts.get("task_definitions") or []:
+        for container in td.get("containerDefinitions", []):
+            host, _, path = str(container.get("image", "")).partition("/")
+            if ".dkr.ecr." in host and path:
+                path = path.split("@", 1)[0]
+                head, _, last = path.rpartition("/")
+                names.add((head + "/" if head else "") + last.split(":", 1)[0])
+    return sorted(names)
 
 
 def _linked_dimensions(f: _Fetcher) -> set[tuple[str, str]]:
@@ -487,3 +671,86 @@ def _monitoring(f: _Fetcher) -> None:
         return out
 
     f.run("trails", (), trails)
+
+
+def _discovery(f: _Fetcher) -> dict[str, Any]:
+    """Per resource type: the path that found it (PATHS), how many were found and the calls it cost,
+    its attributes' calls included; why a type fell back; the failure of a part that could not be fetched.
+    The tagging call is counted once, in `tagging`, for all the types it serves."""
+    types: dict[str, dict[str, Any]] = {}
+    for part in PARTS:
+        rtype = PART_TYPES[part]
+        entry = types.setdefault(rtype, {"path": _path(f, rtype), "found": 0, "calls": 0})
+        entry["calls"] += f.part_calls.get(part, 0)
+        if part in ATTRIBUTE_PARTS:
+            continue
+        if part in f.inv.failures:
+            entry.update(found=None, failure=f.inv.failures[part].message)
+        else:
+            entry["found"] = _count(f.inv.parts[part])
+        if entry["path"] == "fallback":
+            entry["reason"] = f.fallbacks.get(rtype, f.fallback_reason(rtype))
+    return {"tagging": f.tagging, "types": types}
+
+
+def discovery_lines(discovery: dict[str, Any] | None) -> list[str]:
+    """The `discovery` section in a few lines: the tagging call, what each path found, and every fallback
+    with its reason."""
+    if not discovery:
+        return []
+    tagging, types = discovery["tagging"], discovery["types"]
+    head = (f"discovery: the tagging API failed ({tagging['failure']})" if tagging.get("failure")
+            else f"discovery: {tagging['found']} tagged resource(s) in {tagging['calls']} tagging call(s)")
+    by_path: dict[str, list[str]] = {}
+    for rtype, entry in types.items():
+        by_path.setdefault(entry["path"], []).append(rtype)
+    counts = ", ".join(f"{len(found)} type(s) by {path}" for path, found in by_path.items())
+    lines = [f"{head}; {counts}"]
+    for rtype in by_path.get("fallback", []):
+        entry = types[rtype]
+        found = "not fetched" if entry["found"] is None else f"{entry['found']} found"
+        lines.append(f"  fallback {rtype}: {found} in {entry['calls']} call(s): {entry['reason']}")
+    return lines
+
+
+def _path(f: _Fetcher, rtype: str) -> str:
+    """A tagged type the tagging API did not return is on the fallback path, also when a part it depends on
+    failed first (its entry then carries that failure)."""
+    if rtype in TAGGED_TYPES:
+        return "tagging" if rtype in f.tag_index or TAGGING in f.step_failures else "fallback"
+    return {"secretsmanager:secret": "prefix", "cloudtrail:trail": "account"}.get(rtype, "link")
+
+
+def _count(value: Any) -> int:
+    """Resources in a part: a list's items, a mapping's values that name one (a web ACL or a bucket that
+    exists), the VPC (or the several that carry the tags)."""
+    if isinstance(value, list):
+        return len(value)
+    if isinstance(value, dict):
+        if "VpcId" in value:
+            return 1
+        if "ambiguous" in value:
+            return len(value["ambiguous"])
+        return sum(1 for v in value.values() if v)
+    return 0
+
+
+@contextmanager
+def tagging_blind_to(target: Target, types: Iterable[str] | None = None) -> Iterator[None]:
+    """Make the target's tagging API answer as one that does not know these resource types (all of them when
+    None): GetResources leaves them out of its answers while the block lasts. What an emulator's partial
+    tagging API does, on any endpoint: the IAM derivation takes the fallback paths with it, tests prove them."""
+    client = target.client("resourcegroupstaggingapi")
+    event = f"after-call.{client.meta.service_model.service_id.hyphenize()}.GetResources"
+
+    def blind(parsed: dict[str, Any], **_: Any) -> None:
+        mappings = parsed.get("ResourceTagMappingList")
+        if mappings is not None:
+            parsed["ResourceTagMappingList"] = [m for m in mappings if types is not None
+                                                and resource_type(m["ResourceARN"]) not in set(types)]
+
+    client.meta.events.register(event, blind)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister(event, blind)

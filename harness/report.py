@@ -101,6 +101,8 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
         "replayed_snapshot": bool(state.config.option.snapshot),
         "api_calls": meta.get("api_calls", 0) if not state.config.option.snapshot else 0,
         "api_calls_by_operation": meta.get("calls", {}),
+        # How the snapshot found each resource type (tagging API, fallback, link), with the calls it cost.
+        "discovery": meta.get("discovery"),
         "provision_api_calls": state.provision_calls,
         "duration_s": round(duration_s, 3),
         "requirements_checked": len(rows),

@@ -280,11 +280,12 @@ def _create_user(iam: Any, name: str, policy: dict[str, Any]) -> tuple[str, str]
 
 
 def _serve_as_aws_authorizes(port: int) -> None:
-    """moto's server with three corrections so that it authorizes as AWS does (moto 5.2: moto/core/responses.py,
+    """moto's server with four corrections so that it authorizes as AWS does (moto 5.2: moto/core/responses.py,
     moto/iam/access_control.py, moto/s3/responses.py); run as this file's main.
 
     - CloudWatch: moto names the action by the request's signing name, `monitoring:DescribeAlarms`; IAM's
       prefix for CloudWatch is `cloudwatch`, so a correct policy would be denied.
+    - Resource Groups Tagging API: likewise `tagging:GetResources` for IAM's `tag:GetResources`.
     - S3: moto checks a HEAD on a bucket as `s3:HeadBucket`, an action IAM does not have; AWS checks
       `s3:ListBucket`.
     - Secrets Manager: moto checks every action against the resource "*" (only SQS, IAM and STS name one), so
@@ -300,8 +301,9 @@ def _serve_as_aws_authorizes(port: int) -> None:
 
     def named_by_iam_prefix(self: Any, *args: Any, **kwargs: Any) -> None:
         signed_as(self, *args, **kwargs)
-        if self._service == "monitoring":
-            self._action = "cloudwatch:" + self._action.split(":", 1)[1]
+        prefix = {"monitoring": "cloudwatch", "tagging": "tag"}.get(self._service)
+        if prefix:
+            self._action = f"{prefix}:" + self._action.split(":", 1)[1]
 
     def secret_arn(self: Any) -> str:
         secret_id = self._get_param("SecretId")
