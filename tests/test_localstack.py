@@ -45,6 +45,15 @@ def test_suite_on_localstack_has_no_failure_and_no_error(localstack, tmp_path):
             assert match or row["message"].startswith("not observable on this target"), row
             unavailable |= {match.group(1)} if match else set()
     assert unavailable == NOT_EMULATED
+    # LocalStack's tagging API finds the VPC; the services it does not emulate are not in its answers, so
+    # their types fall back, and the fallback's own call finds them unavailable.
+    types = run.summary["discovery"]["types"]
+    assert (types["ec2:vpc"]["path"], types["ec2:vpc"]["found"]) == ("tagging", 1), types["ec2:vpc"]
+    service_of = {"rds:db": "rds", "ecs:cluster": "ecs", "ecs:service": "ecs",
+                  "elasticloadbalancing:loadbalancer": "elbv2", "ecr:repository": "ecr"}
+    assert {t: (e["failure"], e["reason"].startswith(f"the tagging API returned no {t}"))
+            for t, e in types.items() if e["path"] == "fallback"} == \
+        {t: (f"{service} is not available at this endpoint (HTTP 501)", True) for t, service in service_of.items()}
     assert "harness: provisioning skipped rds: rds is not available at this endpoint (HTTP 501)" in run.stdout
 
 
