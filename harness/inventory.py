@@ -61,11 +61,9 @@ PART_TYPES = {
 }
 ATTRIBUTE_PARTS = ("vpc_attributes", "lb_attributes", "tg_attributes")
 
-# The types found by the plan's tags, through the tagging API, and the parts that hold them.
-TAGGED_TYPES = {
-    "ec2:vpc": "vpc", "rds:db": "db_instances", "ecs:cluster": "clusters", "ecs:service": "services",
-    "elasticloadbalancing:loadbalancer": "load_balancers", "ecr:repository": "repositories",
-}
+# The types found by the plan's tags, through the tagging API (the rest is reached through them).
+TAGGED_TYPES = ("ec2:vpc", "rds:db", "ecs:cluster", "ecs:service", "elasticloadbalancing:loadbalancer",
+                "ecr:repository")
 TAGGING = "tagging"  # the step that calls the tagging API; the parts of TAGGED_TYPES depend on it
 
 # How a type was found: by tags through the tagging API, by tags after listing the type (the fallback),

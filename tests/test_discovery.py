@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSResponse
 from conftest import ROOT, SuiteRun, run_suite
 from harness import cli
 from harness.drift import diff
-from harness.inventory import PARTS, TAGGED_TYPES, Inventory, resource_type, tagging_blind_to, take_snapshot
+from harness.inventory import PARTS, PATHS, TAGGED_TYPES, Inventory, resource_type, tagging_blind_to, take_snapshot
 from harness.local import provision as provisioner
 from harness.neighbours import KINDS, make_groups
 from harness.plan import load_plan
@@ -116,6 +116,7 @@ def test_tagging_api_finds_the_tagged_types_and_ecr_falls_back_on_moto(built):
     assert {types[t]["path"] for t in ("ecs:task-definition", "elasticloadbalancing:targetgroup",
                                        "cloudwatch:alarm", "logs:log-group")} == {"link"}
     assert (types["secretsmanager:secret"]["path"], types["cloudtrail:trail"]["path"]) == ("prefix", "account")
+    assert {e["path"] for e in types.values()} == set(PATHS)
     tagging = reference.meta["discovery"]["tagging"]
     assert (tagging["calls"], tagging["found"]) == (1, len(MOTO_TAGGED))
     # Every call of the snapshot is counted once: the tagging call, then each type's own.
