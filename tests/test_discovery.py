@@ -1,11 +1,12 @@
 """Discovery in a shared account: the tagging API finds the plan's resources, unrelated ones cost nothing and
 change nothing, and where the tagging API misses a type that type alone falls back, as `discovery` says.
 
-One moto server serves the module, in this process. The look-alike test builds prod under names nobody in
-the harness chose and dev under the provisioner's, in moto's default account, and fills that account with
-harness/neighbours.py's groups (the bench's). The tables take snapshots in process, each in an account of
-its own on the same server, and shape the tagging API's answers (leave a type out, add a deleted resource,
-refuse the call) with botocore event hooks on the snapshot's own client.
+One moto server serves the module, in this process. The tables take snapshots in process, each in an
+account of its own, and shape the tagging API's answers (leave a type out, add a deleted resource, refuse
+the call) with botocore event hooks on the snapshot's own client. The look-alike test, last in the file,
+builds prod under names nobody in the harness chose and dev under the provisioner's in moto's default
+account (the only one the suite, run apart, can use), after emptying the server, and fills that account
+with harness/neighbours.py's groups (the bench's).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
+import requests
 from botocore.awsrequest import AWSResponse
 
 from conftest import ROOT, SuiteRun, run_suite
@@ -261,13 +263,17 @@ def test_ecr_fallback_reads_every_repository_when_the_service_runs_another_ones_
 
 
 @pytest.fixture(scope="module")
-def shared(moto_endpoint: str) -> Target:
-    """prod built by someone else, dev by the provisioner, in moto's default account."""
+def shared(moto_endpoint: str) -> Iterator[Target]:
+    """prod built by someone else, dev by the provisioner, in moto's default account (the suite's, which
+    runs apart and cannot pick another). moto keeps its state per process, so the server is emptied first,
+    of what another module run in this process left there, and afterwards, of the look-alikes."""
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
     target = Target("localstack", REGION, endpoint_url=moto_endpoint)
     with mock.patch.object(provisioner._Run, "name", lambda run, suffix: f"{FOREIGN}-{run.env[0]}-{suffix}"):
         assert provisioner.provision(target.client, PLAN, "prod").skipped == {}
     assert provisioner.provision(target.client, PLAN, "dev").skipped == {}
-    return target
+    yield target
+    requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
 
 
 def _night(endpoint: str, env: str, tmp_path: Any, name: str) -> SuiteRun:
