@@ -33,7 +33,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from harness.inventory import tagging_blind_to, take_snapshot
+from harness.inventory import Inventory, tagging_blind_to, take_snapshot
 from harness.plan import Plan
 from harness.target import READ_ONLY_PREFIXES, Target
 
@@ -68,6 +68,10 @@ ACTIONS_OF: dict[tuple[str, str], tuple[str, ...]] = {
     ("wafv2", "GetWebACLForResource"): ("wafv2:GetWebACLForResource", "wafv2:GetWebACL"),
     # Answers any valid credentials, even under an explicit Deny: there is nothing to grant.
     ("sts", "GetCallerIdentity"): (),
+    # The token is only ever used to pull the service's image through the registry API, which ECR
+    # authorizes as BatchGetImage (the manifest) and GetDownloadUrlForLayer (each blob).
+    ("ecr", "GetAuthorizationToken"): ("ecr:GetAuthorizationToken", "ecr:BatchGetImage",
+                                       "ecr:GetDownloadUrlForLayer"),
 }
 
 
@@ -151,8 +155,10 @@ DRILLS = ("DRILL-01", "DRILL-03")
 
 
 def is_read(action: str) -> bool:
-    """An IAM action that reads: its name starts as the read-only guard's operations do (Describe, List, ...)."""
-    return action.split(":", 1)[1].startswith(READ_ONLY_PREFIXES)
+    """An IAM action that reads: its name starts as the read-only guard's operations do (Describe, List, ...),
+    or it is a BatchGet (ecr:BatchGetImage authorizes an image pull through the registry API, which no boto3
+    call of the harness makes)."""
+    return action.split(":", 1)[1].startswith((*READ_ONLY_PREFIXES, "BatchGet"))
 
 
 def dr_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
@@ -372,6 +378,33 @@ def _session_calls(target: Target, plan: Plan, env: str) -> list[tuple[str, str]
         if snapshot.failures:
             failed = "; ".join(f"{part}: {f.message}" for part, f in sorted(snapshot.failures.items()))
             raise DerivationError(f"the snapshot of {env} in the emulator{how} is incomplete ({failed})")
+    calls = [(service, operation) for service, operation, _ in target.recorder.since(mark)]
+    return calls + _image_calls(target, inventory)
+
+
+def _image_calls(target: Target, inventory: Inventory) -> list[tuple[str, str]]:
+    """The image checks' own calls on the service's image: the registry token for the pull, then ECR's scan
+    findings. The image is pushed (and scanned) with a client of its own, so only the checks' calls count."""
+    import tempfile
+    from pathlib import Path
+
+    import boto3
+
+    from harness.image.ecr import EcrImage, scan_findings, write_authfile
+    from harness.image.oci import MANIFEST
+
+    uri = inventory.parts["task_definitions"][0]["containerDefinitions"][0]["image"]
+    image = EcrImage.parse(uri)
+    if image is None:
+        raise DerivationError(f"the service's image {uri} in the emulator is not an ECR image")
+    ecr = boto3.client("ecr", region_name=target.region)
+    ecr.put_image(repositoryName=image.repository, imageTag=image.tag or "latest",
+                  imageManifest=json.dumps({"schemaVersion": 2, "mediaType": MANIFEST, "config": {}, "layers": []}))
+    ecr.start_image_scan(repositoryName=image.repository, imageId=image.image_id)
+    mark = target.recorder.mark()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_authfile(target, image.registry, Path(tmp) / "auth.json")
+    scan_findings(target, image)
     return [(service, operation) for service, operation, _ in target.recorder.since(mark)]
 
 

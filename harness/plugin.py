@@ -22,7 +22,7 @@ import pytest
 
 from harness.allure_results import DRIFT_RESULT, Attachment, write_result
 from harness.drift import diff, summary_line
-from harness.inventory import PARTS, Inventory, PartUnavailable, take_snapshot
+from harness.inventory import PARTS, Inventory, PartFailed, PartUnavailable, take_snapshot
 from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
 from harness.probes import Endpoint
 from harness.report import Outcome, classify, drift_section, summarize, write_drift, write_summary
@@ -562,6 +562,8 @@ class HarnessState:
             task_definitions = self.inventory.need("task_definitions")
         except PartUnavailable as exc:
             pytest.skip(str(exc))
+        except PartFailed as exc:
+            pytest.fail(f"the service's image is not known: {exc}", pytrace=False)
         return container(the_one(task_definitions, "task definition of the service"), port).get("image", ""), port
 
     def _local_registry(self, uri: str, target: Target, port: int) -> str:

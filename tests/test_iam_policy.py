@@ -153,11 +153,28 @@ def _named_call(node: ast.AST) -> tuple[str, str] | None:
     return None
 
 
+def _ecr_calls() -> set[tuple[str, str]]:
+    """The image checks' calls, read off harness/image/ecr.py (every client there is ECR's): methods called on
+    `client("ecr")` and the operations of its paginators."""
+    tree = ast.parse((ROOT / "harness" / "image" / "ecr.py").read_text(encoding="utf-8"))
+    found = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        target = node.func.value
+        if node.func.attr == "get_paginator" and isinstance(node.args[0], ast.Constant):
+            found.add(("ecr", node.args[0].value))
+        elif isinstance(target, ast.Call) and isinstance(target.func, ast.Attribute) and target.func.attr == "client":
+            found.add(("ecr", node.func.attr))
+    return found
+
+
 def test_policy_covers_every_call_the_snapshot_code_can_make():
     """The derivation sees the calls a compliant environment leads to; this reads them off the code, so a
     call made only on some other branch (a missing resource, a second page) cannot be left out."""
     source = (ROOT / "harness" / "inventory.py").read_text(encoding="utf-8")
-    written = {call for node in ast.walk(ast.parse(source)) if (call := _named_call(node))}
+    written = {call for node in ast.walk(ast.parse(source)) if (call := _named_call(node))} | _ecr_calls()
+    assert {("ecr", "get_authorization_token"), ("ecr", "describe_image_scan_findings")} <= written
     session = botocore.session.get_session()
     operations = {}
     for service in {s for s, _ in written}:

@@ -389,3 +389,17 @@ def test_a_written_layout_reads_back_as_written(tmp_path):
     again = read_layout(tmp_path / "layout")
     assert again.digest == image.digest and again.config["config"]["User"] == "node"
     assert [layer.created_by for layer in again.layers] == [spec.created_by for spec in layers]
+
+
+@pytest.mark.parametrize("kind, outcome", [("error", pytest.fail.Exception), ("unavailable", pytest.skip.Exception)])
+def test_without_the_task_definition_the_image_checks_error_or_skip_alone(pytestconfig, kind, outcome):
+    """The service's image comes from the snapshot's task definition: a failed describe errors the image
+    checks, an endpoint without ECS skips them (never an internal error of the whole run)."""
+    from harness.inventory import Failure, Inventory
+    from harness.plugin import HarnessState
+
+    failure = Failure(kind, "ecs:DescribeTaskDefinition failed: AccessDeniedException: not authorized")
+    state = HarnessState(pytestconfig, plan=PLAN, env="prod",
+                         inventory=Inventory(meta={}, failures={"task_definitions": failure}))
+    with pytest.raises(outcome, match="AccessDeniedException"):
+        state.service_image()
