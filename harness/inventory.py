@@ -29,6 +29,7 @@ from typing import Any, Callable, Literal
 import botocore.exceptions
 
 from harness.files import write_atomic
+from harness.image.ecr import EcrImage
 from harness.plan import Plan
 from harness.redact import redact_environment
 from harness.target import Target, is_unavailable
@@ -606,15 +607,9 @@ def _registry_and_secrets(f: _Fetcher) -> None:
 def _pulled_repositories(f: _Fetcher) -> list[str]:
     """The names of the ECR repositories the discovered task definitions' images come from
     (<account>.dkr.ecr.<region>.amazonaws.com/<name>[:tag|@digest]), when those are known."""
-    names = set()
-    for td in f.inv.parts.get("task_definitions") or []:
-        for container in td.get("containerDefinitions", []):
-            host, _, path = str(container.get("image", "")).partition("/")
-            if ".dkr.ecr." in host and path:
-                path = path.split("@", 1)[0]
-                head, _, last = path.rpartition("/")
-                names.add((head + "/" if head else "") + last.split(":", 1)[0])
-    return sorted(names)
+    images = (EcrImage.parse(str(container.get("image", ""))) for td in f.inv.parts.get("task_definitions") or []
+              for container in td.get("containerDefinitions", []))
+    return sorted({image.repository for image in images if image is not None})
 
 
 def _linked_dimensions(f: _Fetcher) -> set[tuple[str, str]]:
