@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import subprocess
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -551,6 +552,10 @@ class HarnessState:
             return self.image_session.deployed(uri, target, registry)
         except ImageError as exc:
             pytest.fail(f"the service's image could not be checked: {exc}", pytrace=False)
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError, OSError, RuntimeError,
+                subprocess.SubprocessError) as exc:
+            # The registry token refused, a push or a tool that failed: the image checks error, the rest runs.
+            pytest.fail(f"the service's image could not be checked: {type(exc).__name__}: {exc}", pytrace=False)
 
     def service_image(self) -> tuple[str, int]:
         """The image the service's task definition names, and the container port of the plan (ECS-03)."""
@@ -641,7 +646,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                      if "drill_result" in getattr(item, "fixturenames", ()) and state.requirement(item)}
         if drill_ids:
             state.prepare_drills(drill_ids)
-        image_checks = any("image" in names or "image_scan" in names for names in needs)
+        # The image checks by their fixtures, on the plan's tests only (another test may name an argument so).
+        image_needs = [getattr(item, "fixturenames", ()) for item in session.items if state.requirement(item)]
+        image_checks = any("image" in names or "image_scan" in names for names in image_needs)
         if image_checks:
             state.prepare_image()
         if any("inventory" in names for names in needs) or (image_checks and not session.config.option.image):
@@ -649,7 +656,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         elif session.config.option.baseline:
             raise TargetError("--baseline compares snapshots, and no selected test judges one; run it with "
                               "the compliance suite (pytest compliance --baseline FILE)")
-        if any("image" in names for names in needs) and state.image is None:
+        if any("image" in names for names in image_needs) and state.image is None:
             # Before the first test, so its progress lines reach the terminal; the outcome (the image, or a
             # skip or failure of the image checks alone) is kept for the `image` fixture.
             try:

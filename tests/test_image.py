@@ -36,7 +36,9 @@ JUDGES: dict[str, Callable[[ImageFacts, dict[str, Any]], judges.Verdict]] = {
     "IMG-01": judges.non_root_user, "IMG-02": judges.port_and_environment, "IMG-03": judges.minimal_base,
     "IMG-04": judges.no_baked_secrets, "IMG-05": judges.health_check, "IMG-06": judges.production_dependencies,
 }
-PRIVATE_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
+               "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+               "-----END OPENSSH PRIVATE KEY-----\n")
 
 
 def compliant() -> tuple[list[LayerSpec], dict[str, Any]]:
@@ -80,7 +82,11 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[LayerSpec], dict[str, Any]], None
     "aws credentials": ("IMG-04", _with_layer(LayerSpec(files={"/root/.aws/credentials": "[default]\n"}))),
     "no healthcheck": ("IMG-05", _config(Healthcheck=None)),
     "healthcheck on another path": ("IMG-05", _config(Healthcheck={"Test": ["CMD", "wget", "-q", "http://127.0.0.1:3000/"]})),
+    "healthcheck on /api/healthz": ("IMG-05", _config(Healthcheck={"Test": ["CMD", "wget", "http://127.0.0.1:3000/api/healthz"]})),
     "devDependency installed": ("IMG-06", _with_layer(LayerSpec(files={"/app/node_modules/jest/package.json": "{}"}))),
+    "scoped devDependency, no directory entries": ("IMG-06", _with_layer(LayerSpec(
+        files={"/app/node_modules/@nestjs/cli/package.json": "{}"}, parents=False))),
+    "hardlinked .env": ("IMG-04", _with_layer(LayerSpec(hardlinks={"/app/.env": "/app/dist/main.js"}))),
     ".git in the app": ("IMG-06", _with_layer(LayerSpec(files={"/app/.git/HEAD": "ref: refs/heads/main\n"}))),
     "test folder in the app": ("IMG-06", _with_layer(LayerSpec(files={"/app/test/app.e2e-spec.ts": "it()\n"}))),
 }
@@ -125,24 +131,64 @@ def test_layers_apply_in_order_with_whiteouts_and_opaque_directories(tmp_path):
     assert unpacked.size_bytes == 4 + 1 + 7
 
 
-@pytest.mark.parametrize("escape", [
-    LayerSpec(symlinks={"/etc": "/../../.."}),  # a later layer writing under /etc would leave the root
-    LayerSpec(symlinks={"/etc": "../../.."}),
-])
-def test_a_layer_cannot_write_outside_the_root(tmp_path, escape):
-    # A crafted layer: no directory entry of its own replaces the symlink before the file is written.
-    image = write_layout(tmp_path / "layout", [escape, LayerSpec(files={"/etc/passwd": "x"}, parents=False)], {})
-    outside = tmp_path / "passwd"
-    with pytest.raises(UnpackError, match="points outside the image"):
-        unpack(image, tmp_path / "deep" / "er" / "root")
-    assert not outside.exists()
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A directory of the host that a crafted layer aims at: nothing may be written to or deleted from it."""
+    directory = tmp_path / "victim"
+    (directory / "sub").mkdir(parents=True)
+    (directory / "sub" / "f").write_text("host file")
+    return directory
+
+
+def _unpack_crafted(tmp_path: Path, *layers: LayerSpec) -> Path:
+    """Layers as an attacker writes them: no directory entry of their own replaces a symlink first."""
+    image = write_layout(tmp_path / "layout", [replace(spec, parents=False) for spec in layers], {})
+    return unpack(image, tmp_path / "root").root
+
+
+def _crafted(case: str, victim: Path) -> list[LayerSpec]:
+    links = LayerSpec(symlinks={"/b": str(victim), "/x": "b/sub"})  # b -> the host directory, x -> b/sub
+    return {
+        # /etc pointing above the root, absolute and relative: `..` stops at the root, as in the container.
+        "absolute-above-root": [LayerSpec(symlinks={"/etc": "/../../.."}), LayerSpec(files={"/etc/pwned": "x"})],
+        "relative-above-root": [LayerSpec(symlinks={"/etc": "../../.."}), LayerSpec(files={"/etc/pwned": "x"})],
+        "chain-write": [links, LayerSpec(files={"/x/pwned": "x"})],
+        "chain-whiteout": [links, LayerSpec(deleted=("/x/f",))],
+        "opaque-through-symlink": [LayerSpec(symlinks={"/d": str(victim / "sub")}),
+                                   LayerSpec(opaque=("/d",), files={"/d/new": "x"})],
+    }[case]
+
+
+@pytest.mark.parametrize("case", ["absolute-above-root", "relative-above-root", "chain-write", "chain-whiteout",
+                                  "opaque-through-symlink"])
+def test_a_crafted_layer_cannot_write_or_delete_outside_the_root(tmp_path, victim, case):
+    root = _unpack_crafted(tmp_path, *_crafted(case, victim))
+    assert sorted(p.name for p in victim.rglob("*")) == ["f", "sub"] and (victim / "sub" / "f").read_text() == "host file"
+    assert not (tmp_path / "pwned").exists()
+    written = [p for p in root.rglob("*") if p.name in ("pwned", "new")]
+    assert written and all(root in p.parents for p in written) or case == "chain-whiteout"
 
 
 def test_an_absolute_symlink_is_followed_inside_the_root(tmp_path):
-    image = write_layout(tmp_path / "layout", [LayerSpec(symlinks={"/srv": "/data"}, dirs=("/data",)),
-                                               LayerSpec(files={"/srv/file": "x"}, parents=False)], {})
+    root = _unpack_crafted(tmp_path, LayerSpec(symlinks={"/srv": "/data"}, dirs=("/data",)),
+                           LayerSpec(files={"/srv/file": "x"}))
+    assert (root / "data" / "file").read_text() == "x"
+
+
+def test_a_whiteout_hides_only_the_layers_below(tmp_path):
+    """Within one layer the whiteouts apply first, whatever their order in the tar: the layer's own files stay."""
+    image = write_layout(tmp_path / "layout", [LayerSpec(files={"/d/old": "1", "/x": "1"}),
+                                               LayerSpec(files={"/d/new": "2"}, opaque=("/d",))], {})
     unpacked = unpack(image, tmp_path / "root")
-    assert (unpacked.root / "data" / "file").read_text() == "x"
+    assert sorted(p.name for p in (unpacked.root / "d").iterdir()) == ["new"]
+    assert "/d/new" in unpacked.final_files() and "/d/old" not in unpacked.final_files()
+
+
+def test_final_files_have_the_parents_a_layer_does_not_list(tmp_path):
+    image = write_layout(tmp_path / "layout", [LayerSpec(files={"/app/node_modules/@nestjs/cli/package.json": "{}"},
+                                                         parents=False)], {})
+    files = unpack(image, tmp_path / "root").final_files()
+    assert files["/app/node_modules/@nestjs/cli"] == ("dir", 0) and files["/app"] == ("dir", 0)
 
 
 # -- each requirement failed alone by its mutation image -----------------------------------------------------
@@ -182,8 +228,12 @@ def test_a_secret_deleted_in_a_later_layer_still_fails_and_names_its_layer(tmp_p
     assert {f["path"] for f in verdict.evidence["files"]} == {"/app/deploy_key", "/app/.env.production"}
 
 
-def test_an_example_env_file_and_public_certificates_are_not_secrets(tmp_path):
-    layer = LayerSpec(files={"/app/.env.example": "JWT_SECRET=\n", "/etc/ssl/certs/ca.pem": "-----BEGIN CERTIFICATE-----\n"})
+def test_an_example_env_file_public_certificates_and_key_documentation_are_not_secrets(tmp_path):
+    npm_docs = 'key="-----BEGIN PRIVATE KEY-----\\nXXXX\\nXXXX\\n-----END PRIVATE KEY-----"'  # as npm's config docs
+    layer = LayerSpec(files={"/app/.env.example": "JWT_SECRET=\n", "/etc/ssl/certs/ca.pem": "-----BEGIN CERTIFICATE-----\n",
+                             "/usr/lib/node_modules/npm/docs/config.md": npm_docs,
+                             "/app/node_modules/ws/test/fixtures/key.pem": "not a key",
+                             "/app/node_modules/ws/test/fixtures/server.key": "not a key"})
     facts = facts_of(build(tmp_path, _with_layer(layer)), tmp_path)
     assert judges.no_baked_secrets(facts, EXPECT["IMG-04"]).status == "pass"
 
@@ -403,3 +453,19 @@ def test_without_the_task_definition_the_image_checks_error_or_skip_alone(pytest
                          inventory=Inventory(meta={}, failures={"task_definitions": failure}))
     with pytest.raises(outcome, match="AccessDeniedException"):
         state.service_image()
+
+
+def test_an_oci_layout_with_several_images_needs_a_tag(tmp_path):
+    layers, config = compliant()
+    first = write_layout(tmp_path / "layout", layers, config, tag="1.0")
+    kept = json.loads((tmp_path / "layout" / "index.json").read_text())["manifests"]
+    write_layout(tmp_path / "layout", layers, {**config, "User": "root"}, tag="2.0")
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    index["manifests"] = kept + index["manifests"]
+    (tmp_path / "layout" / "index.json").write_text(json.dumps(index))
+    with pytest.raises(ImageError, match=r"holds 2 images \(1.0, 2.0\); name one as oci:.*:TAG"):
+        load(parse_reference(f"oci:{tmp_path / 'layout'}"), tmp_path / "w1")
+    facts = load(parse_reference(f"oci:{tmp_path / 'layout'}:1.0"), tmp_path / "w2")
+    assert facts.digest == first.digest and facts.config["User"] == "node"
+    with pytest.raises(ImageError, match="holds no image tagged '3.0'"):
+        load(parse_reference(f"oci:{tmp_path / 'layout'}:3.0"), tmp_path / "w3")

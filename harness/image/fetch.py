@@ -39,9 +39,12 @@ class ImageError(Exception):
 class Source:
     transport: str  # docker (a registry), docker-archive or oci
     location: str
+    tag: str | None = None  # an OCI layout's image, when it holds several
 
     def __str__(self) -> str:
-        return self.location if self.transport == "docker" else f"{self.transport}:{self.location}"
+        if self.transport == "docker":
+            return self.location
+        return f"{self.transport}:{self.location}" + (f":{self.tag}" if self.tag else "")
 
     @property
     def registry(self) -> str | None:
@@ -53,6 +56,9 @@ def parse_reference(text: str) -> Source:
     for transport in ("docker-archive", "oci"):
         if text.startswith(transport + ":"):
             path = text[len(transport) + 1:]
+            if transport == "oci" and not Path(path).exists() and ":" in path:
+                path, _, tag = path.rpartition(":")  # oci:DIR:TAG, skopeo's own form
+                return Source(transport, path, tag) if Path(path).exists() else parse_reference(f"oci:{path}")
             if not Path(path).exists():
                 made_by = "docker save -o FILE IMAGE" if transport == "docker-archive" else "skopeo copy ... oci:DIR"
                 raise ImageError(f"--image {text}: {path} does not exist; pass what `{made_by}` wrote")
@@ -85,12 +91,12 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
     """skopeo copy of `source` (this machine's platform, for a multi-platform image) into `dest`, in the
     `dir:` format, which keeps the manifest and config as the source has them; an OCI layout is read where
     it is."""
+    here = ARCHITECTURES.get(platform.machine(), platform.machine())
     if source.transport == "oci":
-        return read_layout(Path(source.location))
+        return read_layout(Path(source.location), ("linux", here), source.tag)
     if shutil.which("skopeo") is None:
         raise ImageError("skopeo is not installed; install Debian's skopeo package (make setup does)")
-    argv = ["skopeo", "copy", "--retry-times", "2", "--override-os", "linux",
-            "--override-arch", ARCHITECTURES.get(platform.machine(), platform.machine())]
+    argv = ["skopeo", "copy", "--retry-times", "2", "--override-os", "linux", "--override-arch", here]
     if source.transport == "docker":
         if source.registry and source.registry.rsplit(":", 1)[0] in LOOPBACK:
             argv.append("--src-tls-verify=false")
@@ -106,16 +112,22 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
     timer = threading.Timer(COPY_TIMEOUT_S, process.kill)
     timer.start()
     lines = []
+    timed_out = False
     try:
         for line in process.stdout:  # type: ignore[union-attr]
             lines.append(line)
             if progress and line.startswith("Copying"):
                 progress(line.strip())
         process.wait()
+        timed_out = timer.finished.is_set()  # set by the timer firing; cancel() comes after
     finally:
         timer.cancel()
+        if process.poll() is None:  # interrupted: skopeo must not go on writing into a directory being removed
+            process.kill()
+            process.wait()
+        process.stdout.close()  # type: ignore[union-attr]
     if process.returncode != 0:
-        if process.returncode == -9:
+        if timed_out:
             raise ImageError(f"copying {source} took over {COPY_TIMEOUT_S} s; check the registry's reachability")
         raise ImageError(_explain(source, "".join(lines)))
     return read_dir(dest)

@@ -47,6 +47,11 @@ class ImageFacts:
         return (self.config.get("WorkingDir") or "/").rstrip("/") or "/"
 
 
+def user_part(user: str | None) -> str:
+    """The user of a config's `User` ("node", "node:node", "1000:1000"), without the group."""
+    return (user or "").split(":")[0].strip()
+
+
 def masked_config(config: dict[str, Any]) -> dict[str, Any]:
     """The config with the value of every secret-looking variable masked (an empty one stays empty: an
     empty value is not a baked-in secret)."""
@@ -85,7 +90,7 @@ def _inside(facts: ImageFacts, unpacked: Unpacked) -> None:
 
     host = testinfra.get_host(str(unpacked.root), connection="chroot")
     try:
-        user = (facts.config.get("User") or "").split(":")[0]
+        user = user_part(facts.config.get("User"))
         if user.isdigit():
             # A numeric User: busybox's `id` (Alpine's) takes names only, so the image's passwd is read.
             passwd = host.file("/etc/passwd")

@@ -8,7 +8,7 @@ import posixpath
 import re
 from typing import Any
 
-from harness.image.inspect import ImageFacts
+from harness.image.inspect import ImageFacts, user_part
 from harness.load.judges import Verdict
 from harness.redact import SENSITIVE_NAME
 
@@ -16,18 +16,15 @@ from harness.redact import SENSITIVE_NAME
 SECRET_FILE = re.compile(
     r"^\.env(\.(?!example$|sample$|template$|dist$)[\w.-]+)?$"  # .env, .env.production; not .env.example
     r"|^id_(rsa|dsa|ecdsa|ed25519)$|\.(key|p12|pfx|jks|keystore)$"
-    r"|^\.(npmrc|pgpass|netrc|git-credentials|htpasswd)$|^credentials(\.json)?$|(^|[._-])tokens?(\.(txt|json))?$")
+    r"|^\.(npmrc|pgpass|netrc|git-credentials|htpasswd|envrc)$|^credentials(\.json|\.db)?$|^secrets?\.(json|ya?ml)$"
+    r"|^service-account.*\.json$|(^|[._-])tokens?(\.(txt|json))?$")
 SECRET_PATH = re.compile(r"/\.docker/config\.json$|/\.aws/config$")
 TEST_DIRS = {"test", "tests", "__tests__", "spec", "e2e"}
 
 
-def _user_part(user: str) -> str:
-    return user.split(":")[0].strip()
-
-
 def non_root_user(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
     """IMG-01: config User set, not root/0, and known to the image with a non-zero uid."""
-    user = _user_part(facts.config.get("User") or "")
+    user = user_part(facts.config.get("User"))
     evidence = {"config.User": facts.config.get("User"), "user in image": facts.user}
     if not user:
         return Verdict("fail", "the image sets no User: it runs as root", evidence)
@@ -87,7 +84,10 @@ def secret_files(facts: ImageFacts) -> list[dict[str, str]]:
     for layer in facts.layers:
         flagged = {p: "private key" for p in layer.private_keys}
         for path, (kind, _) in layer.files.items():
-            if kind == "file" and (SECRET_FILE.search(posixpath.basename(path)) or SECRET_PATH.search(path)):
+            # By name outside node_modules only: packages ship test fixtures named server.key; a real key
+            # there is still found by its content.
+            if kind in ("file", "hardlink") and "/node_modules/" not in path \
+                    and (SECRET_FILE.search(posixpath.basename(path)) or SECRET_PATH.search(path)):
                 flagged.setdefault(path, "credential file")
         for path, why in sorted(flagged.items()):
             later = next((other.describe() for other in facts.layers if other.index > layer.index
@@ -119,7 +119,7 @@ def health_check(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
     if not test or test[0] == "NONE":
         return Verdict("fail", "the image has no HEALTHCHECK", evidence)
     command = " ".join(test[1:])
-    if expect["path"] not in command:
+    if not re.search(re.escape(expect["path"]) + r"(?![\w/.-])", command):  # /api/health, not /api/healthz
         return Verdict("fail", f"the HEALTHCHECK runs {command!r}, which does not probe {expect['path']}", evidence)
     return Verdict("pass", f"HEALTHCHECK {command}", evidence)
 

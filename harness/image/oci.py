@@ -66,31 +66,44 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def _image(root: Path, digest: str, manifest: dict[str, Any], blob: Callable[[str], Path]) -> Image:
-    config = _json(blob(manifest["config"]["digest"]))
-    history = [h for h in config.get("history", []) if not h.get("empty_layer")]
-    layers = tuple(Layer(d["digest"], d.get("mediaType", ""), blob(d["digest"]),
-                         history[i].get("created_by", "") if i < len(history) else "")
-                   for i, d in enumerate(manifest.get("layers", [])))
+    try:
+        config = _json(blob(manifest["config"]["digest"]))
+        history = [h for h in config.get("history", []) if not h.get("empty_layer")]
+        layers = tuple(Layer(d["digest"], d.get("mediaType", ""), blob(d["digest"]),
+                             history[i].get("created_by", "") if i < len(history) else "")
+                       for i, d in enumerate(manifest.get("layers", [])))
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise LayoutError(f"the manifest {digest} in {root} is not an image manifest (schema 2 or OCI): "
+                          f"no {exc}") from None
     return Image(digest, manifest, config, layers)
 
 
-def read_layout(root: Path, platform: tuple[str, str] = ("linux", "amd64")) -> Image:
-    """The image of an OCI layout with one image in it, or its `platform` image when the index is a
-    multi-platform one."""
+def read_layout(root: Path, platform: tuple[str, str] = ("linux", "amd64"), tag: str | None = None) -> Image:
+    """The image of an OCI layout: the one it holds, or the one tagged `tag`; its `platform` image when
+    that is a multi-platform index."""
     if not (root / "oci-layout").is_file() or not (root / "index.json").is_file():
         raise LayoutError(f"{root} is not an OCI image layout (no oci-layout or index.json)")
     descriptors = _json(root / "index.json").get("manifests") or []
+    if tag is not None:
+        descriptors = [d for d in descriptors if (d.get("annotations") or {}).get(REF_ANNOTATION) == tag]
+        if not descriptors:
+            raise LayoutError(f"{root} holds no image tagged {tag!r}")
     if not descriptors:
         raise LayoutError(f"{root}/index.json names no image")
+    if len(descriptors) > 1:
+        tags = [(d.get("annotations") or {}).get(REF_ANNOTATION, d.get("digest")) for d in descriptors]
+        raise LayoutError(f"{root} holds {len(descriptors)} images ({', '.join(map(str, tags))}); name one as "
+                          f"oci:{root}:TAG")
     descriptor = descriptors[0]
-    while "manifests" in _json(_blob(root, descriptor["digest"])):
-        nested = _json(_blob(root, descriptor["digest"])).get("manifests") or []
-        matching = [d for d in nested if (d.get("platform", {}).get("os"), d.get("platform", {}).get("architecture"))
-                    == platform]
+    content = _json(_blob(root, descriptor["digest"]))
+    while "manifests" in content:
+        matching = [d for d in content["manifests"]
+                    if (d.get("platform", {}).get("os"), d.get("platform", {}).get("architecture")) == platform]
         if not matching:
             raise LayoutError(f"the image index in {root} has no {platform[0]}/{platform[1]} image")
         descriptor = matching[0]
-    return _image(root, descriptor["digest"], _json(_blob(root, descriptor["digest"])), lambda d: _blob(root, d))
+        content = _json(_blob(root, descriptor["digest"]))
+    return _image(root, descriptor["digest"], content, lambda d: _blob(root, d))
 
 
 def read_dir(root: Path) -> Image:
@@ -120,6 +133,7 @@ class LayerSpec:
     files: dict[str, bytes | str] = field(default_factory=dict)  # path -> content
     modes: dict[str, int] = field(default_factory=dict)  # path -> mode, for files and directories
     symlinks: dict[str, str] = field(default_factory=dict)  # path -> target
+    hardlinks: dict[str, str] = field(default_factory=dict)  # path -> the path of the file it links
     dirs: tuple[str, ...] = ()
     deleted: tuple[str, ...] = ()  # whiteouts: the path is gone from this layer on
     opaque: tuple[str, ...] = ()  # directories whose lower-layer content this layer hides
@@ -135,16 +149,13 @@ def layer_tar(spec: LayerSpec) -> bytes:
             info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""
             tar.addfile(info, io.BytesIO(data) if data is not None else None)
 
-        parents = {str(Path(p).parent) for p in [*spec.files, *spec.symlinks, *spec.deleted]} if spec.parents else set()
-        for d in sorted({*spec.dirs, *spec.opaque, *(p for p in parents if p not in (".", "/"))}):
+        paths = [*spec.files, *spec.symlinks, *spec.hardlinks, *spec.deleted]
+        parents = {str(Path(p).parent) for p in paths} if spec.parents else set()
+        opaque_dirs = spec.opaque if spec.parents else ()
+        for d in sorted({*spec.dirs, *opaque_dirs, *(p for p in parents if p not in (".", "/"))}):
             info = tarfile.TarInfo(d.strip("/"))
             info.type, info.mode = tarfile.DIRTYPE, spec.modes.get(d, 0o755)
             add(info)
-        for d in spec.opaque:
-            add(tarfile.TarInfo(f"{d.strip('/')}/{OPAQUE}"), b"")
-        for path in spec.deleted:
-            p = Path(path.strip("/"))
-            add(tarfile.TarInfo(str(p.parent / f"{WHITEOUT}{p.name}")), b"")
         for path, content in sorted(spec.files.items()):
             data = content.encode() if isinstance(content, str) else content
             info = tarfile.TarInfo(path.strip("/"))
@@ -154,6 +165,16 @@ def layer_tar(spec: LayerSpec) -> bytes:
             info = tarfile.TarInfo(path.strip("/"))
             info.type, info.linkname, info.mode = tarfile.SYMTYPE, target, 0o777
             add(info)
+        for path, target in sorted(spec.hardlinks.items()):
+            info = tarfile.TarInfo(path.strip("/"))
+            info.type, info.linkname = tarfile.LNKTYPE, target.strip("/")
+            add(info)
+        # Whiteouts last: a runtime must not let them hide what this same layer adds (unpack.py).
+        for d in spec.opaque:
+            add(tarfile.TarInfo(f"{d.strip('/')}/{OPAQUE}"), b"")
+        for path in spec.deleted:
+            p = Path(path.strip("/"))
+            add(tarfile.TarInfo(str(p.parent / f"{WHITEOUT}{p.name}")), b"")
     return out.getvalue()
 
 

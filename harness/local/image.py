@@ -45,7 +45,7 @@ def base_layer(os_release: str = STAND_IN_RELEASE) -> LayerSpec:
         dirs=("/tmp", "/home/node", APP_DIR), created_by="busybox base: /bin/busybox, /etc/passwd (node 1000)")
 
 
-def package_json(version: str, dev: tuple[str, ...] = ("jest", "typescript")) -> dict[str, Any]:
+def package_json(version: str, dev: tuple[str, ...] = ("@nestjs/cli", "jest", "typescript")) -> dict[str, Any]:
     return {"name": "dougust-be", "version": version, "private": True,
             "scripts": {"start": "node dist/main.js"},
             "dependencies": {}, "devDependencies": {name: "*" for name in dev}}
