@@ -1,8 +1,8 @@
 """ECR's data plane for the local target: Debian's docker-registry (the CNCF distribution registry) on a
 free loopback port, serving the stand-in's image under the repository and tag the service's task
 definition names, with the same manifest registered in the emulator's ECR repository. The image checks
-then pull the deployed image the way they do on AWS: skopeo over the registry API, with the credentials
-from ECR's authorization token.
+then pull the deployed image the way they do on AWS: skopeo over the registry API, with an auth file
+written from ECR's authorization token (which this registry, having no authentication, does not check).
 
 The registry lives for one session: its storage is in the session's temporary directory, and it is
 stopped, by PID, when the session ends.
@@ -50,10 +50,9 @@ def serving(root: Path) -> Iterator[str]:
                             "(make setup does)")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    log = open(root / "registry.log", "ab")
-    process = subprocess.Popen(["docker-registry", "serve", str(_config(root, port))], stdout=log,
-                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-    log.close()
+    with open(root / "registry.log", "ab") as log:
+        process = subprocess.Popen(["docker-registry", "serve", str(_config(root, port))], stdout=log,
+                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + START_S
         while True:
