@@ -86,7 +86,9 @@ def coverage_variables(summary: dict[str, Any]) -> dict[str, str]:
     variables["not covered"] = ", ".join(summary.get("uncovered") or []) or "none"
     if summary.get("waivers_can_go"):
         variables["waivers can go"] = ", ".join(summary["waivers_can_go"])
-    for area, counts in summary.get("by_area", {}).items():
+    # Areas with something failing or erroring first: Allure shows the first few variables and folds the rest.
+    areas = sorted(summary.get("by_area", {}).items(), key=lambda item: not (item[1].get("fail") or item[1].get("error")))
+    for area, counts in areas:
         variables[area] = counts_line(counts)
     return variables
 
