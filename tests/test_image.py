@@ -86,6 +86,10 @@ MUTATIONS: dict[str, tuple[str, Callable[[list[LayerSpec], dict[str, Any]], None
     "devDependency installed": ("IMG-06", _with_layer(LayerSpec(files={"/app/node_modules/jest/package.json": "{}"}))),
     "scoped devDependency, no directory entries": ("IMG-06", _with_layer(LayerSpec(
         files={"/app/node_modules/@nestjs/cli/package.json": "{}"}, parents=False))),
+    "dev package in npm's install record": ("IMG-06", _with_layer(LayerSpec(files={
+        "/app/node_modules/eslint/package.json": "{}",
+        "/app/node_modules/.package-lock.json": json.dumps({"packages": {"node_modules/express": {},
+                                                                          "node_modules/eslint": {"dev": True}}})}))),
     "hardlinked .env": ("IMG-04", _with_layer(LayerSpec(hardlinks={"/app/.env": "/app/dist/main.js"}))),
     ".git in the app": ("IMG-06", _with_layer(LayerSpec(files={"/app/.git/HEAD": "ref: refs/heads/main\n"}))),
     "test folder in the app": ("IMG-06", _with_layer(LayerSpec(files={"/app/test/app.e2e-spec.ts": "it()\n"}))),
@@ -207,6 +211,19 @@ def test_each_mutation_fails_its_requirement_alone(tmp_path, name):
     assert found[rid].status == "fail", found[rid]
     others = {other: v.status for other, v in found.items() if other != rid}
     assert others == {other: "pass" for other in others}, others
+
+
+def test_npm_install_record_decides_over_the_devdependency_names(tmp_path):
+    """typescript is a devDependency, but a production dependency needs it too: npm does not mark it dev."""
+    lock = {"packages": {"node_modules/express": {}, "node_modules/typescript": {"peer": True}}}
+    layer = LayerSpec(files={"/app/node_modules/typescript/package.json": "{}",
+                             "/app/node_modules/.package-lock.json": json.dumps(lock)})
+    facts = facts_of(build(tmp_path, _with_layer(layer)), tmp_path)
+    verdict = judges.production_dependencies(facts, EXPECT["IMG-06"])
+    assert verdict.status == "pass" and verdict.evidence["judged by"] == "/app/node_modules/.package-lock.json"
+    unrecorded = facts_of(build(tmp_path, _with_layer(replace(layer, files={
+        "/app/node_modules/typescript/package.json": "{}"})), name="unrecorded"), tmp_path)
+    assert judges.production_dependencies(unrecorded, EXPECT["IMG-06"]).status == "fail"
 
 
 def test_a_numeric_user_known_to_the_image_passes(tmp_path):

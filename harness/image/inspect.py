@@ -35,6 +35,9 @@ class ImageFacts:
     os_release: str | None = None
     package_json: dict[str, Any] | None = None  # WorkingDir/package.json, None when absent or unreadable
     package_json_problem: str | None = None
+    # npm's record of what it installed (node_modules/.package-lock.json, npm 7+): "dev": true marks a
+    # package only the devDependencies need. None when the image has none.
+    installed_lock: dict[str, Any] | None = None
     final_files: dict[str, tuple[str, int]] = field(default_factory=dict)
 
     @property
@@ -105,12 +108,18 @@ def _inside(facts: ImageFacts, unpacked: Unpacked) -> None:
         if release.exists:
             facts.os_release = release.content_string
             facts.distribution = host.system_info.distribution
-        manifest = host.file(f"{facts.workdir.rstrip('/')}/package.json")
+        app = facts.workdir.rstrip("/")
+        manifest, lock = host.file(f"{app}/package.json"), host.file(f"{app}/node_modules/.package-lock.json")
         if manifest.exists:
             try:
                 facts.package_json = json.loads(manifest.content_string)
             except ValueError as exc:
                 facts.package_json_problem = f"{manifest.path} is not JSON: {exc}"
+        if lock.exists:
+            try:
+                facts.installed_lock = json.loads(lock.content_string)
+            except ValueError:
+                facts.installed_lock = None  # unreadable: judged by the package.json's names instead
     except (AssertionError, RuntimeError, ValueError) as exc:
         # A command testinfra ran failed in a way the image explains (a broken shell, a missing applet).
         facts.not_run = f"a command in the image failed: {str(exc).splitlines()[0][:200]}"

@@ -144,12 +144,20 @@ def production_dependencies(facts: ImageFacts, expect: dict[str, Any]) -> Verdic
         return Verdict("fail", f"no package.json in the app's directory {app or '/'} (config WorkingDir): the "
                                "image does not show that its dependencies are production ones", evidence)
     dev = sorted(facts.package_json.get("devDependencies") or {})
-    installed = sorted(name for name in dev if f"{app}/node_modules/{name}" in files)
+    packages = (facts.installed_lock or {}).get("packages")
+    if isinstance(packages, dict):
+        # npm's own record: a package a production dependency also needs is not "dev", whatever its name.
+        installed = sorted(path.removeprefix("node_modules/") for path, meta in packages.items()
+                           if isinstance(meta, dict) and meta.get("dev") and f"{app}/{path}" in files)
+        evidence["judged by"] = f"{app}/node_modules/.package-lock.json"
+    else:
+        installed = sorted(name for name in dev if f"{app}/node_modules/{name}" in files)
+        evidence["judged by"] = "the devDependencies of package.json"
     evidence.update({"devDependencies": dev, "installed devDependencies": installed})
     problems += [f"devDependency {name} is installed under {app}/node_modules" for name in installed]
     if problems:
         return Verdict("fail", "; ".join(problems), evidence)
-    return Verdict("pass", f"none of {len(dev)} devDependencies installed; no .git, no test folders", evidence)
+    return Verdict("pass", f"no devDependency installed ({evidence['judged by']}); no .git, no test folders", evidence)
 
 
 def scan_findings(scan: dict[str, Any], expect: dict[str, Any]) -> Verdict:
