@@ -37,7 +37,7 @@ class ImageSession:
 
     def deployed(self, uri: str, target: Target, registry: str | None = None) -> ImageFacts:
         """The image a task definition names; from ECR with its authorization token, pulled from `registry`
-        when ECR's data plane is elsewhere (the stand-in's registry)."""
+        when ECR's data plane is elsewhere (the local target's registry on loopback)."""
         ecr = EcrImage.parse(uri)
         if ecr is None:
             return self._load(parse_reference(uri), uri)
