@@ -15,7 +15,6 @@ harness writes from boto3's authorization token, else skopeo's own default (REGI
 from __future__ import annotations
 
 import os
-import platform
 import shutil
 import subprocess
 import threading
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness.image.inspect import ARCHITECTURES, ImageFacts, gather
+from harness.image.inspect import ImageFacts, gather, host_architecture
 from harness.image.oci import Image, LayoutError, read_dir, read_layout
 from harness.image.unpack import UnpackError, unpack
 
@@ -91,7 +90,7 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
     """skopeo copy of `source` (this machine's platform, for a multi-platform image) into `dest`, in the
     `dir:` format, which keeps the manifest and config as the source has them; an OCI layout is read where
     it is."""
-    here = ARCHITECTURES.get(platform.machine(), platform.machine())
+    here = host_architecture()
     if source.transport == "oci":
         return read_layout(Path(source.location), ("linux", here), source.tag)
     if shutil.which("skopeo") is None:

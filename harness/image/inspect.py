@@ -21,6 +21,11 @@ from harness.redact import MASK, SENSITIVE_NAME
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 
 
+def host_architecture() -> str:
+    """This machine's architecture as image configs name it (amd64, arm64)."""
+    return ARCHITECTURES.get(platform.machine(), platform.machine())
+
+
 @dataclass
 class ImageFacts:
     source: str  # what was checked, as the user or the task definition named it
@@ -68,7 +73,7 @@ def masked_config(config: dict[str, Any]) -> dict[str, Any]:
 def _cannot_run(unpacked: Unpacked, architecture: str) -> str | None:
     if os.geteuid() != 0:
         return "chroot into the image needs root; run as root to check what only commands in the image can tell"
-    here = ARCHITECTURES.get(platform.machine(), platform.machine())
+    here = host_architecture()
     if architecture != here:
         return f"the image is built for {architecture}, this machine runs {here}"
     shell = unpacked.root / "bin" / "sh"
