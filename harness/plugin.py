@@ -84,7 +84,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                    help="override the profile's total arrival rate per second (0: unpaced)")
     load.addoption("--load-duration", type=float, default=None, help="override the profile's duration_s")
     load.addoption("--load-workers", type=int, default=None,
-                   help="local Locust worker processes (0: one standalone process)")
+                   help="Locust processes generating load on this machine (1: one standalone process; "
+                        "N > 1: a master and N workers)")
     load.addoption("--load-expect-workers", type=int, default=0,
                    help="wait for this many workers started elsewhere (locust -f load/locustfile.py --worker "
                         "--master-host ...) instead of starting local ones")

@@ -150,7 +150,7 @@ def write_results(environment: Environment, **_: Any) -> None:
         bool(run.worker_requests) and run.finished_workers >= set(run.worker_requests)))
     content = results(run.tally, complete=complete, started_at=iso(run.started), ended_at=iso(ended),
                       duration_s=ended - run.started, ramp_s=run.ramp_s,
-                      workers=len(run.worker_requests) if distributed else 0,
+                      workers=len(run.worker_requests) if distributed else 1,
                       worker_requests=run.worker_requests if distributed else None, marks=run.marks)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(content, indent=1))

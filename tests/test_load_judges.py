@@ -123,8 +123,8 @@ PLAN = load_plan(ROOT / "plan" / "dougust.toml")
 @pytest.mark.parametrize(("env", "name", "overrides", "expected"), [
     ("prod", "launch", {}, {"users": 200, "rate_per_s": 200.0, "duration_s": 600.0, "workers": 2}),
     ("dev", "launch", {}, {"users": 60, "rate_per_s": 50.0, "duration_s": 300.0, "workers": 2}),
-    ("prod", "local", {"users": 4, "rate_per_s": 0, "duration_s": 20, "workers": 0},
-     {"users": 4, "rate_per_s": 0.0, "duration_s": 20.0, "workers": 0}),
+    ("prod", "local", {"users": 4, "rate_per_s": 0, "duration_s": 20, "workers": 3},
+     {"users": 4, "rate_per_s": 0.0, "duration_s": 20.0, "workers": 3}),
     ("prod", "health", {}, {"mix": {"health": 1.0}, "rate_per_s": 0.0}),
 ])
 def test_profiles_resolve_per_environment_with_overrides(env: str, name: str, overrides: dict[str, Any],
@@ -138,6 +138,7 @@ def test_profiles_resolve_per_environment_with_overrides(env: str, name: str, ov
     ("soak", {}, "unknown load profile 'soak': the plan defines health, launch, local"),
     ("local", {"users": 0}, "--load-users 0: must be positive"),
     ("local", {"rate_per_s": -1}, "--load-rate -1: must be 0 or more"),
+    ("local", {"workers": 0}, "--load-workers 0: must be positive"),
     ("local", {"duration_s": 5}, "ramp_s 10 leaves no steady phase in duration_s 5"),
 ])
 def test_bad_profiles_are_one_line(name: str, overrides: dict[str, Any], says: str) -> None:

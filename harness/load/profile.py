@@ -25,7 +25,10 @@ class Profile:
     ramp_s: float
     rate_per_s: float  # total arrival rate; 0: unpaced, every user as fast as it goes
     mix: dict[str, float]
-    workers: int = 1  # local Locust worker processes; 0: one standalone process
+    # Locust processes generating load on this machine: 1, one standalone process (a master over a single
+    # worker would only relay its figures, and costs about a third of its throughput); N > 1, a master and
+    # N workers.
+    workers: int = 1
     text: str = ""
     overridden: dict[str, Any] = field(default_factory=dict)
 
@@ -58,8 +61,8 @@ def resolve(plan: Plan, env: str, name: str, *, users: int | None = None, rate_p
     overrides = {k: v for k, v in {"users": users, "rate_per_s": rate_per_s, "duration_s": duration_s,
                                    "workers": workers}.items() if v is not None}
     for key, value in overrides.items():
-        if value < 0 or (key in ("users", "duration_s") and value == 0):
-            raise PlanError(f"--load-{key.split('_')[0]} {value}: must be {'positive' if key in ('users', 'duration_s') else '0 or more'}")
+        if value < 0 or (key != "rate_per_s" and value == 0):
+            raise PlanError(f"--load-{key.split('_')[0]} {value:g}: must be {'0 or more' if key == 'rate_per_s' else 'positive'}")
     profile = Profile(name=name, users=int(values["users"]), spawn_rate=float(values["spawn_rate"]),
                       duration_s=float(values["duration_s"]), ramp_s=float(values["ramp_s"]),
                       rate_per_s=float(values["rate_per_s"]), workers=int(values.get("workers", 1)),
@@ -67,6 +70,9 @@ def resolve(plan: Plan, env: str, name: str, *, users: int | None = None, rate_p
                       text=plan.load[name].text)
     profile = replace(profile, **{k: type(getattr(profile, k))(v) for k, v in overrides.items()},
                       overridden=overrides)
+    if profile.workers < 1:
+        raise PlanError(f"load profile '{name}': workers = {profile.workers} for environment '{env}'; give 1 (one "
+                        f"Locust process) or more in [load.{name}]")
     if profile.ramp_s >= profile.duration_s:
         raise PlanError(f"load profile '{name}': ramp_s {profile.ramp_s:g} leaves no steady phase in duration_s "
                         f"{profile.duration_s:g}; pass a longer --load-duration or shorten ramp_s in the plan")

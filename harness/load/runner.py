@@ -2,8 +2,8 @@
 
 Locust patches its process with gevent, so the pytest process (boto3, psycopg) only starts it and reads
 the files it writes: the results (exact statistics, load/exact_stats.py), the progress lines, Locust's
-HTML report and each process's log. Standalone (workers = 0), a master with local workers, or a master
-that waits for workers started elsewhere (`locust -f load/locustfile.py --worker --master-host ...`).
+HTML report and each process's log. One standalone process (workers = 1), a master with N local workers
+(workers = N > 1), or a master that waits for workers started elsewhere (`locust -f load/locustfile.py --worker --master-host ...`).
 
 Every run is bounded: Locust stops itself after the profile's duration plus a drain, and the runner kills
 what is still running past a grace period. Ctrl-C stops the processes and keeps whatever results were
@@ -109,7 +109,7 @@ def run(spec: RunSpec, report: Callable[[str], None] = print, stop: threading.Ev
         (spec.out_dir / name).unlink(missing_ok=True)
     p = spec.profile
     common = locust_args(spec)
-    local_workers = 0 if spec.expect_workers else p.workers
+    local_workers = 0 if spec.expect_workers or p.workers == 1 else p.workers
     processes: list[tuple[str, subprocess.Popen[bytes]]] = []
     files = {"results": str(spec.out_dir / "results.json"), "progress": str(spec.out_dir / "progress.jsonl"),
              "html": str(spec.out_dir / "locust.html")}
