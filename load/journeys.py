@@ -38,6 +38,8 @@ class Pool:
     mix: dict[str, float] = dict(DEFAULT_MIX)
     names: list[str] = list(DEFAULT_MIX)  # the mix as cumulative weights, built once per test
     cumulative: list[float] = list(itertools.accumulate(DEFAULT_MIX.values()))
+    user_interval_s = 0.0
+    refresh_interval_s = 300.0
 
     @classmethod
     def pick(cls) -> str:
@@ -46,8 +48,6 @@ class Pool:
         if len(cls.names) == 1:
             return cls.names[0]
         return cls.names[bisect.bisect(cls.cumulative, random.random() * cls.cumulative[-1], 0, len(cls.names) - 1)]
-    user_interval_s = 0.0
-    refresh_interval_s = 300.0
 
 
 @events.init_command_line_parser.add_listener

@@ -145,3 +145,12 @@ def test_bad_profiles_are_one_line(name: str, overrides: dict[str, Any], says: s
     with pytest.raises(PlanError) as caught:
         resolve(PLAN, "prod", name, **overrides)
     assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_plan_profile_without_a_generating_process_is_one_line(tmp_path: Path) -> None:
+    text = (ROOT / "plan" / "dougust.toml").read_text()
+    assert text.count("workers = 2") == 1  # the launch profile's
+    (tmp_path / "plan.toml").write_text(text.replace("workers = 2", "workers = 0"))
+    with pytest.raises(PlanError) as caught:
+        resolve(load_plan(tmp_path / "plan.toml"), "prod", "launch")
+    assert "load profile 'launch': workers = 0 for environment 'prod'; give 1" in str(caught.value)

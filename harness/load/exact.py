@@ -139,8 +139,9 @@ def mark_phase(path: Path, phase: str, at: float) -> None:
 
 
 # A request only counts its time in a dict (microseconds -> requests); the histograms take the counts when
-# they are read (a report, a progress line, the results). Recording into an HDR histogram on every request
-# cost the generator about a tenth of its throughput, a dict increment a fiftieth of that.
+# they are read (a report, a progress line, the results). Recording into HDR histograms on every request
+# (6 us of Python here) cost the generator about a tenth of its throughput beside bare Locust; the counts
+# cost 1.7 us.
 @dataclass
 class Cell:
     """One endpoint in one phase: response times from the actual and from the intended start."""

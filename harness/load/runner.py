@@ -3,7 +3,8 @@
 Locust patches its process with gevent, so the pytest process (boto3, psycopg) only starts it and reads
 the files it writes: the results (exact statistics, load/exact_stats.py), the progress lines, Locust's
 HTML report and each process's log. One standalone process (workers = 1), a master with N local workers
-(workers = N > 1), or a master that waits for workers started elsewhere (`locust -f load/locustfile.py --worker --master-host ...`).
+(workers = N > 1), or a master that waits for workers started elsewhere
+(`locust -f load/locustfile.py --worker --master-host ...`).
 
 Every run is bounded: Locust stops itself after the profile's duration plus a drain, and the runner kills
 what is still running past a grace period. Ctrl-C stops the processes and keeps whatever results were
