@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import socket
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class Run:
     worker_requests: dict[str, int] = field(default_factory=dict)
     finished_workers: set[str] = field(default_factory=set)
     window_s: float = 0.0
+    # When a run has a measurement window, users stop starting requests once it is over (`closed`, set by
+    # a timer rather than a clock read on every request) and requests started after it are not counted.
+    window_end: float = math.inf
+    closed: bool = False
+    closer: Any = None
     marks: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -69,24 +75,34 @@ def add_arguments(parser: Any) -> None:
                             "read by the master (or standalone process) and passed on to the workers")
 
 
-def window_open() -> bool:
-    """Whether users may start another request. When Locust stops a run it kills users mid-request, and
-    the requests it cuts are the slowest; a measurement window that closes before the stop lets every
-    request started in it finish, and every worker report it, so the upper percentiles are whole."""
-    return run.window_s <= 0 or run.started is None or time.time() - run.started < run.window_s
+def open_window(started: float) -> None:
+    """Users may start requests until the window closes. When Locust stops a run it kills users
+    mid-request, and the requests it cuts are the slowest; a measurement window that closes before the
+    stop lets every request started in it finish, and every worker report it, so the upper percentiles
+    are whole."""
+    if run.closer is not None:
+        run.closer.kill()
+    run.closed, run.closer, run.window_end = False, None, math.inf
+    if run.window_s > 0:
+        run.window_end = started + run.window_s
+        run.closer = gevent.spawn_later(max(run.window_end - time.time(), 0.0), setattr, run, "closed", True)
 
 
 def iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat()
 
 
-def on_request(name: str, response_time: float, exception: Exception | None, context: dict[str, Any] | None = None,
-               start_time: float | None = None, **_: Any) -> None:
+def on_request(request_type: str, name: str, response_time: float, response_length: int, response: Any = None,
+               context: dict[str, Any] | None = None, exception: Exception | None = None,
+               start_time: float | None = None, url: str | None = None, **_: Any) -> None:
+    # Every argument Locust passes is named: gathering them into **_ would build a dict per request.
     started = start_time or time.time()
+    if started >= run.window_end:
+        return  # the window closed while this user was past its check
     origin = run.started if run.started is not None else started
-    intended = (context or {}).get("intended_start")
-    lag = started - intended if intended is not None else None
-    run.tally.record(name, started - origin, run.ramp_s, response_time, exception is not None, lag, run.marks)
+    intended = context.get("intended_start") if context else None
+    run.tally.record(name, started - origin, run.ramp_s, response_time, exception is not None,
+                     None if intended is None else started - intended, run.marks)
 
 
 def on_test_start(environment: Environment, **_: Any) -> None:
@@ -97,9 +113,11 @@ def on_test_start(environment: Environment, **_: Any) -> None:
     if isinstance(environment.runner, WorkerRunner):
         # The master's start, forwarded with the options, so every worker cuts the ramp at the same instant.
         run.started = float(getattr(options, "load_started_at", 0.0) or time.time())
+        open_window(run.started)
         return
     run.started = time.time()
     run.tally = Tally()
+    open_window(run.started)
     if options is not None:
         options.load_started_at = run.started
 

@@ -105,7 +105,7 @@ def trusting(ca_bundle: str | None, cafile: str | None = None, **_: Any) -> geve
 
 
 class Schedule:
-    """Intended start times of one user's arrivals, interval_s apart (none when unpaced).
+    """Intended start times of one user's arrivals, interval_s apart (a paced run's users only).
 
     A user that falls behind keeps its schedule and catches up without sleeping, as wrk2 and k6 do, so
     the time a slow response held it up is charged to the requests that waited."""
@@ -114,9 +114,7 @@ class Schedule:
         self.interval_s = interval_s
         self.next: float | None = None
 
-    def wait(self) -> float | None:
-        if self.interval_s <= 0:
-            return None
+    def wait(self) -> float:
         now = time.time()
         if self.next is None:
             # Users start together; a random phase spreads their arrivals over the interval.
@@ -136,7 +134,7 @@ class ApiUser(FastHttpUser):
 
     def on_start(self) -> None:
         self.account = Pool.accounts[next(Pool.turn) % len(Pool.accounts)]
-        self.schedule = Schedule(Pool.user_interval_s)
+        self.schedule = Schedule(Pool.user_interval_s) if Pool.user_interval_s > 0 else None
         self.journeys: dict[str, Callable[[float | None], None]] = {
             "health": self.health, "me": self.me, "browse": self.browse, "write": self.write}
         self.note_ids: list[int] = []
@@ -147,10 +145,10 @@ class ApiUser(FastHttpUser):
 
     @task
     def journey(self) -> None:
-        if not exact_stats.window_open():
+        if exact_stats.run.closed:
             gevent.sleep(0.5)  # the measurement is over: let the requests in flight finish and be reported
             return
-        intended = self.schedule.wait()
+        intended = self.schedule.wait() if self.schedule else None
         if self.access and time.time() >= self.refresh_at:
             self.refresh()
         self.journeys[Pool.pick()](intended)

@@ -44,13 +44,6 @@ def record_us(hist: HdrHistogram, value_us: int, count: int = 1) -> None:
     hist.record_value(min(max(value_us, LOWEST_US), HIGHEST_US), count)
 
 
-def fold(pending: dict[int, int], hist: HdrHistogram) -> None:
-    """Move counted times (microseconds -> requests) into a histogram."""
-    for value_us, count in pending.items():
-        record_us(hist, value_us, count)
-    pending.clear()
-
-
 def encode(hist: HdrHistogram) -> str:
     return hist.encode().decode("ascii")
 
@@ -138,31 +131,20 @@ def mark_phase(path: Path, phase: str, at: float) -> None:
         out.write(json.dumps({"at": at, "phase": phase}) + "\n")
 
 
-# A request only counts its time in a dict (microseconds -> requests); the histograms take the counts when
-# they are read (a report, a progress line, the results). Recording into HDR histograms on every request
-# (6 us of Python here) cost the generator about a tenth of its throughput beside bare Locust; the counts
-# cost 1.7 us.
-@dataclass
-class Cell:
-    """One endpoint in one phase: response times from the actual and from the intended start."""
-    hist: HdrHistogram = field(default_factory=new_histogram)
-    hist_intended: HdrHistogram = field(default_factory=new_histogram)
-    failures: int = 0
-    pending: dict[int, int] = field(default_factory=dict)
-    pending_intended: dict[int, int] = field(default_factory=dict)
-
-    def fold(self) -> None:
-        fold(self.pending, self.hist)
-        fold(self.pending_intended, self.hist_intended)
+# Per-second latencies only feed the chart and the progress lines: a time's bucket is its 8 most
+# significant bits, so a bucket is under 0.8 % wide (a microsecond below 256 us), cheap enough to take on
+# every request.
+BUCKET_BITS = 8
 
 
-# Per-second latencies only feed the chart and the progress lines, where 1 % is plenty; a dict of
-# logarithmic buckets costs a third of an HDR record, and every request pays it once more.
-BUCKETS_PER_E = 100  # bucket k holds (e^(k/100), e^((k+1)/100)] ms: each about 1 % wide
+def bucket_us(value_us: int) -> int:
+    """The per-second bucket of a time in microseconds (its lower edge)."""
+    shift = value_us.bit_length() - BUCKET_BITS
+    return value_us >> shift << shift if shift > 0 else value_us
 
 
 def bucket_of(value_ms: float) -> int:
-    return math.ceil(math.log(max(value_ms, 0.001)) * BUCKETS_PER_E) - 1
+    return bucket_us(micros(value_ms))
 
 
 def bucket_percentile_ms(buckets: dict[int, int], percentile: float) -> float:
@@ -175,35 +157,55 @@ def bucket_percentile_ms(buckets: dict[int, int], percentile: float) -> float:
         seen += buckets[k]
         if seen >= rank:
             break
-    return round(math.exp((k + 1) / BUCKETS_PER_E), 3)
+    shift = k.bit_length() - BUCKET_BITS
+    return (k + (1 << shift if shift > 0 else 1)) / 1000
+
+
+def histogram(counts: dict[int, int]) -> HdrHistogram:
+    hist = new_histogram()
+    for value_us, count in counts.items():
+        record_us(hist, value_us, count)
+    return hist
+
+
+def pairs(counts: dict[Any, int]) -> list[Any]:
+    """A dict as a flat list (key, count, key, count ...), the compact form for Locust's messages."""
+    return [item for pair in counts.items() for item in pair]
+
+
+def add_pairs(counts: dict[Any, int], flat: list[Any]) -> None:
+    items = iter(flat)
+    for key, count in zip(items, items):
+        counts[key] = counts.get(key, 0) + count
 
 
 @dataclass
 class Second:
     """One second of the run, for the chart and the progress lines."""
-    buckets: dict[int, int] = field(default_factory=dict)  # bucket_of(ms) -> requests
+    buckets: dict[int, int] = field(default_factory=dict)  # bucket_us(us) -> requests
     failures: int = 0
     cpu: float = 0.0  # the busiest generator process's CPU in this second (1.0 = one core)
-    pending: dict[int, int] = field(default_factory=dict)  # microseconds -> requests, not yet in buckets
-
-    def fold(self) -> None:
-        for value_us, count in self.pending.items():
-            k = bucket_of(value_us / 1000)
-            self.buckets[k] = self.buckets.get(k, 0) + count
-        self.pending.clear()
 
 
+# A request only counts itself, in two flat dicts: its time to the microsecond per phase and endpoint,
+# and its time's bucket per second. The HDR histograms are built once, when the results are written. In a
+# worker pushing thousands of requests per second beside bare Locust, every operation on this path shows:
+# recording into HDR histograms on each request (6 us of Python) cost a tenth of the throughput, and
+# folding counts into them at every report (every 3 s) still cost twice what counting them did.
 @dataclass
 class Tally:
     """Everything one process observed, or (on the master) everything merged so far.
 
     Workers send their tally and start afresh after each report, so every sample crosses the wire once
     and merging is plain addition (maxima for the CPU figures)."""
-    cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    counts: dict[tuple[str, str, int], int] = field(default_factory=dict)  # (phase, endpoint, us) -> requests
+    # When paced: (phase, endpoint, us from the intended start) -> requests, and lag us -> starts.
+    counts_intended: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    lags: dict[int, int] = field(default_factory=dict)
+    failures: dict[tuple[str, str], int] = field(default_factory=dict)  # (phase, endpoint) -> failed requests
     seconds: dict[int, Second] = field(default_factory=dict)
-    lag: HdrHistogram = field(default_factory=new_histogram)
-    lag_pending: dict[int, int] = field(default_factory=dict)
-    loop_lag: HdrHistogram = field(default_factory=new_histogram)
+    recent: dict[tuple[int, int], int] = field(default_factory=dict)  # (second, bucket) -> requests, not in `seconds` yet
+    loop_lags: dict[int, int] = field(default_factory=dict)  # how late the event loop's timer fired, us -> times
     late_starts: int = 0
     cpu: dict[str, float] = field(default_factory=dict)  # generator process -> its highest CPU share
     busy: dict[str, float] = field(default_factory=dict)  # generator process -> its event loop's highest busy share
@@ -212,41 +214,34 @@ class Tally:
                lag_s: float | None = None, marks: list[tuple[float, str]] | None = None) -> None:
         """One request: elapsed_s since the test started; lag_s how far behind its intended start it
         was sent (None when the run is not paced)."""
-        cell = self.cell(phase_of(elapsed_s, ramp_s, marks), name)
-        us = micros(response_ms)
-        pending = cell.pending
-        pending[us] = pending.get(us, 0) + 1
-        second = self.second(elapsed_s)
-        pending = second.pending
-        pending[us] = pending.get(us, 0) + 1
+        phase = phase_of(elapsed_s, ramp_s, marks) if marks else RAMP if elapsed_s < ramp_s else STEADY
+        us = int(response_ms * 1000 + 0.5)
+        key = (phase, name, us)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        shift = us.bit_length() - BUCKET_BITS
+        t = int(elapsed_s) if elapsed_s > 0 else 0
+        bucket = (t, us >> shift << shift if shift > 0 else us)
+        recent = self.recent
+        recent[bucket] = recent.get(bucket, 0) + 1
         if failed:
-            cell.failures += 1
-            second.failures += 1
+            self.failures[key[:2]] = self.failures.get(key[:2], 0) + 1
+            self.second(t).failures += 1
         if lag_s is not None:  # unpaced, the intended start is the actual one: `summary` reads `hist`
             late = micros(max(lag_s, 0.0) * 1000)
-            pending = cell.pending_intended
-            pending[us + late] = pending.get(us + late, 0) + 1
-            self.lag_pending[late] = self.lag_pending.get(late, 0) + 1
+            key = (phase, name, us + late)
+            self.counts_intended[key] = self.counts_intended.get(key, 0) + 1
+            self.lags[late] = self.lags.get(late, 0) + 1
             self.late_starts += lag_s > LATE_TOLERANCE_S
 
     def fold(self) -> None:
-        """Bring the counted times into the histograms and buckets; every reader calls this first."""
-        for cell in self.cells.values():
-            cell.fold()
-        for second in self.seconds.values():
-            second.fold()
-        fold(self.lag_pending, self.lag)
+        """Bring the recent seconds' counts into their buckets; every reader of `seconds` calls this first."""
+        for (t, bucket), n in self.recent.items():
+            buckets = self.second(t).buckets
+            buckets[bucket] = buckets.get(bucket, 0) + n
+        self.recent.clear()
 
-    # Get-or-create without setdefault: its default argument would build (and zero) a histogram of some
-    # hundred kilobytes on every request, which halves what one generator process can send.
-    def cell(self, phase: str, name: str) -> Cell:
-        cell = self.cells.get((phase, name))
-        if cell is None:
-            cell = self.cells[(phase, name)] = Cell()
-        return cell
-
-    def second(self, elapsed_s: float) -> Second:
-        t = int(elapsed_s) if elapsed_s > 0 else 0
+    def second(self, t: int) -> Second:
         second = self.seconds.get(t)
         if second is None:
             second = self.seconds[t] = Second()
@@ -257,35 +252,48 @@ class Tally:
         last sample, and how late the loop woke up against a timer (all grow when it is saturated)."""
         self.cpu[process] = max(self.cpu.get(process, 0.0), cpu)
         self.busy[process] = max(self.busy.get(process, 0.0), busy)
-        second = self.second(elapsed_s)
+        second = self.second(int(elapsed_s) if elapsed_s > 0 else 0)
         second.cpu = max(second.cpu, cpu)
-        record_ms(self.loop_lag, max(loop_lag_s, 0.0) * 1000)
+        late = micros(max(loop_lag_s, 0.0) * 1000)
+        self.loop_lags[late] = self.loop_lags.get(late, 0) + 1
 
     def to_wire(self) -> dict[str, Any]:
-        """A msgpack-able form for Locust's worker report."""
+        """A msgpack-able form for Locust's worker report: per phase and endpoint, its times as flat
+        (us, count) pairs."""
         self.fold()
+        cells: dict[tuple[str, str], list[list[int]]] = {}
+        for which, counts in enumerate((self.counts, self.counts_intended)):
+            for (phase, name, us), n in counts.items():
+                cell = cells.get((phase, name))
+                if cell is None:
+                    cell = cells[(phase, name)] = [[], []]
+                cell[which] += (us, n)
+        for key in self.failures:
+            cells.setdefault(key, [[], []])
         return {
-            "cells": [[phase, name, encode(c.hist), encode(c.hist_intended), c.failures]
-                      for (phase, name), c in self.cells.items()],
-            "seconds": [[t, list(s.buckets.items()), s.failures, s.cpu] for t, s in self.seconds.items()],
-            "lag": encode(self.lag), "loop_lag": encode(self.loop_lag), "late_starts": self.late_starts,
+            "cells": [[phase, name, times, intended, self.failures.get((phase, name), 0)]
+                      for (phase, name), (times, intended) in cells.items()],
+            "seconds": [[t, pairs(s.buckets), s.failures, s.cpu] for t, s in self.seconds.items()],
+            "lags": pairs(self.lags), "loop_lags": pairs(self.loop_lags), "late_starts": self.late_starts,
             "cpu": self.cpu, "busy": self.busy,
         }
 
     def add_wire(self, wire: dict[str, Any]) -> None:
-        for phase, name, hist, hist_intended, failures in wire["cells"]:
-            cell = self.cell(phase, name)
-            cell.hist.decode_and_add(hist.encode("ascii"))
-            cell.hist_intended.decode_and_add(hist_intended.encode("ascii"))
-            cell.failures += failures
+        for phase, name, times, intended, failures in wire["cells"]:
+            for counts, flat in ((self.counts, times), (self.counts_intended, intended)):
+                items = iter(flat)
+                for us, n in zip(items, items):
+                    key = (phase, name, us)
+                    counts[key] = counts.get(key, 0) + n
+            if failures:
+                self.failures[(phase, name)] = self.failures.get((phase, name), 0) + failures
         for t, buckets, failures, cpu in wire["seconds"]:
             second = self.second(t)
-            for k, n in buckets:
-                second.buckets[k] = second.buckets.get(k, 0) + n
+            add_pairs(second.buckets, buckets)
             second.failures += failures
             second.cpu = max(second.cpu, cpu)
-        self.lag.decode_and_add(wire["lag"].encode("ascii"))
-        self.loop_lag.decode_and_add(wire["loop_lag"].encode("ascii"))
+        add_pairs(self.lags, wire["lags"])
+        add_pairs(self.loop_lags, wire["loop_lags"])
         self.late_starts += wire["late_starts"]
         for process, cpu in wire["cpu"].items():
             self.cpu[process] = max(self.cpu.get(process, 0.0), cpu)
@@ -293,8 +301,7 @@ class Tally:
             self.busy[process] = max(self.busy.get(process, 0.0), busy)
 
     def requests(self) -> int:
-        self.fold()
-        return sum(c.hist.get_total_count() for c in self.cells.values())
+        return sum(self.counts.values())
 
 
 def summary(hist: HdrHistogram, hist_intended: HdrHistogram, failures: int, span_s: float) -> dict[str, Any]:
@@ -310,6 +317,13 @@ def summary(hist: HdrHistogram, hist_intended: HdrHistogram, failures: int, span
             "hist": encode(hist), "hist_intended": encode(hist_intended)}
 
 
+def by_cell(counts: dict[tuple[str, str, int], int]) -> dict[tuple[str, str], HdrHistogram]:
+    cells: dict[tuple[str, str], dict[int, int]] = {}
+    for (phase, name, us), n in counts.items():
+        cells.setdefault((phase, name), {})[us] = n
+    return {key: histogram(values) for key, values in cells.items()}
+
+
 def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, duration_s: float, ramp_s: float,
             workers: int, worker_requests: dict[str, int] | None = None,
             marks: list[tuple[float, str]] | None = None) -> dict[str, Any]:
@@ -319,18 +333,20 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
     listed = phases(ramp_s, duration_s, marks)
     for span in listed:
         spans[span["name"]] = spans.get(span["name"], 0.0) + span["end_s"] - span["start_s"]
+    hists, hists_intended = by_cell(tally.counts), by_cell(tally.counts_intended)
     endpoints: dict[str, dict[str, Any]] = {}
     overall: dict[str, Any] = {}
-    for phase in sorted({phase for phase, _ in tally.cells}):
+    for phase in sorted({phase for phase, _ in [*hists, *tally.failures]}):
         total, total_intended, failures = new_histogram(), new_histogram(), 0
         endpoints[phase] = {}
-        for (cell_phase, name), cell in sorted(tally.cells.items()):
-            if cell_phase != phase:
-                continue
-            endpoints[phase][name] = summary(cell.hist, cell.hist_intended, cell.failures, spans.get(phase, 0.0))
-            total.add(cell.hist)
-            total_intended.add(cell.hist_intended if cell.hist_intended.get_total_count() else cell.hist)
-            failures += cell.failures
+        for name in sorted({name for cell_phase, name in [*hists, *tally.failures] if cell_phase == phase}):
+            hist, hist_intended = hists.get((phase, name), new_histogram()), hists_intended.get((phase, name))
+            hist_intended = hist_intended if hist_intended is not None else new_histogram()
+            cell_failures = tally.failures.get((phase, name), 0)
+            endpoints[phase][name] = summary(hist, hist_intended, cell_failures, spans.get(phase, 0.0))
+            total.add(hist)
+            total_intended.add(hist_intended if hist_intended.get_total_count() else hist)
+            failures += cell_failures
         overall[phase] = summary(total, total_intended, failures, spans.get(phase, 0.0))
     timeline = [{"t_s": t, "requests": sum(s.buckets.values()), "failures": s.failures,
                  "p50_ms": bucket_percentile_ms(s.buckets, 50), "p95_ms": bucket_percentile_ms(s.buckets, 95),
@@ -339,23 +355,23 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
     return {"complete": complete, "started_at": started_at, "ended_at": ended_at, "workers": workers,
             "worker_requests": worker_requests or {}, "phases": listed,
             "endpoints": endpoints, "overall": overall, "timeline": timeline,
-            "schedule": {"late_starts": tally.late_starts, "lag_p99_ms": percentile_ms(tally.lag, 99)},
+            "schedule": {"late_starts": tally.late_starts, "lag_p99_ms": percentile_ms(histogram(tally.lags), 99)},
             "generator": {"cpu_max": round(max(tally.cpu.values(), default=0.0), 3),
                           "cpu_by_process": {k: round(v, 3) for k, v in sorted(tally.cpu.items())},
                           "busy_max": round(max(tally.busy.values(), default=0.0), 3),
                           "busy_by_process": {k: round(v, 3) for k, v in sorted(tally.busy.items())},
-                          "loop_lag_p99_ms": percentile_ms(tally.loop_lag, 99),
-                          "lag_p99_ms": percentile_ms(tally.lag, 99)}}
+                          "loop_lag_p99_ms": percentile_ms(histogram(tally.loop_lags), 99),
+                          "lag_p99_ms": percentile_ms(histogram(tally.lags), 99)}}
 
 
 def window(tally: Tally, first_s: int, last_s: int) -> dict[str, float]:
     """Requests per second, p95, error ratio and generator CPU over the seconds [first_s, last_s), for
     progress lines."""
+    tally.fold()
     buckets: dict[int, int] = {}
     failures, cpu = 0, 0.0
     for t in range(first_s, last_s):
         if t in tally.seconds:
-            tally.seconds[t].fold()
             for k, n in tally.seconds[t].buckets.items():
                 buckets[k] = buckets.get(k, 0) + n
             failures += tally.seconds[t].failures
