@@ -34,13 +34,9 @@ def micros(value_ms: float) -> int:
     return int(value_ms * 1000 + 0.5)
 
 
-def record_ms(hist: HdrHistogram, value_ms: float) -> None:
-    """Record a time in milliseconds, clamped into the histogram's range rather than dropped, so a
-    request slower than the range still counts."""
-    record_us(hist, micros(value_ms))
-
-
 def record_us(hist: HdrHistogram, value_us: int, count: int = 1) -> None:
+    """Record a time in microseconds, clamped into the histogram's range rather than dropped, so a
+    request slower than the range still counts."""
     hist.record_value(min(max(value_us, LOWEST_US), HIGHEST_US), count)
 
 
@@ -143,10 +139,6 @@ def bucket_us(value_us: int) -> int:
     return value_us >> shift << shift if shift > 0 else value_us
 
 
-def bucket_of(value_ms: float) -> int:
-    return bucket_us(micros(value_ms))
-
-
 def bucket_percentile_ms(buckets: dict[int, int], percentile: float) -> float:
     """The nearest-rank percentile, reported as its bucket's upper edge (never below the true value)."""
     total = sum(buckets.values())
@@ -214,6 +206,7 @@ class Tally:
                lag_s: float | None = None, marks: list[tuple[float, str]] | None = None) -> None:
         """One request: elapsed_s since the test started; lag_s how far behind its intended start it
         was sent (None when the run is not paced)."""
+        # phase_of, without the call when no other component marked a phase
         phase = phase_of(elapsed_s, ramp_s, marks) if marks else RAMP if elapsed_s < ramp_s else STEADY
         us = int(response_ms * 1000 + 0.5)
         key = (phase, name, us)
@@ -268,8 +261,6 @@ class Tally:
                 if cell is None:
                     cell = cells[(phase, name)] = [[], []]
                 cell[which] += (us, n)
-        for key in self.failures:
-            cells.setdefault(key, [[], []])
         return {
             "cells": [[phase, name, times, intended, self.failures.get((phase, name), 0)]
                       for (phase, name), (times, intended) in cells.items()],
@@ -336,12 +327,11 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
     hists, hists_intended = by_cell(tally.counts), by_cell(tally.counts_intended)
     endpoints: dict[str, dict[str, Any]] = {}
     overall: dict[str, Any] = {}
-    for phase in sorted({phase for phase, _ in [*hists, *tally.failures]}):
+    for phase in sorted({phase for phase, _ in hists}):
         total, total_intended, failures = new_histogram(), new_histogram(), 0
         endpoints[phase] = {}
-        for name in sorted({name for cell_phase, name in [*hists, *tally.failures] if cell_phase == phase}):
-            hist, hist_intended = hists.get((phase, name), new_histogram()), hists_intended.get((phase, name))
-            hist_intended = hist_intended if hist_intended is not None else new_histogram()
+        for name in sorted(name for cell_phase, name in hists if cell_phase == phase):
+            hist, hist_intended = hists[(phase, name)], hists_intended.get((phase, name), new_histogram())
             cell_failures = tally.failures.get((phase, name), 0)
             endpoints[phase][name] = summary(hist, hist_intended, cell_failures, spans.get(phase, 0.0))
             total.add(hist)
