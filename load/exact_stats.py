@@ -1,7 +1,7 @@
 """Locust plugin: exact per-endpoint latency, merged across workers, written as one results file.
 
-Imported by the locustfile. Each load-generating process (a worker, or a standalone run) records every
-request into the HDR histograms of harness.load.exact; a worker ships what it recorded since its last
+Imported by the locustfile. Each load-generating process (a worker, or a standalone run) counts every
+request's time to the microsecond (harness.load.exact); a worker ships what it counted since its last
 report with Locust's own stats messages and starts afresh, and the master adds the reports up. At the end
 the master (or the standalone process) writes the results file the pytest side judges, and every few
 seconds while the test runs it appends a progress line for the CI log.
@@ -47,11 +47,7 @@ class Run:
     worker_requests: dict[str, int] = field(default_factory=dict)
     finished_workers: set[str] = field(default_factory=set)
     window_s: float = 0.0
-    # When a run has a measurement window, users stop starting requests once it is over (`closed`, set by
-    # a timer rather than a clock read on every request) and requests started after it are not counted.
-    window_end: float = math.inf
-    closed: bool = False
-    closer: Any = None
+    window_end: float = math.inf  # users start no request from then on (the epoch; no end without a window)
     marks: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -79,13 +75,8 @@ def open_window(started: float) -> None:
     """Users may start requests until the window closes. When Locust stops a run it kills users
     mid-request, and the requests it cuts are the slowest; a measurement window that closes before the
     stop lets every request started in it finish, and every worker report it, so the upper percentiles
-    are whole."""
-    if run.closer is not None:
-        run.closer.kill()
-    run.closed, run.closer, run.window_end = False, None, math.inf
-    if run.window_s > 0:
-        run.window_end = started + run.window_s
-        run.closer = gevent.spawn_later(max(run.window_end - time.time(), 0.0), setattr, run, "closed", True)
+    are whole. Every request a user started is counted, so the results hold every request the server saw."""
+    run.window_end = started + run.window_s if run.window_s > 0 else math.inf
 
 
 def iso(epoch: float) -> str:
@@ -97,8 +88,6 @@ def on_request(request_type: str, name: str, response_time: float, response_leng
                start_time: float | None = None, url: str | None = None, **_: Any) -> None:
     # Every argument Locust passes is named: gathering them into **_ would build a dict per request.
     started = start_time or time.time()
-    if started >= run.window_end:
-        return  # the window closed while this user was past its check
     origin = run.started if run.started is not None else started
     intended = context.get("intended_start") if context else None
     run.tally.record(name, started - origin, run.ramp_s, response_time, exception is not None,

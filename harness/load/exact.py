@@ -2,9 +2,10 @@
 
 Locust rounds response times into coarse buckets before it computes percentiles; the verdicts (p95, p99
 per endpoint) need the real values, merged exactly across worker processes. Every request's response
-time goes into an HDR histogram per phase and endpoint; workers ship the histograms encoded (base64 of
-HDR's compressed form) and the master adds them up. Nothing here imports Locust, so the pytest process
-can read and judge a results file with the same code the generator used to write it.
+time is counted to the microsecond per phase and endpoint; workers ship the counts and the master adds
+them up, and the results hold an HDR histogram per phase and endpoint (base64 of HDR's compressed form).
+Nothing here imports Locust, so the pytest process can read and judge a results file with the same code
+the generator used to write it.
 """
 from __future__ import annotations
 
@@ -128,8 +129,8 @@ def mark_phase(path: Path, phase: str, at: float) -> None:
 
 
 # Per-second latencies only feed the chart and the progress lines: a time's bucket is its 8 most
-# significant bits, so a bucket is under 0.8 % wide (a microsecond below 256 us), cheap enough to take on
-# every request.
+# significant bits, so from 256 us up a bucket is under 0.8 % wide (below, a microsecond), cheap enough
+# to take on every request.
 BUCKET_BITS = 8
 
 
@@ -208,7 +209,7 @@ class Tally:
         was sent (None when the run is not paced)."""
         # phase_of, without the call when no other component marked a phase
         phase = phase_of(elapsed_s, ramp_s, marks) if marks else RAMP if elapsed_s < ramp_s else STEADY
-        us = int(response_ms * 1000 + 0.5)
+        us = int(response_ms * 1000 + 0.5) if response_ms > 0 else 0
         key = (phase, name, us)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
@@ -338,6 +339,7 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
             total_intended.add(hist_intended if hist_intended.get_total_count() else hist)
             failures += cell_failures
         overall[phase] = summary(total, total_intended, failures, spans.get(phase, 0.0))
+    lag_p99_ms = percentile_ms(histogram(tally.lags), 99)
     timeline = [{"t_s": t, "requests": sum(s.buckets.values()), "failures": s.failures,
                  "p50_ms": bucket_percentile_ms(s.buckets, 50), "p95_ms": bucket_percentile_ms(s.buckets, 95),
                  "cpu": round(s.cpu, 3)}
@@ -345,13 +347,13 @@ def results(tally: Tally, *, complete: bool, started_at: str, ended_at: str, dur
     return {"complete": complete, "started_at": started_at, "ended_at": ended_at, "workers": workers,
             "worker_requests": worker_requests or {}, "phases": listed,
             "endpoints": endpoints, "overall": overall, "timeline": timeline,
-            "schedule": {"late_starts": tally.late_starts, "lag_p99_ms": percentile_ms(histogram(tally.lags), 99)},
+            "schedule": {"late_starts": tally.late_starts, "lag_p99_ms": lag_p99_ms},
             "generator": {"cpu_max": round(max(tally.cpu.values(), default=0.0), 3),
                           "cpu_by_process": {k: round(v, 3) for k, v in sorted(tally.cpu.items())},
                           "busy_max": round(max(tally.busy.values(), default=0.0), 3),
                           "busy_by_process": {k: round(v, 3) for k, v in sorted(tally.busy.items())},
                           "loop_lag_p99_ms": percentile_ms(histogram(tally.loop_lags), 99),
-                          "lag_p99_ms": percentile_ms(histogram(tally.lags), 99)}}
+                          "lag_p99_ms": lag_p99_ms}}
 
 
 def window(tally: Tally, first_s: int, last_s: int) -> dict[str, float]:
