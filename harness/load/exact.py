@@ -210,10 +210,12 @@ class Tally:
         # phase_of, without the call when no other component marked a phase
         phase = phase_of(elapsed_s, ramp_s, marks) if marks else RAMP if elapsed_s < ramp_s else STEADY
         us = int(response_ms * 1000 + 0.5) if response_ms > 0 else 0
-        key = (phase, name, us)
+        shift = us.bit_length() - BUCKET_BITS
+        # The histograms keep a time's 11 most significant bits (3 significant digits): counted rounded
+        # down to them, the times build the same histograms from fewer keys.
+        key = (phase, name, (us >> (shift - 3)) << (shift - 3) if shift > 3 else us)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
-        shift = us.bit_length() - BUCKET_BITS
         t = int(elapsed_s) if elapsed_s > 0 else 0
         bucket = (t, us >> shift << shift if shift > 0 else us)
         recent = self.recent
