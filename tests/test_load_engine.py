@@ -286,6 +286,21 @@ def test_per_second_buckets_are_within_one_percent_and_never_below(values_ms: li
     assert truth <= exact.bucket_percentile_ms(buckets, percentile) <= truth * 1.0101
 
 
+def test_counted_times_build_the_histogram_of_every_time_and_per_second_buckets_bound_it() -> None:
+    rng = random.Random(7)
+    times_ms = [rng.lognormvariate(1.5, 1.2) for _ in range(20000)] + [0.0, 0.0004, 59_000.0]
+    tally, truth = exact.Tally(), exact.new_histogram()
+    for value in times_ms:
+        tally.record("GET /x", 3.5, 1.0, value, False)
+        exact.record_us(truth, exact.micros(value))
+    out = exact.results(tally, complete=True, started_at="s", ended_at="e", duration_s=5.0, ramp_s=1.0, workers=1)
+    assert out["endpoints"]["steady"]["GET /x"]["hist"] == exact.encode(truth)
+    second = next(t for t in out["timeline"] if t["t_s"] == 3)
+    for percentile in (50, 95):
+        true_ms = max(nearest_rank(times_ms, percentile), 0.001)
+        assert true_ms <= second[f"p{percentile}_ms"] <= true_ms * 1.0101
+
+
 def test_merging_and_wire_round_trip_keep_every_sample() -> None:
     a, b = exact.Tally(), exact.Tally()
     a.record("GET /x", 0.5, 1.0, 10.0, False)
