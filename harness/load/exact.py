@@ -182,9 +182,9 @@ class Second:
 
 # A request only counts itself, in two flat dicts: its time per phase and endpoint (to the precision the
 # histograms keep), and its time's bucket per second. The HDR histograms are built once, when the results
-# are written. In a worker pushing thousands of requests per second beside bare Locust, every operation on this path shows:
-# recording into HDR histograms on each request (6 us of Python) cost a tenth of the throughput, and
-# folding counts into them at every report (every 3 s) still cost twice what counting them did.
+# are written. In a worker pushing thousands of requests per second beside bare Locust, every operation
+# on this path shows: recording into HDR histograms on each request (6 us of Python) cost a tenth of the
+# throughput, and folding counts into them at every report (every 3 s) still cost twice the counting.
 @dataclass
 class Tally:
     """Everything one process observed, or (on the master) everything merged so far.
