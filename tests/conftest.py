@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import boto3
+import botocore.exceptions
+import moto
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
@@ -246,6 +248,11 @@ def iam_enforcing_server(users: Mapping[str, dict[str, Any]], directory: Path, *
         bootstrap = _iam(endpoint, ("bootstrap", "bootstrap"))
         keys = {admin: _create_user(bootstrap, admin, admin_policy)}
         admin_iam = _iam(endpoint, keys[admin])
+        if as_aws_authorizes:
+            missing = corrections_missing(endpoint, keys[admin])
+            assert not missing, (f"moto {moto.__version__}: the IAM-enforcing server no longer authorizes as AWS "
+                                 f"does; its corrections (tests/conftest.py, _serve_as_aws_authorizes) need "
+                                 f"updating for this version: " + "; ".join(missing))
         keys.update({user: _create_user(admin_iam, user, policy) for user, policy in others})
         credentials = directory / "credentials"
         credentials.write_text("".join(f"[{user}]\naws_access_key_id = {key}\naws_secret_access_key = {secret}\n"
@@ -279,15 +286,67 @@ def _create_user(iam: Any, name: str, policy: dict[str, Any]) -> tuple[str, str]
     return key["AccessKeyId"], key["SecretAccessKey"]
 
 
+def corrections_missing(endpoint: str, admin_key: tuple[str, str]) -> list[str]:
+    """Each correction of `_serve_as_aws_authorizes` that the server at `endpoint` does not apply, one line
+    each: a canary user allowed exactly what AWS checks for one call makes that call, and a denial means the
+    server names the action or resource otherwise. The admin (`admin_key`) creates what the calls need and
+    removes it all afterwards."""
+    session = boto3.Session(aws_access_key_id=admin_key[0], aws_secret_access_key=admin_key[1],
+                            region_name="us-east-1")
+    admin_iam = session.client("iam", endpoint_url=endpoint)
+    bucket, secret_name = "harness-canary-bucket", "harness-canary/secret"
+    session.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    secrets = session.client("secretsmanager", endpoint_url=endpoint)
+    secret_arn = secrets.create_secret(Name=secret_name, SecretString="canary")["ARN"]
+    cases: list[tuple[str, dict[str, Any], str, str, dict[str, Any]]] = [
+        ("CloudWatch is authorized by IAM's prefix cloudwatch",
+         {"Action": "cloudwatch:DescribeAlarms", "Resource": "*"}, "cloudwatch", "describe_alarms", {}),
+        ("the tagging API is authorized by IAM's prefix tag",
+         {"Action": "tag:GetResources", "Resource": "*"}, "resourcegroupstaggingapi", "get_resources", {}),
+        ("S3's HeadBucket is authorized as s3:ListBucket",
+         {"Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}, "s3", "head_bucket", {"Bucket": bucket}),
+        ("S3's ListObjects is authorized as s3:ListBucket",
+         {"Action": "s3:ListBucket", "Resource": f"arn:aws:s3:::{bucket}"}, "s3", "list_objects",
+         {"Bucket": bucket}),
+        ("Secrets Manager is authorized against the secret's ARN",
+         {"Action": "secretsmanager:DescribeSecret", "Resource": secret_arn}, "secretsmanager", "describe_secret",
+         {"SecretId": secret_name}),
+    ]
+    missing = []
+    try:
+        for n, (correction, statement, service, operation, params) in enumerate(cases):
+            user = f"harness-canary-{n}"
+            key = _create_user(admin_iam, user, policy_document({"Effect": "Allow", **statement}))
+            client = boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
+                                  aws_access_key_id=key[0], aws_secret_access_key=key[1])
+            try:
+                getattr(client, operation)(**params)
+            except botocore.exceptions.ClientError as e:
+                missing.append(f"{correction}, but {service}.{operation} allowed {statement['Action']} was denied "
+                               f"({e.response['Error'].get('Code')})")
+            finally:
+                admin_iam.delete_access_key(UserName=user, AccessKeyId=key[0])
+                admin_iam.delete_user_policy(UserName=user, PolicyName="harness")
+                admin_iam.delete_user(UserName=user)
+    finally:
+        session.client("s3", endpoint_url=endpoint).delete_bucket(Bucket=bucket)
+        secrets.delete_secret(SecretId=secret_name, ForceDeleteWithoutRecovery=True)
+    return missing
+
+
 def _serve_as_aws_authorizes(port: int) -> None:
-    """moto's server with four corrections so that it authorizes as AWS does (moto 5.2: moto/core/responses.py,
-    moto/iam/access_control.py, moto/s3/responses.py); run as this file's main.
+    """moto's server with its corrections so that it authorizes as AWS does (moto 5.2.6: moto/core/responses.py,
+    moto/core/authorization.py, moto/iam/access_control.py, moto/s3/responses.py); run as this file's main.
+    `corrections_missing` proves each of them on every start, so a moto release that changes what they
+    correct fails there, naming the version and the correction, instead of in the tests that rely on them.
 
     - CloudWatch: moto names the action by the request's signing name, `monitoring:DescribeAlarms`; IAM's
       prefix for CloudWatch is `cloudwatch`, so a correct policy would be denied.
     - Resource Groups Tagging API: likewise `tagging:GetResources` for IAM's `tag:GetResources`.
-    - S3: moto checks a HEAD on a bucket as `s3:HeadBucket`, an action IAM does not have; AWS checks
-      `s3:ListBucket`.
+    - S3: since moto 5.2.6 the action checked is the API operation (`s3:HeadBucket`, `s3:ListObjects`), not
+      the IAM action S3's handler still records in the request's data from its ACTION_MAP (`s3:ListBucket`
+      for both); this server checks the recorded one. ACTION_MAP itself names a HEAD on a bucket
+      `HeadBucket`, an action IAM does not have; AWS checks `s3:ListBucket`.
     - Secrets Manager: moto checks every action against the resource "*" (only SQS, IAM and STS name one), so
       a policy scoped to one secret's ARN would deny everything; this server names the secret's ARN, as AWS
       does.
@@ -299,18 +358,21 @@ def _serve_as_aws_authorizes(port: int) -> None:
 
     signed_as = IAMRequestBase.__init__
 
-    def named_by_iam_prefix(self: Any, *args: Any, **kwargs: Any) -> None:
+    def named_as_iam_names_it(self: Any, *args: Any, **kwargs: Any) -> None:
         signed_as(self, *args, **kwargs)
         prefix = {"monitoring": "cloudwatch", "tagging": "tag"}.get(self._service)
         if prefix:
             self._action = f"{prefix}:" + self._action.split(":", 1)[1]
+        recorded = self._data.get("Action") if self._service == "s3" and isinstance(self._data, dict) else None
+        if isinstance(recorded, str):
+            self._action = f"s3:{recorded}"
 
     def secret_arn(self: Any) -> str:
         secret_id = self._get_param("SecretId")
         secret = self.backend.secrets.get(secret_id) if secret_id else None
         return secret.arn if secret else "*"
 
-    IAMRequestBase.__init__ = named_by_iam_prefix
+    IAMRequestBase.__init__ = named_as_iam_names_it
     ACTION_MAP["BUCKET"]["HEAD"]["DEFAULT"] = "ListBucket"
     SecretsManagerResponse._determine_resource = secret_arn
     main(["-H", "127.0.0.1", "-p", str(port)])

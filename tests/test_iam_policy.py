@@ -23,7 +23,8 @@ import botocore.session
 import pytest
 from botocore import xform_name
 
-from conftest import ALLOW_ALL, ROOT, IamServer, SuiteRun, iam_enforcing_server, policy_document
+from conftest import (ALLOW_ALL, ROOT, IamServer, SuiteRun, corrections_missing, iam_enforcing_server,
+                      policy_document)
 from harness import cli
 from harness.iam import IAM_PREFIX, DerivationError, actions_for, is_read, policy_for
 from harness.inventory import take_snapshot
@@ -71,6 +72,22 @@ def iam_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IamServer]:
              "smoke": _committed(SMOKE)}
     with iam_enforcing_server(users, tmp_path_factory.mktemp("aws"), as_aws_authorizes=True) as server:
         yield server
+
+
+def test_uncorrected_moto_fails_every_canary_of_the_corrections(tmp_path):
+    """The check that guards the corrections on every start of the server catches each one's absence: moto as
+    it is names CloudWatch and the tagging API by their signing names, S3 calls by their operations, and Secrets
+    Manager's resource "*", so each canary allowed exactly what AWS checks is denied."""
+    with iam_enforcing_server({"admin": policy_document(ALLOW_ALL)}, tmp_path) as server:
+        key = server.admin_iam.create_access_key(UserName="admin")["AccessKey"]
+        missing = corrections_missing(server.endpoint, (key["AccessKeyId"], key["SecretAccessKey"]))
+    assert [line.split(",")[0] for line in missing] == [
+        "CloudWatch is authorized by IAM's prefix cloudwatch",
+        "the tagging API is authorized by IAM's prefix tag",
+        "S3's HeadBucket is authorized as s3:ListBucket",
+        "S3's ListObjects is authorized as s3:ListBucket",
+        "Secrets Manager is authorized against the secret's ARN",
+    ], missing
 
 
 @pytest.fixture(scope="module")
