@@ -3,24 +3,49 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+# uv installs the Python dependencies exactly as uv.lock pins them (and removes anything it does not pin);
+# uv itself is pinned in the same lock and installed into a venv of its own.
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+# uv never downloads an interpreter: the venvs use this machine's Pythons.
+export UV_PYTHON_DOWNLOADS := never
+PYTHON_PATH = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
+STAMP := $(VENV)/.installed-$(shell { echo "$(PYTHON)"; cat pyproject.toml uv.lock; } | cksum | cut -d' ' -f1)
 # Allure 3 renders the HTML report (`harness report --html`); npm installs it from the lock file into allure3/.
 ALLURE_STAMP := allure3/node_modules/.installed-$(shell cat allure3/package-lock.json | cksum | cut -d' ' -f1)
 REPORTS := reports
 
-.PHONY: setup verify test localstack-setup system-deps clean
+.PHONY: setup venv verify test lock lock-upgrade localstack-setup system-deps clean
 
 setup: $(STAMP) system-deps $(ALLURE_STAMP)
+
+# The Python environment alone, for the workflows that run on AWS and need none of the stand-in's servers.
+venv: $(STAMP)
 
 system-deps:
 	scripts/system-deps
 
-$(STAMP): pyproject.toml
+$(UV): uv.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11+ is needed: PYTHON=python3.11 make ..."; exit 2; }
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(PYTHON) -m venv --clear $(UV_VENV)
+	$(PYTHON) scripts/locked-requirement uv > $(UV_VENV)/requirement.txt
+	$(UV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps \
+	  --only-binary :all: -r $(UV_VENV)/requirement.txt
+	touch $@
+
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --quiet --locked --python "$(PYTHON_PATH)"
 	rm -f $(VENV)/.installed-* && touch $@
+
+# Re-resolve uv.lock and localstack/uv.lock after a change of pyproject.toml, keeping every other pin;
+# lock-upgrade moves every pin to the newest version the ranges allow (the weekly re-lock workflow).
+lock: $(UV)
+	$(UV) lock --python "$(PYTHON_PATH)"
+	$(UV) lock --project localstack --python "$$(scripts/localstack python)"
+
+lock-upgrade: $(UV)
+	$(UV) lock --upgrade --python "$(PYTHON_PATH)"
+	$(UV) lock --upgrade --project localstack --python "$$(scripts/localstack python)"
 
 # npm ci starts from an empty node_modules, so a stamp of another lock file goes with it.
 $(ALLURE_STAMP): allure3/package.json allure3/package-lock.json
@@ -32,11 +57,11 @@ $(ALLURE_STAMP): allure3/package.json allure3/package-lock.json
 verify: setup
 	$(BIN)/pytest compliance smoke load dr --alluredir $(REPORTS)/allure-results --clean-alluredir --junitxml $(REPORTS)/junit.xml
 
-localstack-setup:
+localstack-setup: $(UV)
 	scripts/localstack setup
 
 test: setup localstack-setup
 	$(BIN)/pytest tests -n 2 --dist loadfile --junitxml $(REPORTS)/self-tests.xml
 
 clean:
-	rm -rf $(VENV) .venv-localstack .stand-in $(REPORTS)/allure-results $(REPORTS)/*.xml $(REPORTS)/summary.json
+	rm -rf $(VENV) $(UV_VENV) .venv-localstack .stand-in $(REPORTS)/allure-results $(REPORTS)/*.xml $(REPORTS)/summary.json
