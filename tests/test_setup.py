@@ -102,18 +102,18 @@ def open_dir():
     shutil.rmtree(root)
 
 
-def as_normal_user(command: list[str], path: str) -> subprocess.CompletedProcess[str]:
-    """`command` with a normal user's environment: as `nobody` when the tests run as root."""
+def as_normal_user(command: list[str], path: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`command` with a normal user's environment, in `cwd`: as `nobody` when the tests run as root."""
     env = {"PATH": path, "LANG": "C.UTF-8", "HOME": "/tmp"}
     prefix = [shutil.which("setpriv") or "setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"] \
         if os.geteuid() == 0 else []
-    return subprocess.run([*prefix, *command], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run([*prefix, *command], env=env, cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_system_deps_finds_every_installed_package_as_a_normal_user(open_dir):
     """A normal user's PATH has no /usr/sbin, where Debian puts HAProxy; the packages are installed (make
     setup has run), so nothing is to be installed and no sudo is asked for."""
-    out = as_normal_user([str(open_dir / "system-deps")], USER_PATH)
+    out = as_normal_user([str(open_dir / "system-deps")], USER_PATH, cwd=open_dir)
     assert (out.returncode, out.stdout, out.stderr) == (0, "", "")
 
 
@@ -128,7 +128,7 @@ def test_system_deps_names_what_is_missing_when_a_normal_user_cannot_install(ope
         (bin_dir / tool).symlink_to(shutil.which(tool))
     (bin_dir / "dpkg-query").write_text("#!/bin/bash\necho -n not-installed\n")
     (bin_dir / "dpkg-query").chmod(0o755)
-    out = as_normal_user([str(bin_dir / "bash"), str(open_dir / "system-deps")], str(bin_dir))
+    out = as_normal_user([str(bin_dir / "bash"), str(open_dir / "system-deps")], str(bin_dir), cwd=open_dir)
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stdout == ""
     assert out.stderr.splitlines() == [
