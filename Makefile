@@ -7,8 +7,6 @@ BIN := $(VENV)/bin
 # uv itself is pinned in the same lock and installed into a venv of its own.
 UV_VENV := .venv-uv
 UV := $(UV_VENV)/bin/uv
-# uv never downloads an interpreter: the venvs use this machine's Pythons.
-export UV_PYTHON_DOWNLOADS := never
 PYTHON_PATH = $(shell $(PYTHON) -c 'import sys; print(sys.executable)')
 STAMP := $(VENV)/.installed-$(shell { echo "$(PYTHON)"; cat pyproject.toml uv.lock; } | cksum | cut -d' ' -f1)
 # Allure 3 renders the HTML report (`harness report --html`); npm installs it from the lock file into allure3/.

@@ -25,7 +25,7 @@ USER_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 def uv(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     assert UV.exists(), f"{UV} is missing: run make setup"
-    environ = {**os.environ, "UV_PYTHON_DOWNLOADS": "never", **(env or {})}
+    environ = {**os.environ, **(env or {})}
     return subprocess.run([str(UV), *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=300)
 
 
