@@ -30,3 +30,12 @@ def settle(evidence: Callable[[str, Any], None]) -> Callable[[Any], None]:
         if not verdict.ok:
             pytest.fail(verdict.message, pytrace=False)
     return conclude
+
+
+@pytest.fixture
+def image_commands(image: Any) -> Any:
+    """The image's facts, for a check that needs commands run in the image: ERROR when one of them did not
+    finish within its time limit (the sandbox killed it)."""
+    if image.command_error:
+        pytest.fail(f"a command in the image could not be judged: {image.command_error}", pytrace=False)
+    return image

@@ -1,6 +1,7 @@
 """Container image (Security 3, Phase 2): what the service runs, looked at without running it. The image is
 --image's (the build pipeline, before the push) or the one the service's task definition names (nightly);
-the filesystem facts come from pytest-testinfra over the unpacked image, the rest from its config."""
+the filesystem facts come from pytest-testinfra over the unpacked image (its commands in a sandbox), the
+rest from its config."""
 from __future__ import annotations
 
 import pytest
@@ -9,8 +10,8 @@ from harness.image import judges
 
 
 @pytest.mark.requirement("IMG-01")
-def test_runs_as_a_non_root_user(image, expect, settle):
-    settle(judges.non_root_user(image, expect))
+def test_runs_as_a_non_root_user(image_commands, expect, settle):
+    settle(judges.non_root_user(image_commands, expect))
 
 
 @pytest.mark.requirement("IMG-02")
@@ -19,11 +20,11 @@ def test_exposes_the_port_in_production_mode(image, expect, settle):
 
 
 @pytest.mark.requirement("IMG-03")
-def test_minimal_base(image, expect, settle, harness_state):
+def test_minimal_base(image_commands, expect, settle, harness_state):
     if harness_state.config.option.target == "local" and not harness_state.config.option.image:
         pytest.skip("not observable on this target: the stand-in's image is not built from the plan's base (no "
                     "Alpine package is reachable here, so it is busybox); IMG-03 is judged on --image and on AWS")
-    settle(judges.minimal_base(image, expect))
+    settle(judges.minimal_base(image_commands, expect))
 
 
 @pytest.mark.requirement("IMG-04")
@@ -37,5 +38,5 @@ def test_health_check_probes_the_health_endpoint(image, expect, settle):
 
 
 @pytest.mark.requirement("IMG-06")
-def test_production_dependencies_only(image, expect, settle):
-    settle(judges.production_dependencies(image, expect))
+def test_production_dependencies_only(image_commands, expect, settle):
+    settle(judges.production_dependencies(image_commands, expect))

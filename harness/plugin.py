@@ -527,7 +527,9 @@ class HarnessState:
         from harness.image.session import ImageError, ImageSession
 
         writer = self.config.get_terminal_writer()
-        self.image_session = ImageSession(lambda line: writer.line(f"harness: {line}"))
+        assert self.plan is not None
+        budget_mb = self.plan.requirements["IMG-03"].expected(self.env)["max_size_mb"]
+        self.image_session = ImageSession(lambda line: writer.line(f"harness: {line}"), budget_mb)
         self.resources.callback(self.image_session.close)
         if self.config.option.image:
             try:

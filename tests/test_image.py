@@ -1,12 +1,15 @@
 """The image checks: layers unpacked as a runtime applies them, each IMG requirement failed alone by an image
 built with one violation (OCI layouts assembled from busybox-static and small files, no Docker engine),
-the --image forms end to end, bad input as one line, and ECR's scan judged."""
+the --image forms end to end, bad input as one line, ECR's scan judged, and hostile images (a shell that
+phones home or hangs, bombs, escapes, tampered blobs) handled without harm."""
 from __future__ import annotations
 
 import base64
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -17,12 +20,12 @@ import pytest
 import requests
 
 from conftest import ROOT, run_suite
-from harness.image import judges
+from harness.image import judges, sandbox
 from harness.image.ecr import EcrImage, scan_findings
 from harness.image.fetch import ImageError, load, parse_reference
 from harness.image.inspect import ImageFacts
 from harness.image.oci import LayerSpec, read_layout, write_docker_archive, write_layout
-from harness.image.session import ImageSession
+from harness.image.session import ImageSession, unpack_limits
 from harness.image.unpack import UnpackError, unpack
 from harness.local import registry as local_registry
 from harness.local.image import ALPINE_RELEASE, app_config, app_layer, base_layer
@@ -36,9 +39,20 @@ JUDGES: dict[str, Callable[[ImageFacts, dict[str, Any]], judges.Verdict]] = {
     "IMG-01": judges.non_root_user, "IMG-02": judges.port_and_environment, "IMG-03": judges.minimal_base,
     "IMG-04": judges.no_baked_secrets, "IMG-05": judges.health_check, "IMG-06": judges.production_dependencies,
 }
+LIMITS = unpack_limits(EXPECT["IMG-03"]["max_size_mb"])
 PRIVATE_KEY = ("-----BEGIN OPENSSH PRIVATE KEY-----\n"
                "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
                "-----END OPENSSH PRIVATE KEY-----\n")
+
+
+@pytest.fixture
+def tmp_path() -> Any:
+    """A temporary directory the sandbox's user may pass through (0711), as ImageSession's is: pytest's own are
+    0700 root, and as root the image's commands run as uid 65534 (sandbox.py)."""
+    path = Path(tempfile.mkdtemp(prefix="harness-image-test-"))
+    path.chmod(0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def compliant() -> tuple[list[LayerSpec], dict[str, Any]]:
@@ -111,7 +125,7 @@ def build(tmp_path: Path, mutate: Callable[[list[LayerSpec], dict[str, Any]], No
 def facts_of(layout: Path, tmp_path: Path) -> ImageFacts:
     workdir = tmp_path / f"work-{layout.name}"
     workdir.mkdir()
-    return load(parse_reference(f"oci:{layout}"), workdir)
+    return load(parse_reference(f"oci:{layout}"), workdir, LIMITS)
 
 
 def verdicts(facts: ImageFacts) -> dict[str, judges.Verdict]:
@@ -280,14 +294,14 @@ def test_an_image_without_a_shell_is_judged_on_what_can_be_read(tmp_path):
     assert judges.non_root_user(rooted, EXPECT["IMG-01"]).status == "fail"
 
 
-def test_without_root_or_for_another_architecture_testinfra_is_not_run(tmp_path, monkeypatch):
+def test_without_a_sandbox_or_for_another_architecture_testinfra_is_not_run(tmp_path, monkeypatch):
     layers, config = compliant()
     write_layout(tmp_path / "arm", layers, config, architecture="arm64")
-    arm = load(parse_reference(f"oci:{tmp_path / 'arm'}"), tmp_path / "w-arm")
+    arm = load(parse_reference(f"oci:{tmp_path / 'arm'}"), tmp_path / "w-arm", LIMITS)
     assert arm.not_run == "the image is built for arm64, this machine runs amd64" and arm.user is None
-    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(sandbox, "unavailable", lambda: "no sandbox can be made here (test)")
     facts = facts_of(build(tmp_path), tmp_path)
-    assert facts.not_run.startswith("chroot into the image needs root")
+    assert facts.not_run == "no sandbox can be made here (test)"  # never a fallback to running it unsandboxed
     assert judges.non_root_user(facts, EXPECT["IMG-01"]).status == "skip"
 
 
@@ -340,7 +354,7 @@ def test_the_deployed_image_is_pulled_with_reads_only(moto_endpoint, monkeypatch
     repo = writer.client("ecr").create_repository(repositoryName="pull-test")["repository"]
     image = EcrImage.parse(f"{repo['repositoryUri']}:2026.11.2")
     lines: list[str] = []
-    session = ImageSession(lines.append)
+    session = ImageSession(lines.append, EXPECT["IMG-03"]["max_size_mb"])
     try:
         with local_registry.serving(tmp_path / "registry") as address:
             digest = local_registry.publish(address, image, writer, tmp_path, 3000)
@@ -443,11 +457,11 @@ def test_bad_image_references_are_one_line_and_exit_4(tmp_path, reports):
 def test_a_reference_that_does_not_resolve_is_named(tmp_path):
     with local_registry.serving(tmp_path / "registry") as address:
         with pytest.raises(ImageError, match="does not resolve"):
-            load(parse_reference(f"{address}/nothing-here:1.0"), tmp_path)
+            load(parse_reference(f"{address}/nothing-here:1.0"), tmp_path, LIMITS)
     layout = build(tmp_path)
     (layout / "index.json").write_text("{}")
     with pytest.raises(ImageError, match="names no image"):
-        load(parse_reference(f"oci:{layout}"), tmp_path / "w")
+        load(parse_reference(f"oci:{layout}"), tmp_path / "w", LIMITS)
 
 
 def test_a_written_layout_reads_back_as_written(tmp_path):
@@ -481,8 +495,8 @@ def test_an_oci_layout_with_several_images_needs_a_tag(tmp_path):
     index["manifests"] = kept + index["manifests"]
     (tmp_path / "layout" / "index.json").write_text(json.dumps(index))
     with pytest.raises(ImageError, match=r"holds 2 images \(1.0, 2.0\); name one as oci:.*:TAG"):
-        load(parse_reference(f"oci:{tmp_path / 'layout'}"), tmp_path / "w1")
-    facts = load(parse_reference(f"oci:{tmp_path / 'layout'}:1.0"), tmp_path / "w2")
+        load(parse_reference(f"oci:{tmp_path / 'layout'}"), tmp_path / "w1", LIMITS)
+    facts = load(parse_reference(f"oci:{tmp_path / 'layout'}:1.0"), tmp_path / "w2", LIMITS)
     assert facts.digest == first.digest and facts.config["User"] == "node"
     with pytest.raises(ImageError, match="holds no image tagged '3.0'"):
-        load(parse_reference(f"oci:{tmp_path / 'layout'}:3.0"), tmp_path / "w3")
+        load(parse_reference(f"oci:{tmp_path / 'layout'}:3.0"), tmp_path / "w3", LIMITS)

@@ -24,7 +24,7 @@ from typing import Callable
 
 from harness.image.inspect import ImageFacts, gather, host_architecture
 from harness.image.oci import Image, LayoutError, read_dir, read_layout
-from harness.image.unpack import UnpackError, unpack
+from harness.image.unpack import Limits, UnpackError, unpack
 
 COPY_TIMEOUT_S = 900
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
@@ -132,13 +132,13 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
     return read_dir(dest)
 
 
-def load(source: Source, workdir: Path, authfile: Path | None = None, named: str | None = None,
+def load(source: Source, workdir: Path, limits: Limits, authfile: Path | None = None, named: str | None = None,
          progress: Callable[[str], None] | None = None) -> ImageFacts:
-    """Copy, unpack and inspect the image; `workdir` (an empty directory of the caller's) holds the copy
-    and the root filesystem until the caller removes it."""
+    """Copy, unpack (within `limits`) and inspect the image; `workdir` (an empty directory of the caller's)
+    holds the copy and the root filesystem until the caller removes it."""
     try:
         image = copy(source, workdir / "image", authfile, progress)
-        unpacked = unpack(image, workdir / "rootfs")
+        unpacked = unpack(image, workdir / "rootfs", limits)
     except (LayoutError, UnpackError) as exc:
         raise ImageError(f"{source}: {exc}; the image is corrupt, fetch or build it again") from None
     return gather(image, unpacked, named or str(source))

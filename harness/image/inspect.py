@@ -1,19 +1,22 @@
 """What the image checks judge, gathered once per image: the config, every layer's file list, and what
-pytest-testinfra finds inside the unpacked root filesystem (its chroot backend: the image's own `id`,
-`/etc/os-release`, the app's package.json), so the judges in judges.py never touch the image.
+pytest-testinfra finds inside the unpacked root filesystem (the image's own `id`, `/etc/os-release`, the
+app's package.json), so the judges in judges.py never touch the image.
 
-testinfra runs commands in the image with `chroot`, which needs root and a `/bin/sh` for this machine's
-architecture. Without them the facts it would give are absent, and `not_run` says why: the checks that
-need them report what they could not run; everything else is still judged.
+testinfra runs its commands through the harness's own backend (sandbox.py): in a bubblewrap sandbox over
+the unpacked root, never with the runner's privileges, environment or network. Where the sandbox cannot be
+made, the image has no `/bin/sh` for this machine's architecture, or unpacking stopped, the facts only
+commands give are absent and `not_run` says why: the checks that need them report what they could not
+run; everything else is still judged. A command that does not finish in time is `command_error`: the
+checks that need commands ERROR with it.
 """
 from __future__ import annotations
 
 import json
-import os
 import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.image import sandbox
 from harness.image.oci import Image
 from harness.image.unpack import LayerFiles, Unpacked
 from harness.redact import MASK, SENSITIVE_NAME
@@ -35,6 +38,8 @@ class ImageFacts:
     layers: list[LayerFiles]
     size_bytes: int
     not_run: str | None = None  # why testinfra could not run commands in the image
+    command_error: str | None = None  # a command that could not be judged (its time limit, the sandbox)
+    stopped: str | None = None  # why unpacking stopped before the last layer (unpack.Unpacked.stopped)
     user: dict[str, Any] | None = None  # {"name", "exists", "uid"} of the config's User, from testinfra
     distribution: str | None = None
     os_release: str | None = None
@@ -71,32 +76,37 @@ def masked_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _cannot_run(unpacked: Unpacked, architecture: str) -> str | None:
-    if os.geteuid() != 0:
-        return "chroot into the image needs root; run as root to check what only commands in the image can tell"
+    if unpacked.stopped:
+        return f"the image was not fully unpacked: {unpacked.stopped}"
     here = host_architecture()
     if architecture != here:
         return f"the image is built for {architecture}, this machine runs {here}"
     shell = unpacked.root / "bin" / "sh"
     if not (shell.exists() or shell.is_symlink()):
         return "the image has no /bin/sh"
-    return None
+    return sandbox.unavailable()
 
 
 def gather(image: Image, unpacked: Unpacked, source: str) -> ImageFacts:
     config = image.config.get("config") or {}
     facts = ImageFacts(source=source, digest=image.digest, config=masked_config(config),
                        architecture=image.config.get("architecture", ""), layers=unpacked.layers,
-                       size_bytes=unpacked.size_bytes, final_files=unpacked.final_files())
+                       size_bytes=unpacked.size_bytes, final_files=unpacked.final_files(),
+                       stopped=unpacked.stopped)
     facts.not_run = _cannot_run(unpacked, facts.architecture)
     if facts.not_run is None:
-        _inside(facts, unpacked)
+        sandbox.hand_over(unpacked.root)
+        try:
+            _inside(facts, unpacked)
+        except sandbox.SandboxError as exc:
+            facts.command_error = str(exc)
     return facts
 
 
 def _inside(facts: ImageFacts, unpacked: Unpacked) -> None:
-    import testinfra
+    import testinfra.host
 
-    host = testinfra.get_host(str(unpacked.root), connection="chroot")
+    host = testinfra.host.Host(sandbox.SandboxBackend(unpacked.root))
     try:
         user = user_part(facts.config.get("User"))
         if user.isdigit():

@@ -60,6 +60,9 @@ def minimal_base(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
     size_mb = facts.size_bytes / 1e6
     evidence = {"distribution": facts.distribution, "os_release": facts.os_release, "size_mb": round(size_mb, 1),
                 "layers": len(facts.layers)}
+    if facts.stopped:
+        return Verdict("fail", f"the image is {facts.stopped}, against the {expect['max_size_mb']} MB budget",
+                       evidence)
     problems = []
     if size_mb > expect["max_size_mb"]:
         problems.append(f"{size_mb:.1f} MB uncompressed, over the {expect['max_size_mb']} MB budget")
@@ -108,6 +111,9 @@ def no_baked_secrets(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
                                                                if "deleted_in" in f else "") for f in files]
     if problems:
         return Verdict("fail", "; ".join(problems), evidence)
+    if facts.stopped:
+        return Verdict("skip", f"no secret in the config or in the {len(facts.layers)} layers unpacked, but the "
+                               f"image is {facts.stopped}", evidence)
     return Verdict("pass", f"no secret in the config or in any of {len(facts.layers)} layers", evidence)
 
 

@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,18 +48,37 @@ class Image:
     layers: tuple[Layer, ...]
 
 
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+JSON_CAP = 8 << 20  # an index, a manifest or a config is a few KiB; a larger one is not read
+
+
+def _hex(digest: Any) -> str:
+    """The hex part of a well-formed digest; anything else is refused before a path is made of it."""
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        raise LayoutError(f"{str(digest)[:100]!r} is not a sha256 digest (sha256: and 64 hex digits)")
+    return digest.split(":", 1)[1]
+
+
 def _blob(root: Path, digest: str) -> Path:
-    algorithm, _, hexdigest = digest.partition(":")
-    path = root / "blobs" / algorithm / hexdigest
+    path = root / "blobs" / "sha256" / _hex(digest)
     if not path.is_file():
         raise LayoutError(f"{root} lacks blob {digest}")
     return path
 
 
-def _json(path: Path) -> dict[str, Any]:
+def _json(path: Path, digest: str | None = None) -> dict[str, Any]:
+    """A JSON object from `path`; with `digest`, only if the bytes are that blob's."""
     try:
-        data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
+        if path.stat().st_size > JSON_CAP:
+            raise LayoutError(f"{path} is over {JSON_CAP >> 20} MiB, too large for an image's JSON")
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise LayoutError(f"{path} cannot be read: {exc}") from None
+    if digest is not None and "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+        raise LayoutError(f"blob {digest} does not match its digest: it was changed")
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
         raise LayoutError(f"{path} is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise LayoutError(f"{path} is not a JSON object")
@@ -67,7 +87,8 @@ def _json(path: Path) -> dict[str, Any]:
 
 def _image(root: Path, digest: str, manifest: dict[str, Any], blob: Callable[[str], Path]) -> Image:
     try:
-        config = _json(blob(manifest["config"]["digest"]))
+        config_digest = manifest["config"]["digest"]
+        config = _json(blob(config_digest), config_digest)
         history = [h for h in config.get("history", []) if not h.get("empty_layer")]
         layers = tuple(Layer(d["digest"], d.get("mediaType", ""), blob(d["digest"]),
                              history[i].get("created_by", "") if i < len(history) else "")
@@ -84,6 +105,8 @@ def read_layout(root: Path, platform: tuple[str, str] = ("linux", "amd64"), tag:
     if not (root / "oci-layout").is_file() or not (root / "index.json").is_file():
         raise LayoutError(f"{root} is not an OCI image layout (no oci-layout or index.json)")
     descriptors = _json(root / "index.json").get("manifests") or []
+    if not isinstance(descriptors, list) or not all(isinstance(d, dict) for d in descriptors):
+        raise LayoutError(f"{root}/index.json's manifests is not a list of descriptors")
     if tag is not None:
         descriptors = [d for d in descriptors if (d.get("annotations") or {}).get(REF_ANNOTATION) == tag]
         if not descriptors:
@@ -95,14 +118,14 @@ def read_layout(root: Path, platform: tuple[str, str] = ("linux", "amd64"), tag:
         raise LayoutError(f"{root} holds {len(descriptors)} images ({', '.join(map(str, tags))}); name one as "
                           f"oci:{root}:TAG")
     descriptor = descriptors[0]
-    content = _json(_blob(root, descriptor["digest"]))
+    content = _json(_blob(root, descriptor.get("digest")), descriptor.get("digest"))
     while "manifests" in content:
         matching = [d for d in content["manifests"]
                     if (d.get("platform", {}).get("os"), d.get("platform", {}).get("architecture")) == platform]
         if not matching:
             raise LayoutError(f"the image index in {root} has no {platform[0]}/{platform[1]} image")
         descriptor = matching[0]
-        content = _json(_blob(root, descriptor["digest"]))
+        content = _json(_blob(root, descriptor.get("digest")), descriptor.get("digest"))
     return _image(root, descriptor["digest"], content, lambda d: _blob(root, d))
 
 
@@ -115,13 +138,13 @@ def read_dir(root: Path) -> Image:
         raise LayoutError(f"{root} holds no manifest.json")
 
     def blob(digest: str) -> Path:
-        found = root / digest.split(":", 1)[-1]
+        found = root / _hex(digest)
         if not found.is_file():
             raise LayoutError(f"{root} lacks blob {digest}")
         return found
 
-    raw = path.read_bytes()
-    return _image(root, "sha256:" + hashlib.sha256(raw).hexdigest(), _json(path), blob)
+    manifest = _json(path)
+    return _image(root, "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest(), manifest, blob)
 
 
 # -- writing ------------------------------------------------------------------------------------------------

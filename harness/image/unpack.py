@@ -7,11 +7,24 @@ so IMG-04 judges the layers, not only the result.
 
 Nothing in a layer can write or delete outside the root: every path is resolved inside it as the
 container would resolve it (symlinks replaced by their targets, absolute ones taken from the root, `..`
-stopping at the root), so no symlink is ever followed by the host. Device nodes are not created.
+stopping at the root), so no symlink is ever followed by the host; hard links are made to the resolved
+source without following it. Device nodes are not created. Every path recorded (the layers' file lists,
+whiteouts, private keys) is that resolved path, where the entry lands, not its name in the tar: a layer
+that turns `app/node_modules/x` into a symlink to `/app` cannot hide `app/node_modules/x/.env` from the
+checks as a file of node_modules.
+
+A layer is untrusted input, so unpacking is bounded and verified:
+- before anything is written, the layer's blob is read once: its sha256 must be its digest, the sha256 of
+  its uncompressed tar must be the config's `diff_id` for it, and the uncompressed bytes of all layers
+  together are counted against `Limits.bytes`: past it unpacking stops (`Unpacked.stopped` says where),
+  so a gzip bomb costs reading, never disk;
+- a tar stream bounds what its files occupy, except sparse members, which are refused;
+- at most `Limits.entries` entries, names of at most `Limits.name_bytes` bytes (components of 255).
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import posixpath
 import re
@@ -20,6 +33,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 from harness.image.oci import OPAQUE, WHITEOUT, Image, Layer
 
@@ -31,7 +45,14 @@ PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----(\r?\n|\\n)[A-Za-z
 
 
 class UnpackError(Exception):
-    """A layer could not be applied (corrupt, or it writes outside the root)."""
+    """A layer could not be applied (corrupt, tampered with, or past a limit no image needs)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    bytes: int = 4 << 30  # uncompressed, all layers together; the caller passes the plan's budget with a margin
+    entries: int = 500_000
+    name_bytes: int = 4096
 
 
 @dataclass
@@ -55,6 +76,7 @@ class Unpacked:
     root: Path
     layers: list[LayerFiles]
     size_bytes: int  # uncompressed: the sum of what every layer ships, as `docker images` counts it
+    stopped: str | None = None  # why unpacking stopped before the last layer (a size past the limit)
 
     def final_files(self) -> dict[str, tuple[str, int]]:
         """The root filesystem's paths after every layer (whiteouts applied), from the layer lists, with the
@@ -86,10 +108,16 @@ def _kind(member: tarfile.TarInfo) -> str:
     return "special"
 
 
+def _landing(root: Path, path: Path) -> str:
+    """Where `path` (under `root`) is in the image: "/app/.env"."""
+    return "/" + path.relative_to(root).as_posix() if path != root else "/"
+
+
 def _inside(root: Path, relative: str, follow_last: bool = False) -> Path:
     """`root/relative` resolved the way the container sees it: every symlink on the way (and the last
     part too, with `follow_last`) is replaced by its target, an absolute target starts again at `root`,
-    and `..` stops at `root`. No part of the result is a symlink, so writing there stays in `root`."""
+    and `..` stops at `root`. No part of the result but the last (without `follow_last`) is a symlink, so
+    writing there stays in `root`."""
     parts = [p for p in relative.split("/") if p not in ("", ".")]
     resolved: list[str] = []
     hops = 0
@@ -124,14 +152,74 @@ def _name(member: tarfile.TarInfo) -> str:
     return posixpath.normpath("/" + member.name).lstrip("/")
 
 
-def _apply(layer: Layer, index: int, root: Path) -> tuple[LayerFiles, int]:
+class _Hashing:
+    """A file object that hashes (and counts) what is read through it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self.raw, self.sha256, self.count = raw, hashlib.sha256(), 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.sha256.update(data)
+        self.count += len(data)
+        return data
+
+
+# What a layer may be compressed with besides gzip, by its first bytes: refused, as the stdlib reads none
+# of them as a stream whose digest can be checked.
+OTHER_COMPRESSION = {b"\x28\xb5\x2f\xfd": "zstd", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz"}
+
+
+def _verify(layer: Layer, index: int, diff_id: str, budget: int) -> int | None:
+    """Read the layer's blob once without writing anything: its digest and its diff_id must match. The
+    uncompressed size, or None once it passes `budget` (then nothing else of it is read)."""
+    try:
+        with open(layer.path, "rb") as blob:
+            head = blob.read(6)
+            blob.seek(0)
+            other = next((name for magic, name in OTHER_COMPRESSION.items() if head.startswith(magic)), None)
+            if other:
+                raise UnpackError(f"layer {index} ({layer.digest}) is compressed with {other}, which the image "
+                                  f"checks do not read; push the image with gzip layers")
+            compressed = _Hashing(blob)
+            stream: Any = gzip.GzipFile(fileobj=compressed) if head.startswith(b"\x1f\x8b") else compressed
+            plain = _Hashing(stream)
+            while plain.read(1 << 20):
+                if plain.count > budget:
+                    return None
+            compressed.read()  # anything after the compressed stream still belongs to the blob
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UnpackError(f"layer {index} ({layer.digest}) cannot be read: {exc}") from None
+    if "sha256:" + compressed.sha256.hexdigest() != layer.digest:
+        raise UnpackError(f"layer {index}'s blob does not match its digest {layer.digest}: it was changed")
+    if "sha256:" + plain.sha256.hexdigest() != diff_id:
+        raise UnpackError(f"layer {index}'s content does not match the config's diff_id {diff_id}")
+    return plain.count
+
+
+def _members(tar: tarfile.TarFile, index: int, limits: Limits, seen: int) -> list[tarfile.TarInfo]:
+    members = []
+    while (member := tar.next()) is not None:
+        if seen + len(members) >= limits.entries:
+            raise UnpackError(f"the image has over {limits.entries} entries; no image needs as many")
+        if member.issparse():
+            raise UnpackError(f"layer {index} holds a sparse file, {member.name[:200]}, which is refused")
+        name = member.name.encode("utf-8", "surrogateescape")
+        if len(name) > limits.name_bytes or any(len(part) > 255 for part in name.split(b"/")):
+            raise UnpackError(f"layer {index} holds a name of {len(name)} bytes, over the limit")
+        if _name(member) not in ("", "."):
+            members.append(member)
+    return members
+
+
+def _apply(layer: Layer, index: int, root: Path, limits: Limits, seen: int) -> tuple[LayerFiles, int]:
     """The layer's whiteouts first (they hide what the layers below hold, never what this layer adds),
     then its files."""
     record = LayerFiles(index, layer.digest, layer.created_by)
     size = 0
     try:
         with tarfile.open(layer.path, mode="r:*") as tar:
-            members = [m for m in tar.getmembers() if _name(m) not in ("", ".")]
+            members = _members(tar, index, limits, seen)
             for member in members:
                 name = _name(member)
                 base, parent = posixpath.basename(name), posixpath.dirname(name)
@@ -140,19 +228,20 @@ def _apply(layer: Layer, index: int, root: Path) -> tuple[LayerFiles, int]:
                     if directory.is_dir():
                         for child in directory.iterdir():
                             _remove(child)
-                    record.deleted.append("/" + parent + "/")
+                    record.deleted.append(_landing(root, directory).rstrip("/") + "/")
                 elif base.startswith(WHITEOUT):
-                    gone = posixpath.join(parent, base[len(WHITEOUT):])
-                    _remove(_inside(root, gone))
-                    record.deleted.append("/" + gone)
+                    gone = _inside(root, posixpath.join(parent, base[len(WHITEOUT):]))
+                    _remove(gone)
+                    record.deleted.append(_landing(root, gone))
             for member in members:
                 name = _name(member)
                 if posixpath.basename(name).startswith(WHITEOUT):
                     continue
                 kind = _kind(member)
-                record.files["/" + name] = (kind, member.size if kind == "file" else 0)
-                size += member.size if kind == "file" else 0
                 path = _inside(root, name)
+                landing = _landing(root, path)
+                record.files[landing] = (kind, member.size if kind == "file" else 0)
+                size += member.size if kind == "file" else 0
                 if kind == "dir":
                     if path.is_symlink() or (path.exists() and not path.is_dir()):
                         _remove(path)
@@ -165,14 +254,16 @@ def _apply(layer: Layer, index: int, root: Path) -> tuple[LayerFiles, int]:
                 if kind == "symlink":
                     os.symlink(member.linkname, path)
                 elif kind == "hardlink":
+                    # The source resolved inside the root, linked as it is: a symlink is linked itself, never
+                    # what it points at.
                     source = _inside(root, _name(tarfile.TarInfo(member.linkname)))
-                    if source.is_file():
-                        os.link(source, path)
+                    if source.is_symlink() or source.is_file():
+                        os.link(source, path, follow_symlinks=False)
                 elif kind == "file":
                     with tar.extractfile(member) as src, open(path, "wb") as dst:  # type: ignore[union-attr]
                         head = src.read(PEEK_BYTES)
                         if PRIVATE_KEY.search(head):
-                            record.private_keys.append("/" + name)
+                            record.private_keys.append(landing)
                         dst.write(head)
                         shutil.copyfileobj(src, dst)
                     path.chmod(member.mode & 0o777)
@@ -181,12 +272,24 @@ def _apply(layer: Layer, index: int, root: Path) -> tuple[LayerFiles, int]:
     return record, size
 
 
-def unpack(image: Image, root: Path) -> Unpacked:
-    """Apply `image`'s layers into the empty directory `root`."""
+def unpack(image: Image, root: Path, limits: Limits = Limits()) -> Unpacked:
+    """Apply `image`'s layers into the empty directory `root`, each verified first; past `limits.bytes`
+    of uncompressed layers, stop (`Unpacked.stopped`)."""
+    diff_ids = (image.config.get("rootfs") or {}).get("diff_ids")
+    if not isinstance(diff_ids, list) or len(diff_ids) != len(image.layers):
+        raise UnpackError(f"the config names {len(diff_ids) if isinstance(diff_ids, list) else 'no'} diff_ids "
+                          f"for {len(image.layers)} layers")
     root.mkdir(parents=True, exist_ok=True)
-    layers, total = [], 0
-    for i, layer in enumerate(image.layers, 1):
-        record, size = _apply(layer, i, root)
+    layers: list[LayerFiles] = []
+    total = read = entries = 0
+    for i, (layer, diff_id) in enumerate(zip(image.layers, diff_ids), 1):
+        plain = _verify(layer, i, diff_id, limits.bytes - read)
+        if plain is None:
+            return Unpacked(root, layers, total, f"over {limits.bytes / 1e6:.0f} MB uncompressed by layer {i} "
+                                                 f"of {len(image.layers)}, stopped")
+        read += plain
+        record, size = _apply(layer, i, root, limits, entries)
+        entries += len(record.files) + len(record.deleted)
         layers.append(record)
         total += size
     return Unpacked(root, layers, total)
