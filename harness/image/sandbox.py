@@ -141,8 +141,8 @@ class SandboxBackend(base.BaseBackend):
 
     NAME = "harness-sandbox"
 
-    def __init__(self, root: Path, timeout_s: float = COMMAND_TIMEOUT_S, **kwargs: Any) -> None:
-        self.root, self.timeout_s = root, timeout_s
+    def __init__(self, root: Path, timeout_s: float | None = None, **kwargs: Any) -> None:
+        self.root, self.timeout_s = root, COMMAND_TIMEOUT_S if timeout_s is None else timeout_s
         super().__init__(str(root), **kwargs)
 
     def run(self, command: str, *args: str, **kwargs: Any) -> base.CommandResult:

@@ -14,10 +14,10 @@ that turns `app/node_modules/x` into a symlink to `/app` cannot hide `app/node_m
 checks as a file of node_modules.
 
 A layer is untrusted input, so unpacking is bounded and verified:
-- before anything is written, the layer's blob is read once: its sha256 must be its digest, the sha256 of
-  its uncompressed tar must be the config's `diff_id` for it, and the uncompressed bytes of all layers
-  together are counted against `Limits.bytes`: past it unpacking stops (`Unpacked.stopped` says where),
-  so a gzip bomb costs reading, never disk;
+- before anything is written, every layer's blob is read once: its sha256 must be its digest, the sha256
+  of its uncompressed tar must be the config's `diff_id` for it, and the uncompressed bytes of all layers
+  together are counted against `Limits.bytes`: past it only the layers before are applied
+  (`Unpacked.stopped` says where), so a gzip bomb costs reading, never disk;
 - a tar stream bounds what its files occupy, except sparse members, which are refused;
 - at most `Limits.entries` entries, names of at most `Limits.name_bytes` bytes (components of 255).
 """
@@ -279,17 +279,21 @@ def unpack(image: Image, root: Path, limits: Limits = Limits()) -> Unpacked:
     if not isinstance(diff_ids, list) or len(diff_ids) != len(image.layers):
         raise UnpackError(f"the config names {len(diff_ids) if isinstance(diff_ids, list) else 'no'} diff_ids "
                           f"for {len(image.layers)} layers")
+    # Every layer verified (and measured) before any is applied: a tampered image leaves nothing behind.
+    budget, applicable, stopped = limits.bytes, len(image.layers), None
+    for i, (layer, diff_id) in enumerate(zip(image.layers, diff_ids), 1):
+        plain = _verify(layer, i, diff_id, budget)
+        if plain is None:
+            applicable = i - 1
+            stopped = f"over {limits.bytes / 1e6:.0f} MB uncompressed by layer {i} of {len(image.layers)}, stopped"
+            break
+        budget -= plain
     root.mkdir(parents=True, exist_ok=True)
     layers: list[LayerFiles] = []
-    total = read = entries = 0
-    for i, (layer, diff_id) in enumerate(zip(image.layers, diff_ids), 1):
-        plain = _verify(layer, i, diff_id, limits.bytes - read)
-        if plain is None:
-            return Unpacked(root, layers, total, f"over {limits.bytes / 1e6:.0f} MB uncompressed by layer {i} "
-                                                 f"of {len(image.layers)}, stopped")
-        read += plain
+    total = entries = 0
+    for i, layer in enumerate(image.layers[:applicable], 1):
         record, size = _apply(layer, i, root, limits, entries)
         entries += len(record.files) + len(record.deleted)
         layers.append(record)
         total += size
-    return Unpacked(root, layers, total)
+    return Unpacked(root, layers, total, stopped)
