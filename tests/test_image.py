@@ -747,3 +747,30 @@ def test_a_task_definition_image_is_only_ever_a_registry_reference(uri):
             session.deployed(uri, Target("aws", "us-east-1"))
     finally:
         session.close()
+
+
+def test_a_harness_killed_with_sigkill_takes_the_sandbox_with_it(tmp_path):
+    """bwrap's --die-with-parent: the image's processes end with the process that ran them, however it ends."""
+    import signal
+    import sys
+    import time
+
+    from conftest import wait_for
+
+    layers, config = compliant()
+    image = write_layout(tmp_path / "layout", [*layers, LayerSpec(files={"/bin/hang": "#!/bin/busybox sh\n"
+                                                                        "exec /bin/busybox sleep 8643\n"},
+                                                                 modes={"/bin/hang": 0o755})], config)
+    root = unpack(image, tmp_path / "root", LIMITS).root
+    sandbox.hand_over(root)
+    runner = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from harness.image import sandbox; sandbox.run(Path(sys.argv[1]), ['/bin/hang'], 600)",
+                               str(root)], cwd=ROOT)
+    try:
+        wait_for(lambda: _processes_with("sleep 8643"), 15, lambda: "the sandboxed command did not start")
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=10)
+    started = time.monotonic()
+    wait_for(lambda: not _processes_with("sleep 8643"), 5, lambda: "the image's process outlived the harness")
+    assert time.monotonic() - started < 5
