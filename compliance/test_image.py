@@ -20,11 +20,11 @@ def test_exposes_the_port_in_production_mode(image, expect, settle):
 
 
 @pytest.mark.requirement("IMG-03")
-def test_minimal_base(image_commands, expect, settle, harness_state):
+def test_minimal_base(image, expect, settle, harness_state):
     if harness_state.config.option.target == "local" and not harness_state.config.option.image:
         pytest.skip("not observable on this target: the stand-in's image is not built from the plan's base (no "
                     "Alpine package is reachable here, so it is busybox); IMG-03 is judged on --image and on AWS")
-    settle(judges.minimal_base(image_commands, expect))
+    settle(judges.minimal_base(image, expect))
 
 
 @pytest.mark.requirement("IMG-04")
@@ -38,5 +38,5 @@ def test_health_check_probes_the_health_endpoint(image, expect, settle):
 
 
 @pytest.mark.requirement("IMG-06")
-def test_production_dependencies_only(image_commands, expect, settle):
-    settle(judges.production_dependencies(image_commands, expect))
+def test_production_dependencies_only(image, expect, settle):
+    settle(judges.production_dependencies(image, expect))

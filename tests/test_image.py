@@ -286,8 +286,9 @@ def test_an_image_without_a_shell_is_judged_on_what_can_be_read(tmp_path):
     facts = facts_of(build(tmp_path, _with_layer(no_shell)), tmp_path)
     assert facts.not_run == "the image has no /bin/sh"
     found = {rid: v.status for rid, v in verdicts(facts).items()}
-    assert found == {"IMG-01": "skip", "IMG-02": "pass", "IMG-03": "skip", "IMG-04": "pass", "IMG-05": "pass",
-                     "IMG-06": "skip"}
+    # The base and package.json are files, read on the host; only the user's uid needs the image's `id`.
+    assert found == {"IMG-01": "skip", "IMG-02": "pass", "IMG-03": "pass", "IMG-04": "pass", "IMG-05": "pass",
+                     "IMG-06": "pass"}
     assert "the image has no /bin/sh" in verdicts(facts)["IMG-01"].message
     # What is wrong in the config is still found without running anything.
     rooted = facts_of(build(tmp_path, lambda layers, config: (layers.append(no_shell), config.update(User="root")),
@@ -576,12 +577,12 @@ def test_a_shell_that_never_returns_is_an_error_within_its_time_limit_leaving_no
 
 
 def test_a_hanging_shell_errors_the_checks_that_run_commands_alone(tmp_path, reports):
-    """End to end, at the default time limit: IMG-01, 03 and 06 need commands in the image and ERROR naming
-    the timeout; the checks of the config and the layer lists are judged as usual."""
+    """End to end, at the default time limit: IMG-01 needs a command in the image (its `id`) and ERRORs naming
+    the timeout; the config, the layer lists and the files read on the host are judged as usual."""
     layout = build(tmp_path, _shell("exec /bin/busybox sleep 8642\n"))
     run = run_suite("--image", f"oci:{layout}", reports=reports, suite="compliance/test_image.py", timeout=180)
-    assert run.ids_with("error") == {"IMG-01", "IMG-03", "IMG-06"}, run.stdout[-3000:]
-    assert run.ids_with("pass") == {"IMG-02", "IMG-04", "IMG-05"}
+    assert run.ids_with("error") == {"IMG-01"}, run.stdout[-3000:]
+    assert run.ids_with("pass") == {"IMG-02", "IMG-03", "IMG-04", "IMG-05", "IMG-06"}
     assert "did not finish within 20 s" in run.message("IMG-01")
     assert _processes_with("sleep 8642") == []
 
@@ -774,3 +775,47 @@ def test_a_harness_killed_with_sigkill_takes_the_sandbox_with_it(tmp_path):
     started = time.monotonic()
     wait_for(lambda: not _processes_with("sleep 8643"), 5, lambda: "the image's process outlived the harness")
     assert time.monotonic() - started < 5
+
+
+def test_a_symlinked_working_directory_hides_nothing(tmp_path):
+    """WorkingDir /app a symlink into a node_modules: its .env, its package.json and an installed
+    devDependency are judged where the container finds them."""
+    from harness.local.image import package_json
+
+    def move_app(layers: list[LayerSpec], config: dict[str, Any]) -> None:
+        layers[0] = replace(layers[0], dirs=tuple(d for d in layers[0].dirs if d != "/app"))
+        layers[1:] = [LayerSpec(symlinks={"/app": "/srv/node_modules/app"}, dirs=("/srv/node_modules/app",)),
+                      LayerSpec(files={"/app/package.json": json.dumps(package_json("1.0.0")),
+                                       "/app/.env": "DATABASE_PASSWORD=hunter2\n",
+                                       "/app/node_modules/jest/package.json": "{}",
+                                       "/app/node_modules/express/package.json": "{}"}, parents=False)]
+
+    facts = facts_of(build(tmp_path, move_app), tmp_path)
+    assert (facts.app, facts.modules) == ("/srv/node_modules/app", "/srv/node_modules/app/node_modules")
+    found = verdicts(facts)
+    assert found["IMG-04"].status == "fail" and "/srv/node_modules/app/.env" in found["IMG-04"].message
+    assert found["IMG-06"].status == "fail" and "devDependency jest" in found["IMG-06"].message
+
+
+def test_a_large_npm_install_record_is_read_whole(tmp_path):
+    """A real app's node_modules/.package-lock.json is often over a megabyte: read on the host, not through a
+    command's capped output, its dev mark is still found."""
+    packages = {"node_modules/express": {}, "node_modules/eslint": {"dev": True}}
+    packages.update({f"node_modules/pad{i}": {"version": "1.0.0", "resolved": "x" * 200} for i in range(6000)})
+    record = json.dumps({"packages": packages})
+    assert len(record) > 1 << 20
+    facts = facts_of(build(tmp_path, _with_layer(LayerSpec(files={
+        "/app/node_modules/eslint/package.json": "{}", "/app/node_modules/.package-lock.json": record}))), tmp_path)
+    verdict = judges.production_dependencies(facts, EXPECT["IMG-06"])
+    assert verdict.status == "fail" and "devDependency eslint" in verdict.message
+
+
+def test_an_image_whose_id_lies_about_the_uid_fails(tmp_path):
+    """/etc/passwd gives node uid 0 and the image's shell answers 1000 to `id -u`: the runtime takes the uid
+    from /etc/passwd, read on the host, so IMG-01 fails naming both."""
+    liar = _shell('case "$2" in *"id -u"*) echo 1000; exit 0;; esac\nexec /bin/busybox sh "$@"\n')
+    passwd = _passwd("root:x:0:0::/root:/bin/sh\nnode:x:0:0::/home/node:/bin/sh\n")
+    facts = facts_of(build(tmp_path, lambda layers, config: (passwd(layers, config), liar(layers, config))),
+                     tmp_path)
+    verdict = judges.non_root_user(facts, EXPECT["IMG-01"])
+    assert verdict.status == "fail" and "the image's `id` says uid 1000, its /etc/passwd says 0" in verdict.message

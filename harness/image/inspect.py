@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 import platform
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from harness.image import sandbox
 from harness.image.oci import Image
-from harness.image.unpack import LayerFiles, Unpacked
+from harness.image.unpack import LayerFiles, Unpacked, landing, resolve
 from harness.redact import MASK, SENSITIVE_NAME
 
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -49,6 +50,9 @@ class ImageFacts:
     # package only the devDependencies need. None when the image has none.
     installed_lock: dict[str, Any] | None = None
     final_files: dict[str, tuple[str, int]] = field(default_factory=dict)
+    passwd: dict[str, int] | None = None  # /etc/passwd's users and uids, read on the host
+    app: str = ""  # WorkingDir where the container finds it (symlinks resolved inside the image)
+    modules: str = ""  # the app's node_modules, likewise
 
     @property
     def env(self) -> dict[str, str]:
@@ -89,10 +93,14 @@ def _cannot_run(unpacked: Unpacked, architecture: str) -> str | None:
 
 def gather(image: Image, unpacked: Unpacked, source: str) -> ImageFacts:
     config = image.config.get("config") or {}
+    if not isinstance(config, dict):
+        config = {}
     facts = ImageFacts(source=source, digest=image.digest, config=masked_config(config),
                        architecture=image.config.get("architecture", ""), layers=unpacked.layers,
                        size_bytes=unpacked.size_bytes, final_files=unpacked.final_files(),
                        stopped=unpacked.stopped)
+    if not unpacked.stopped:
+        _read_files(facts, unpacked.root)
     facts.not_run = _cannot_run(unpacked, facts.architecture)
     if facts.not_run is None:
         sandbox.hand_over(unpacked.root)
@@ -103,38 +111,76 @@ def gather(image: Image, unpacked: Unpacked, source: str) -> ImageFacts:
     return facts
 
 
+# The files the checks read, and how much of each is read at most: data, read on the host from the root
+# (resolved inside it, as the container would), never through the image's own programs, which could lie.
+CAPS = {"/etc/os-release": 64 << 10, "/etc/passwd": 1 << 20, "package.json": 1 << 20,
+        ".package-lock.json": 256 << 20}
+
+
+def _read(root: Path, path: str, cap: int) -> bytes | None:
+    """The regular file at `path` inside the image, None when there is none; ValueError past `cap`."""
+    found = resolve(root, path.lstrip("/"), follow_last=True)
+    if not found.is_file() or found.is_symlink():
+        return None
+    if found.stat().st_size > cap:
+        raise ValueError(f"{path} is over {cap >> 10} KiB")
+    return found.read_bytes()
+
+
+def _read_files(facts: ImageFacts, root: Path) -> None:
+    """What the checks read from files: the base, the users, the app's package.json and npm's record; the
+    app's directory and its node_modules as the container resolves them (a symlinked WorkingDir or
+    node_modules cannot hide what is in them)."""
+    facts.app = landing(root, resolve(root, facts.workdir.lstrip("/"), follow_last=True))
+    facts.modules = landing(root, resolve(root, f"{facts.app.lstrip('/')}/node_modules", follow_last=True))
+    try:
+        release = _read(root, "/etc/os-release", CAPS["/etc/os-release"])
+        if release is not None:
+            facts.os_release = release.decode("utf-8", "replace")
+            fields = dict(line.partition("=")[::2] for line in facts.os_release.splitlines())
+            facts.distribution = fields.get("ID", "").strip().strip('"').lower() or None
+        passwd = _read(root, "/etc/passwd", CAPS["/etc/passwd"])
+        rows = [line.split(":") for line in (passwd or b"").decode("utf-8", "replace").splitlines()]
+        facts.passwd = {row[0]: int(row[2]) for row in rows if len(row) > 2 and row[2].isdigit()}
+    except ValueError as exc:
+        facts.package_json_problem = str(exc)
+    app = facts.app.rstrip("/")
+    try:
+        manifest = _read(root, f"{app}/package.json", CAPS["package.json"])
+        if manifest is not None:
+            try:
+                facts.package_json = json.loads(manifest)
+            except ValueError as exc:
+                facts.package_json_problem = f"{app}/package.json is not JSON: {exc}"
+        lock = _read(root, f"{facts.modules}/.package-lock.json", CAPS[".package-lock.json"])
+        if lock is not None:
+            try:
+                facts.installed_lock = json.loads(lock)
+            except ValueError:
+                facts.installed_lock = None  # unreadable: judged by the package.json's names instead
+    except ValueError as exc:
+        facts.package_json_problem = f"{exc}: too large to judge"
+
+
 def _inside(facts: ImageFacts, unpacked: Unpacked) -> None:
+    """The config's User, as the image's own `id` answers for it (testinfra, through the sandbox); its
+    /etc/passwd, read on the host, has the last word."""
     import testinfra.host
 
     host = testinfra.host.Host(sandbox.SandboxBackend(unpacked.root))
+    user = user_part(facts.config.get("User"))
+    passwd = facts.passwd or {}
     try:
-        user = user_part(facts.config.get("User"))
         if user.isdigit():
             # A numeric User: busybox's `id` (Alpine's) takes names only, so the image's passwd is read.
-            passwd = host.file("/etc/passwd")
-            rows = [line.split(":") for line in passwd.content_string.splitlines()] if passwd.exists else []
-            name = next((row[0] for row in rows if len(row) > 2 and row[2] == user), None)
+            name = next((n for n, uid in passwd.items() if uid == int(user)), None)
             facts.user = {"name": name, "exists": name is not None, "uid": int(user)}
         elif user:
             entry = host.user(user)
             exists = entry.exists
             facts.user = {"name": user, "exists": exists, "uid": entry.uid if exists else None}
-        release = host.file("/etc/os-release")
-        if release.exists:
-            facts.os_release = release.content_string
-            facts.distribution = host.system_info.distribution
-        app = facts.workdir.rstrip("/")
-        manifest, lock = host.file(f"{app}/package.json"), host.file(f"{app}/node_modules/.package-lock.json")
-        if manifest.exists:
-            try:
-                facts.package_json = json.loads(manifest.content_string)
-            except ValueError as exc:
-                facts.package_json_problem = f"{manifest.path} is not JSON: {exc}"
-        if lock.exists:
-            try:
-                facts.installed_lock = json.loads(lock.content_string)
-            except ValueError:
-                facts.installed_lock = None  # unreadable: judged by the package.json's names instead
+            if exists and user in passwd and passwd[user] != entry.uid:
+                facts.user.update(uid=passwd[user], id_says=entry.uid)
     except (AssertionError, RuntimeError, ValueError) as exc:
         # A command testinfra ran failed in a way the image explains (a broken shell, a missing applet).
         facts.not_run = f"a command in the image failed: {str(exc).splitlines()[0][:200]}"

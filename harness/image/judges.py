@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from harness.image.inspect import ImageFacts, user_part
+from harness.image.unpack import deleted_by
 from harness.load.judges import Verdict
 from harness.redact import SENSITIVE_NAME
 
@@ -36,6 +37,9 @@ def non_root_user(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
     if not facts.user["exists"]:
         return Verdict("fail", f"config User {user!r} is not a user of the image (its `id` and /etc/passwd do not "
                                f"know it)", evidence)
+    if "id_says" in facts.user:
+        return Verdict("fail", f"config User {user!r}: the image's `id` says uid {facts.user['id_says']}, its "
+                               f"/etc/passwd says {facts.user['uid']}", evidence)
     if facts.user["uid"] == 0:
         return Verdict("fail", f"config User {user!r} has uid 0 in the image's /etc/passwd", evidence)
     return Verdict("pass", f"runs as {user!r}, uid {facts.user['uid']}", evidence)
@@ -67,11 +71,6 @@ def minimal_base(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
     if size_mb > expect["max_size_mb"]:
         problems.append(f"{size_mb:.1f} MB uncompressed, over the {expect['max_size_mb']} MB budget")
     wanted = expect["distribution"]
-    if facts.not_run is not None:
-        if problems:
-            return Verdict("fail", "; ".join(problems), evidence)
-        return Verdict("skip", f"{size_mb:.1f} MB is within the budget, but the base could not be checked: "
-                               f"{facts.not_run}", evidence)
     if facts.os_release is None:
         problems.append("the image has no /etc/os-release: its base is unknown")
     elif facts.distribution != wanted:
@@ -88,13 +87,15 @@ def secret_files(facts: ImageFacts) -> list[dict[str, str]]:
         flagged = {p: "private key" for p in layer.private_keys}
         for path, (kind, _) in layer.files.items():
             # By name outside node_modules only: packages ship test fixtures named server.key; a real key
-            # there is still found by its content.
-            if kind in ("file", "hardlink") and "/node_modules/" not in path \
+            # there is still found by its content. Outside means by where it lands or by its name in the tar:
+            # a symlinked directory cannot move a .env into node_modules. A symlink named .env counts too.
+            in_modules = "/node_modules/" in path and "/node_modules/" in layer.named.get(path, path)
+            if kind in ("file", "hardlink", "symlink") and not in_modules \
                     and (SECRET_FILE.search(posixpath.basename(path)) or SECRET_PATH.search(path)):
                 flagged.setdefault(path, "credential file")
         for path, why in sorted(flagged.items()):
-            later = next((other.describe() for other in facts.layers if other.index > layer.index
-                          and any(path == d or path.startswith(d.rstrip("/") + "/") for d in other.deleted)), None)
+            later = next((other.describe() for other in facts.layers
+                          if other.index > layer.index and deleted_by(path, other)), None)
             found.append({"path": path, "what": why, "layer": layer.describe(),
                           **({"deleted_in": later} if later else {})})
     return found
@@ -133,16 +134,19 @@ def health_check(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
 def production_dependencies(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
     """IMG-06: no devDependencies of the app's package.json under its node_modules, no .git, no test folders
     in the app."""
-    app = facts.workdir.rstrip("/")
+    # The app and its node_modules where the container finds them (a symlinked WorkingDir hides nothing).
+    app = (facts.app or facts.workdir).rstrip("/")
+    modules = facts.modules or f"{app}/node_modules"
     files = facts.final_files
     git = sorted(p for p in files if posixpath.basename(p) == ".git")
     tests = sorted(p for p, (kind, _) in files.items()
-                   if kind == "dir" and posixpath.basename(p) in TEST_DIRS and p.startswith(app + "/")
-                   and "/node_modules/" not in p)
+                   if kind in ("dir", "symlink") and posixpath.basename(p) in TEST_DIRS and p.startswith(app + "/")
+                   and not p.startswith(modules + "/"))
     problems = [f"{p} is in the image" for p in git + tests]
     evidence: dict[str, Any] = {"git": git, "test folders": tests, "app": app or "/"}
     if facts.package_json is None:
-        reason = facts.package_json_problem or (facts.not_run and f"package.json could not be read: {facts.not_run}")
+        reason = facts.package_json_problem or (facts.stopped and f"package.json could not be read: the image "
+                                                                  f"is {facts.stopped}")
         if problems:
             return Verdict("fail", "; ".join(problems), evidence)
         if reason:
@@ -154,13 +158,14 @@ def production_dependencies(facts: ImageFacts, expect: dict[str, Any]) -> Verdic
     if isinstance(packages, dict):
         # npm's own record: a package a production dependency also needs is not "dev", whatever its name.
         installed = sorted(path.removeprefix("node_modules/") for path, meta in packages.items()
-                           if isinstance(meta, dict) and meta.get("dev") and f"{app}/{path}" in files)
-        evidence["judged by"] = f"{app}/node_modules/.package-lock.json"
+                           if isinstance(meta, dict) and meta.get("dev") and isinstance(path, str)
+                           and f"{modules}/{path.removeprefix('node_modules/')}" in files)
+        evidence["judged by"] = f"{modules}/.package-lock.json"
     else:
-        installed = sorted(name for name in dev if f"{app}/node_modules/{name}" in files)
+        installed = sorted(name for name in dev if f"{modules}/{name}" in files)
         evidence["judged by"] = "the devDependencies of package.json"
     evidence.update({"devDependencies": dev, "installed devDependencies": installed})
-    problems += [f"devDependency {name} is installed under {app}/node_modules" for name in installed]
+    problems += [f"devDependency {name} is installed under {modules}" for name in installed]
     if problems:
         return Verdict("fail", "; ".join(problems), evidence)
     return Verdict("pass", f"no devDependency installed ({evidence['judged by']}); no .git, no test folders", evidence)

@@ -23,6 +23,7 @@ A layer is untrusted input, so unpacking is bounded and verified:
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -65,6 +66,12 @@ class LayerFiles:
     files: dict[str, tuple[str, int]] = field(default_factory=dict)  # "/etc/passwd" -> ("file", 512)
     deleted: list[str] = field(default_factory=list)
     private_keys: list[str] = field(default_factory=list)  # files whose first bytes hold a PEM private key
+    named: dict[str, str] = field(default_factory=dict)  # landing path -> its name in the tar, where they differ
+
+    @functools.cached_property
+    def deleted_set(self) -> frozenset[str]:
+        """`deleted` as a set, once the layer is applied."""
+        return frozenset(self.deleted)
 
     def describe(self) -> str:
         short = self.digest.split(":")[-1][:12]
@@ -84,9 +91,7 @@ class Unpacked:
         out: dict[str, tuple[str, int]] = {}
         for layer in self.layers:
             if layer.deleted:
-                gone = tuple(d.rstrip("/") + "/" for d in layer.deleted)
-                exact = {d for d in layer.deleted if not d.endswith("/")}
-                out = {p: v for p, v in out.items() if p not in exact and not p.startswith(gone)}
+                out = {p: v for p, v in out.items() if not deleted_by(p, layer)}
             out.update(layer.files)
         for path in list(out):
             parent = posixpath.dirname(path)
@@ -94,6 +99,20 @@ class Unpacked:
                 out[parent] = ("dir", 0)
                 parent = posixpath.dirname(parent)
         return out
+
+
+def deleted_by(path: str, layer: LayerFiles) -> bool:
+    """Whether `layer`'s whiteouts delete `path`: the path itself, or one of its directories (a lookup per
+    ancestor, so a layer of many whiteouts costs no more per path than a short one)."""
+    gone = layer.deleted_set
+    if path in gone:
+        return True
+    parent = path
+    while parent not in ("/", ""):
+        parent = posixpath.dirname(parent)
+        if parent in gone or parent.rstrip("/") + "/" in gone:  # a deleted directory, or an opaque one
+            return True
+    return False
 
 
 def _kind(member: tarfile.TarInfo) -> str:
@@ -108,12 +127,12 @@ def _kind(member: tarfile.TarInfo) -> str:
     return "special"
 
 
-def _landing(root: Path, path: Path) -> str:
+def landing(root: Path, path: Path) -> str:
     """Where `path` (under `root`) is in the image: "/app/.env"."""
     return "/" + path.relative_to(root).as_posix() if path != root else "/"
 
 
-def _inside(root: Path, relative: str, follow_last: bool = False) -> Path:
+def resolve(root: Path, relative: str, follow_last: bool = False) -> Path:
     """`root/relative` resolved the way the container sees it: every symlink on the way (and the last
     part too, with `follow_last`) is replaced by its target, an absolute target starts again at `root`,
     and `..` stops at `root`. No part of the result but the last (without `follow_last`) is a symlink, so
@@ -224,23 +243,25 @@ def _apply(layer: Layer, index: int, root: Path, limits: Limits, seen: int) -> t
                 name = _name(member)
                 base, parent = posixpath.basename(name), posixpath.dirname(name)
                 if base == OPAQUE:
-                    directory = _inside(root, parent, follow_last=True)
+                    directory = resolve(root, parent, follow_last=True)
                     if directory.is_dir():
                         for child in directory.iterdir():
                             _remove(child)
-                    record.deleted.append(_landing(root, directory).rstrip("/") + "/")
+                    record.deleted.append(landing(root, directory).rstrip("/") + "/")
                 elif base.startswith(WHITEOUT):
-                    gone = _inside(root, posixpath.join(parent, base[len(WHITEOUT):]))
+                    gone = resolve(root, posixpath.join(parent, base[len(WHITEOUT):]))
                     _remove(gone)
-                    record.deleted.append(_landing(root, gone))
+                    record.deleted.append(landing(root, gone))
             for member in members:
                 name = _name(member)
                 if posixpath.basename(name).startswith(WHITEOUT):
                     continue
                 kind = _kind(member)
-                path = _inside(root, name)
-                landing = _landing(root, path)
-                record.files[landing] = (kind, member.size if kind == "file" else 0)
+                path = resolve(root, name)
+                lands = landing(root, path)
+                record.files[lands] = (kind, member.size if kind == "file" else 0)
+                if lands != "/" + name:
+                    record.named[lands] = "/" + name
                 size += member.size if kind == "file" else 0
                 if kind == "dir":
                     if path.is_symlink() or (path.exists() and not path.is_dir()):
@@ -256,14 +277,14 @@ def _apply(layer: Layer, index: int, root: Path, limits: Limits, seen: int) -> t
                 elif kind == "hardlink":
                     # The source resolved inside the root, linked as it is: a symlink is linked itself, never
                     # what it points at.
-                    source = _inside(root, _name(tarfile.TarInfo(member.linkname)))
+                    source = resolve(root, _name(tarfile.TarInfo(member.linkname)))
                     if source.is_symlink() or source.is_file():
                         os.link(source, path, follow_symlinks=False)
                 elif kind == "file":
                     with tar.extractfile(member) as src, open(path, "wb") as dst:  # type: ignore[union-attr]
                         head = src.read(PEEK_BYTES)
                         if PRIVATE_KEY.search(head):
-                            record.private_keys.append(landing)
+                            record.private_keys.append(lands)
                         dst.write(head)
                         shutil.copyfileobj(src, dst)
                     path.chmod(member.mode & 0o777)
