@@ -638,6 +638,7 @@ def _sparse_layer() -> bytes:
     ("sparse", "holds a sparse file, holes, which is refused"),
     ("entries", "over 500 entries"),
     ("long name", "holds a name of 300 bytes, over the limit"),
+    ("time", "applying the layers took over -1 s, stopped at layer 1"),
 ])
 def test_what_no_image_needs_is_refused_while_streaming(tmp_path, case, says):
     from harness.image.unpack import Limits
@@ -645,10 +646,11 @@ def test_what_no_image_needs_is_refused_while_streaming(tmp_path, case, says):
     layers, config = compliant()
     extra = {"sparse": _sparse_layer(),
              "entries": LayerSpec(files={f"/many/{i}": "" for i in range(500)}),
-             "long name": LayerSpec(files={"/" + "n" * 300: ""})}[case]
+             "long name": LayerSpec(files={"/" + "n" * 300: ""}),
+             "time": LayerSpec()}[case]
     image = write_layout(tmp_path / "layout", [*layers, extra], config)
     with pytest.raises(UnpackError, match=says):
-        unpack(image, tmp_path / "root", Limits(entries=500))
+        unpack(image, tmp_path / "root", Limits(entries=500, seconds=-1 if case == "time" else 600))
 
 
 def test_a_symlinked_directory_cannot_hide_a_file_from_the_checks(tmp_path):
@@ -819,3 +821,26 @@ def test_an_image_whose_id_lies_about_the_uid_fails(tmp_path):
                      tmp_path)
     verdict = judges.non_root_user(facts, EXPECT["IMG-01"])
     assert verdict.status == "fail" and "the image's `id` says uid 1000, its /etc/passwd says 0" in verdict.message
+
+
+def test_the_sandbox_bounds_what_a_command_may_take(tmp_path):
+    """/tmp holds 64 MiB, /dev holds only its three devices and is read-only, a file stops at 64 MiB, and a
+    fork loop stops at the process limit: none of them reaches the runner's memory or process table."""
+    layers, config = compliant()
+    root = unpack(write_layout(tmp_path / "layout", layers, config), tmp_path / "root", LIMITS).root
+    sandbox.hand_over(root)
+    rc, out, err = sandbox.run(root, ["/bin/sh", "-c",
+                                      "dd if=/dev/zero of=/tmp/fill bs=1048576 count=200 2>/dev/null; echo tmp=$?; "
+                                      "echo x > /dev/new 2>/dev/null; echo dev=$?; ls /dev; "
+                                      "ulimit -u; ulimit -f"])
+    lines = out.decode().split()
+    assert rc == 0 and lines[0] != "tmp=0" and lines[1] == "dev=1", (out, err)  # dd stopped (SIGXFSZ or full)
+    assert sorted(lines[2:5]) == ["null", "urandom", "zero"] and lines[5:] == ["1024", str((64 << 20) // 512)]
+
+
+@pytest.mark.parametrize("config", [{"rootfs": "x"}, {"rootfs": {"diff_ids": "x"}}, {"config": ["x"], "rootfs": {}}])
+def test_a_malformed_config_is_one_line_not_a_traceback(tmp_path, config):
+    layers, good = compliant()
+    image = write_layout(tmp_path / "layout", layers, good)
+    with pytest.raises(UnpackError, match="diff_ids"):
+        unpack(replace(image, config=config), tmp_path / "root", LIMITS)

@@ -120,7 +120,11 @@ def read_layout(root: Path, platform: tuple[str, str] = ("linux", "amd64"), tag:
     descriptor = descriptors[0]
     content = _json(_blob(root, descriptor.get("digest")), descriptor.get("digest"))
     while "manifests" in content:
-        matching = [d for d in content["manifests"]
+        nested = content["manifests"]
+        if not isinstance(nested, list) or not all(isinstance(d, dict) and isinstance(d.get("platform", {}), dict)
+                                                   for d in nested):
+            raise LayoutError(f"the image index in {root} is not a list of descriptors")
+        matching = [d for d in nested
                     if (d.get("platform", {}).get("os"), d.get("platform", {}).get("architecture")) == platform]
         if not matching:
             raise LayoutError(f"the image index in {root} has no {platform[0]}/{platform[1]} image")

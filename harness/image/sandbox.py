@@ -11,7 +11,8 @@ runner's privileges or credentials:
 - a time limit per command (SandboxTimeout names it), and every process of the sandbox killed when the
   command ends or is killed: bwrap's PID namespace dies with its first process, and that process with bwrap
   (--die-with-parent);
-- at most OUTPUT_CAP bytes of each output stream kept.
+- at most OUTPUT_CAP bytes of each output stream kept; processes, memory, file sizes and the writable
+  filesystems (/tmp, /dev) limited, so a fork or write loop cannot starve the runner within the time limit.
 
 Where no sandbox can be made (bwrap missing, user namespaces not allowed) `unavailable()` says why, and
 the checks that need commands skip with that reason; nothing of the image ever runs without the sandbox.
@@ -43,15 +44,26 @@ class SandboxTimeout(SandboxError):
     """A command of the image did not finish within its time limit (and was killed with its sandbox)."""
 
 
+# What the image's processes may use, so that none of them can starve the runner within the time limit:
+# processes of the sandbox's user, address space and file size per process (prlimit, util-linux), and the
+# size of the only writable filesystems, /tmp and /dev (which holds nothing but null, zero and urandom).
+RLIMITS = ["--nproc=1024", f"--as={2 << 30}", f"--fsize={64 << 20}"]
+TMP_BYTES = 64 << 20
+
+
 def _bwrap_argv(root: Path, status_fd: int, argv: list[str]) -> list[str]:
     """bwrap reports the command's exit on `status_fd` ({"exit-code": N}) only when the command ran: without
     it the sandbox failed, whatever the output says (an image can print bwrap's messages too)."""
     env = [arg for name, value in ENV.items() for arg in ("--setenv", name, value)]
-    return ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+    devices = [arg for device in ("null", "zero", "urandom") for arg in ("--dev-bind", f"/dev/{device}",
+                                                                            f"/dev/{device}")]
+    return ["prlimit", *RLIMITS, "--",
+            "bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
             "--unshare-cgroup-try", "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--json-status-fd", str(status_fd), "--bind", str(root), "/", "--proc", "/proc", "--dev", "/dev",
-            "--tmpfs", "/tmp", "--remount-ro", "/", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID),
-            "--clearenv", *env, "--chdir", "/", "--", *argv]
+            "--json-status-fd", str(status_fd), "--bind", str(root), "/", "--proc", "/proc",
+            "--size", str(1 << 20), "--tmpfs", "/dev", *devices, "--remount-ro", "/dev",
+            "--size", str(TMP_BYTES), "--tmpfs", "/tmp", "--remount-ro", "/",
+            "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID), "--clearenv", *env, "--chdir", "/", "--", *argv]
 
 
 def _as_sandbox_user() -> dict[str, Any]:
@@ -76,6 +88,9 @@ def run(root: Path, argv: list[str], timeout_s: float = COMMAND_TIMEOUT_S) -> tu
         process = subprocess.Popen(_bwrap_argv(root, status_w, argv), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"PATH": "/usr/bin:/bin"},
                                    cwd="/", pass_fds=(status_w,), **_as_sandbox_user())
+    except OSError as exc:
+        os.close(status_r)
+        raise SandboxError(f"the sandbox could not be started: {exc}") from None
     finally:
         os.close(status_w)
     out, err, status = bytearray(), bytearray(), bytearray()
@@ -105,22 +120,18 @@ def run(root: Path, argv: list[str], timeout_s: float = COMMAND_TIMEOUT_S) -> tu
 
 @functools.cache
 def unavailable() -> str | None:
-    """Why no sandbox can be made on this machine, or None. Probed once, with the host's own `true` in an
-    empty read-only root, so an image can neither fake nor hide the answer."""
-    if shutil.which("bwrap") is None:
-        return "bubblewrap (bwrap) is not installed: install Debian's bubblewrap package (make setup does)"
-    probe = ["bwrap", "--unshare-user", "--unshare-pid", "--unshare-net", "--die-with-parent",
-             "--ro-bind", "/", "/", "--uid", str(SANDBOX_ID), "--gid", str(SANDBOX_ID), "--clearenv", "true"]
+    """Why no sandbox can be made on this machine, or None. Probed once, exactly as the image's commands
+    are run, over the host's own root (read-only) with its own `true`, so an image can neither fake nor hide
+    the answer."""
+    for tool, package in (("bwrap", "bubblewrap"), ("prlimit", "util-linux")):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed: install Debian's {package} package (make setup does)"
     try:
-        done = subprocess.run(probe, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
-                              cwd="/", **_as_sandbox_user())
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap could not be started: {exc}"
-    if done.returncode != 0:
-        detail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
-        return (f"no sandbox can be made here ({detail}): unprivileged user namespaces must be allowed (on "
-                f"Ubuntu 24.04: sysctl kernel.apparmor_restrict_unprivileged_userns=0)")
-    return None
+        rc, _, _ = run(Path("/"), ["true"], timeout_s=30)
+    except SandboxError as exc:
+        return (f"no sandbox can be made here ({exc}): unprivileged user namespaces must be allowed (on Ubuntu "
+                f"24.04: sysctl kernel.apparmor_restrict_unprivileged_userns=0)")
+    return None if rc == 0 else f"the sandbox's probe exited {rc}"
 
 
 def hand_over(root: Path) -> None:

@@ -19,7 +19,8 @@ A layer is untrusted input, so unpacking is bounded and verified:
   together are counted against `Limits.bytes`: past it only the layers before are applied
   (`Unpacked.stopped` says where), so a gzip bomb costs reading, never disk;
 - a tar stream bounds what its files occupy, except sparse members, which are refused;
-- at most `Limits.entries` entries, names of at most `Limits.name_bytes` bytes (components of 255).
+- at most `Limits.entries` entries, names of at most `Limits.name_bytes` bytes (components of 255), and
+  `Limits.seconds` to apply them all.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ import posixpath
 import re
 import shutil
 import tarfile
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,7 @@ class Limits:
     bytes: int = 4 << 30  # uncompressed, all layers together; the caller passes the plan's budget with a margin
     entries: int = 500_000
     name_bytes: int = 4096
+    seconds: float = 600.0  # applying the layers; symlink chains make each entry cost more than its bytes
 
 
 @dataclass
@@ -231,7 +234,8 @@ def _members(tar: tarfile.TarFile, index: int, limits: Limits, seen: int) -> lis
     return members
 
 
-def _apply(layer: Layer, index: int, root: Path, limits: Limits, seen: int) -> tuple[LayerFiles, int]:
+def _apply(layer: Layer, index: int, root: Path, limits: Limits, seen: int,
+           deadline: float) -> tuple[LayerFiles, int]:
     """The layer's whiteouts first (they hide what the layers below hold, never what this layer adds),
     then its files."""
     record = LayerFiles(index, layer.digest, layer.created_by)
@@ -240,6 +244,9 @@ def _apply(layer: Layer, index: int, root: Path, limits: Limits, seen: int) -> t
         with tarfile.open(layer.path, mode="r:*") as tar:
             members = _members(tar, index, limits, seen)
             for member in members:
+                if time.monotonic() > deadline:
+                    raise UnpackError(f"applying the layers took over {limits.seconds:.0f} s, stopped at layer "
+                                      f"{index}; no image needs as long")
                 name = _name(member)
                 base, parent = posixpath.basename(name), posixpath.dirname(name)
                 if base == OPAQUE:
@@ -296,7 +303,8 @@ def _apply(layer: Layer, index: int, root: Path, limits: Limits, seen: int) -> t
 def unpack(image: Image, root: Path, limits: Limits = Limits()) -> Unpacked:
     """Apply `image`'s layers into the empty directory `root`, each verified first; past `limits.bytes`
     of uncompressed layers, stop (`Unpacked.stopped`)."""
-    diff_ids = (image.config.get("rootfs") or {}).get("diff_ids")
+    rootfs = image.config.get("rootfs")
+    diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
     if not isinstance(diff_ids, list) or len(diff_ids) != len(image.layers):
         raise UnpackError(f"the config names {len(diff_ids) if isinstance(diff_ids, list) else 'no'} diff_ids "
                           f"for {len(image.layers)} layers")
@@ -312,8 +320,9 @@ def unpack(image: Image, root: Path, limits: Limits = Limits()) -> Unpacked:
     root.mkdir(parents=True, exist_ok=True)
     layers: list[LayerFiles] = []
     total = entries = 0
+    deadline = time.monotonic() + limits.seconds
     for i, layer in enumerate(image.layers[:applicable], 1):
-        record, size = _apply(layer, i, root, limits, entries)
+        record, size = _apply(layer, i, root, limits, entries, deadline)
         entries += len(record.files) + len(record.deleted)
         layers.append(record)
         total += size
