@@ -1,7 +1,7 @@
 """Container image (Security 3, Phase 2): what the service runs, looked at without running it. The image is
 --image's (the build pipeline, before the push) or the one the service's task definition names (nightly);
-the filesystem facts come from pytest-testinfra over the unpacked image (its commands in a sandbox), the
-rest from its config."""
+the image's files are read from its unpacked layers, its own `id` is asked through pytest-testinfra in a
+sandbox, the rest comes from its config."""
 from __future__ import annotations
 
 import pytest

@@ -1,13 +1,13 @@
-"""What the image checks judge, gathered once per image: the config, every layer's file list, and what
-pytest-testinfra finds inside the unpacked root filesystem (the image's own `id`, `/etc/os-release`, the
-app's package.json), so the judges in judges.py never touch the image.
+"""What the image checks judge, gathered once per image: the config, every layer's file list, the files the
+checks read (os-release, passwd, the app's package.json and npm's record), read on the host from the
+unpacked root, and what only the image itself can answer, its own `id` for the config's User, asked
+through pytest-testinfra, so the judges in judges.py never touch the image.
 
 testinfra runs its commands through the harness's own backend (sandbox.py): in a bubblewrap sandbox over
 the unpacked root, never with the runner's privileges, environment or network. Where the sandbox cannot be
-made, the image has no `/bin/sh` for this machine's architecture, or unpacking stopped, the facts only
-commands give are absent and `not_run` says why: the checks that need them report what they could not
-run; everything else is still judged. A command that does not finish in time is `command_error`: the
-checks that need commands ERROR with it.
+made, the image has no `/bin/sh` for this machine's architecture, or unpacking stopped, `not_run` says why
+and IMG-01 reports what it could not run; everything else is still judged. A command that does not finish
+in time is `command_error`: IMG-01 ERRORs with it.
 """
 from __future__ import annotations
 
