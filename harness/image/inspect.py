@@ -85,8 +85,7 @@ def _cannot_run(unpacked: Unpacked, architecture: str) -> str | None:
     here = host_architecture()
     if architecture != here:
         return f"the image is built for {architecture}, this machine runs {here}"
-    shell = unpacked.root / "bin" / "sh"
-    if not (shell.exists() or shell.is_symlink()):
+    if not resolve(unpacked.root, "bin/sh", follow_last=True).is_file():  # inside the image, never the host
         return "the image has no /bin/sh"
     return sandbox.unavailable()
 
