@@ -5,12 +5,21 @@ phones home or hangs, bombs, escapes, tampered blobs) handled without harm."""
 from __future__ import annotations
 
 import base64
+import gzip
+import hashlib
+import io
 import json
 import os
 import re
 import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tarfile
 import tempfile
+import threading
+import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -20,14 +29,14 @@ import boto3
 import pytest
 import requests
 
-from conftest import ROOT, run_suite
+from conftest import ROOT, run_suite, wait_for
 from harness.image import judges, sandbox
 from harness.image.ecr import EcrImage, scan_findings
 from harness.image.fetch import ImageError, load, parse_reference
 from harness.image.inspect import ImageFacts
 from harness.image.oci import LayerSpec, read_layout, write_docker_archive, write_layout
 from harness.image.session import ImageSession, unpack_limits
-from harness.image.unpack import UnpackError, unpack
+from harness.image.unpack import Limits, UnpackError, unpack
 from harness.local import registry as local_registry
 from harness.local.image import ALPINE_RELEASE, app_config, app_layer, base_layer
 from harness.plan import load_plan
@@ -423,7 +432,7 @@ def _htpasswd_registry(root: Path, port: int) -> subprocess.Popen:
 
 
 def test_bad_image_references_are_one_line_and_exit_4(tmp_path, reports):
-    from conftest import free_port, wait_for
+    from conftest import free_port
 
     corrupt = tmp_path / "corrupt.tar"
     corrupt.write_bytes(os.urandom(4096))
@@ -516,11 +525,6 @@ def test_a_hostile_shell_gets_no_network_no_credentials_and_no_root(tmp_path, mo
     """A /bin/sh that sends its environment and `id` to a listener on the runner's loopback, then behaves:
     nothing arrives, it sees no AWS key and runs as uid 65534, and the image is still judged clean (IMG-01's
     uid looked up through the sandbox)."""
-    import socket
-    import threading
-
-    from conftest import wait_for
-
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     received: list[bytes] = []
@@ -568,7 +572,6 @@ def _processes_with(marker: str) -> list[int]:
 def test_a_shell_that_never_returns_is_an_error_within_its_time_limit_leaving_no_process(tmp_path, monkeypatch):
     monkeypatch.setattr(sandbox, "COMMAND_TIMEOUT_S", 2.0)
     hang = _shell("/bin/busybox sleep 8641 &\nexec /bin/busybox sleep 8641\n")
-    import time
     started = time.monotonic()
     facts = facts_of(build(tmp_path, hang), tmp_path)
     assert time.monotonic() - started < 15
@@ -589,9 +592,6 @@ def test_a_hanging_shell_errors_the_checks_that_run_commands_alone(tmp_path, rep
 
 def _bomb(size: int) -> bytes:
     """An uncompressed layer tar holding one file of `size` zero bytes (a few hundred KiB once gzipped)."""
-    import io
-    import tarfile
-
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w") as tar:
         info = tarfile.TarInfo("zeros")
@@ -603,8 +603,6 @@ def _bomb(size: int) -> bytes:
 def test_a_gzip_bomb_stops_unpacking_before_the_disk_fills_and_fails_img03(tmp_path):
     """200 MB of zeros, 0.2 MB as gzip, against a 50 MB limit: nothing of it is written, IMG-03 fails
     "over 50 MB ..., stopped", what needs the whole image is not passed."""
-    from harness.image.unpack import Limits
-
     layers, config = compliant()
     write_layout(tmp_path / "bomb", [*layers, _bomb(200_000_000)], config)
     facts = load(parse_reference(f"oci:{tmp_path / 'bomb'}"), tmp_path / "w", Limits(bytes=50_000_000))
@@ -623,9 +621,6 @@ def test_the_unpack_limit_is_twice_the_plans_budget_and_at_most_4_gib():
 
 
 def _sparse_layer() -> bytes:
-    import io
-    import tarfile
-
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar:
         info = tarfile.TarInfo("holes")
@@ -641,8 +636,6 @@ def _sparse_layer() -> bytes:
     ("time", "applying the layers took over -1 s, stopped at layer 1"),
 ])
 def test_what_no_image_needs_is_refused_while_streaming(tmp_path, case, says):
-    from harness.image.unpack import Limits
-
     layers, config = compliant()
     extra = {"sparse": _sparse_layer(),
              "entries": LayerSpec(files={f"/many/{i}": "" for i in range(500)}),
@@ -674,8 +667,6 @@ def test_a_hard_link_to_a_symlink_links_the_symlink_never_its_target(tmp_path, v
 
 def _rewrite_manifest(layout: Path, change: Callable[[dict[str, Any]], None]) -> None:
     """Change the layout's manifest and store it again under its new digest (as a tamperer would)."""
-    import hashlib
-
     index = json.loads((layout / "index.json").read_text())
     descriptor = index["manifests"][0]
     manifest_path = layout / "blobs" / "sha256" / descriptor["digest"].split(":")[1]
@@ -688,23 +679,15 @@ def _rewrite_manifest(layout: Path, change: Callable[[dict[str, Any]], None]) ->
     (layout / "index.json").write_text(json.dumps(index))
 
 
-def _layer_blob(layout: Path, n: int) -> Path:
-    index = json.loads((layout / "index.json").read_text())
-    manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
-    return layout / "blobs" / "sha256" / manifest["layers"][n]["digest"].split(":")[1]
-
-
 def _tamper(case: str, layout: Path) -> None:
+    image = read_layout(layout)
     if case == "digest as a path":
         (layout.parent / "outside.tar").write_bytes(b"not for reading")
         _rewrite_manifest(layout, lambda m: m["layers"][1].update(digest="sha256:../../../outside.tar"))
     elif case == "layer changed":
-        blob = _layer_blob(layout, 1)
-        blob.write_bytes(gzip_of(b"\0" * 1024))
+        image.layers[1].path.write_bytes(gzip.compress(b"\0" * 1024, mtime=0))
     elif case == "config changed":
-        index = json.loads((layout / "index.json").read_text())
-        manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
-        config = layout / "blobs" / "sha256" / manifest["config"]["digest"].split(":")[1]
+        config = layout / "blobs" / "sha256" / image.manifest["config"]["digest"].split(":")[1]
         config.write_text(config.read_text().replace('"User": "node"', '"User": "nobody"'))
     elif case == "diff_id of another layer":
         layers, config = compliant()
@@ -712,12 +695,6 @@ def _tamper(case: str, layout: Path) -> None:
         _rewrite_manifest(layout, lambda m: m.update(config=other.manifest["config"]))
         for blob in (layout.parent / "other" / "blobs" / "sha256").iterdir():
             shutil.copy(blob, layout / "blobs" / "sha256" / blob.name)
-
-
-def gzip_of(data: bytes) -> bytes:
-    import gzip
-
-    return gzip.compress(data, mtime=0)
 
 
 @pytest.mark.parametrize("case, says", [
@@ -754,12 +731,6 @@ def test_a_task_definition_image_is_only_ever_a_registry_reference(uri):
 
 def test_a_harness_killed_with_sigkill_takes_the_sandbox_with_it(tmp_path):
     """bwrap's --die-with-parent: the image's processes end with the process that ran them, however it ends."""
-    import signal
-    import sys
-    import time
-
-    from conftest import wait_for
-
     layers, config = compliant()
     image = write_layout(tmp_path / "layout", [*layers, LayerSpec(files={"/bin/hang": "#!/bin/busybox sh\n"
                                                                         "exec /bin/busybox sleep 8643\n"},
