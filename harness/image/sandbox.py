@@ -6,7 +6,8 @@ runner's privileges or credentials:
   own loopback, no process of the host, and run as an unprivileged user (uid 65534) that is not root
   outside the sandbox either: as root, the runner hands the root filesystem to uid 65534 and starts
   bwrap as that user;
-- the image's root mounted read-only at /, with a fresh /proc, a minimal /dev and an empty /tmp;
+- the image's root mounted read-only at /, with a fresh /proc, a read-only /dev of null, zero and urandom,
+  and an empty 64 MiB /tmp;
 - an environment of PATH, HOME and LANG only (no AWS_*, no CI token, nothing of the caller's);
 - a time limit per command (SandboxTimeout names it), and every process of the sandbox killed when the
   command ends or is killed: bwrap's PID namespace dies with its first process, and that process with bwrap
@@ -15,7 +16,8 @@ runner's privileges or credentials:
   filesystems (/tmp, /dev) limited, so a fork or write loop cannot starve the runner within the time limit.
 
 Where no sandbox can be made (bwrap missing, user namespaces not allowed) `unavailable()` says why, and
-the checks that need commands skip with that reason; nothing of the image ever runs without the sandbox.
+the check that needs commands (IMG-01's uid) skips with that reason; nothing of the image ever runs
+without the sandbox.
 """
 from __future__ import annotations
 
