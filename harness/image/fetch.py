@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from harness import lifetime
 from harness.image.inspect import ImageFacts, gather, host_architecture
 from harness.image.oci import Image, LayoutError, read_dir, read_layout
 from harness.image.unpack import Limits, UnpackError, unpack
@@ -106,9 +107,9 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
         src = f"docker-archive:{source.location}"
     env = {**os.environ, "TMPDIR": str(dest.parent)}  # skopeo's own temporary files go with ours
     # skopeo says which blob it copies as it goes: a line per blob, the progress of a long pull in a CI log.
-    process = subprocess.Popen([*argv, src, f"dir:{dest}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True, env=env)
-    timer = threading.Timer(COPY_TIMEOUT_S, process.kill)
+    process = lifetime.spawn([*argv, src, f"dir:{dest}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, env=env)
+    timer = threading.Timer(COPY_TIMEOUT_S, lambda: lifetime.stop(process, timeout_s=0))
     timer.start()
     lines = []
     timed_out = False
@@ -121,9 +122,8 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
         timed_out = timer.finished.is_set()  # set by the timer firing; cancel() comes after
     finally:
         timer.cancel()
-        if process.poll() is None:  # interrupted: skopeo must not go on writing into a directory being removed
-            process.kill()
-            process.wait()
+        # Interrupted or not, nothing of skopeo goes on writing into a directory that is about to be removed.
+        lifetime.stop(process, timeout_s=0)
         process.stdout.close()  # type: ignore[union-attr]
     if process.returncode != 0:
         if timed_out:

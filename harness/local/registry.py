@@ -5,13 +5,12 @@ then pull the deployed image the way they do on AWS: skopeo over the registry AP
 written from ECR's authorization token (which this registry, having no authentication, does not check).
 
 The registry lives for one session: its storage is in the session's temporary directory, and it is
-stopped, by PID, when the session ends.
+stopped when the session ends, or by the harness's watchdog if the session is killed (harness/lifetime.py).
 """
 from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import time
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from typing import Iterator
 
 import requests
 
+from harness import lifetime
 from harness.files import write_atomic
 from harness.image.ecr import EcrImage
 from harness.local.database import free_port
@@ -50,9 +50,7 @@ def serving(root: Path) -> Iterator[str]:
                             "(make setup does)")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    with open(root / "registry.log", "ab") as log:
-        process = subprocess.Popen(["docker-registry", "serve", str(_config(root, port))], stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    process = lifetime.spawn(["docker-registry", "serve", str(_config(root, port))], log=root / "registry.log")
     try:
         deadline = time.monotonic() + START_S
         while True:
@@ -66,12 +64,7 @@ def serving(root: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        lifetime.stop(process, timeout_s=10)
 
 
 def publish(registry: str, image: EcrImage, target: Target, workdir: Path, port: int) -> str:
@@ -79,9 +72,12 @@ def publish(registry: str, image: EcrImage, target: Target, workdir: Path, port:
     the emulator's ECR repository under the same tag; returns the image's digest."""
     tag = image.tag or "latest"
     layout = stand_in_image(workdir / "stand-in-image", tag, port)
-    done = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                           f"oci:{workdir / 'stand-in-image'}:{tag}", f"docker://{registry}/{image.repository}:{tag}"],
-                          capture_output=True, text=True, timeout=120)
+    try:
+        done = lifetime.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                             f"oci:{workdir / 'stand-in-image'}:{tag}", f"docker://{registry}/{image.repository}:{tag}"],
+                            timeout_s=120)
+    except subprocess.TimeoutExpired:
+        raise RegistryError(f"pushing the stand-in's image to {registry} took over 120 s") from None
     if done.returncode != 0:
         raise RegistryError(f"pushing the stand-in's image to {registry} failed: {done.stderr.strip()[-300:]}")
     manifest = (workdir / "stand-in-image" / "blobs" / "sha256" / layout.digest.split(":")[1]).read_text()
