@@ -12,7 +12,9 @@ compared as multisets, so a rule added to a security group is one added element,
 Left out, because they change on their own without anyone changing the deployment (`VOLATILE`): clocks
 (any key ending in `Time`, `Timestamp` or `Date`, `createdAt`-style keys), counters of running things,
 alarm states, service events, a secret's version ids (each rotation makes new ones) and the bytes a log
-group holds. Values under a secret-looking name are masked, as everywhere else in the harness.
+group holds. Values are masked as everywhere else in the harness (harness.redact): a container variable's
+value unless the new snapshot names it plain, a URL's password, a value under a secret-looking name. The
+comparison sees the values as the snapshots hold them, so a changed value shows as changed, masked.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.redact import MASK, SENSITIVE_NAME
+from harness.redact import MASK, SENSITIVE_NAME, redact, redact_environment
 
 # The key that names a resource in each list-shaped part of the snapshot.
 IDENTITY = {
@@ -107,10 +109,11 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Drift:
     # A part one snapshot could not fetch says nothing about its resources: neither added nor removed.
     drift.added = [{"kind": k, "id": i} for k, i in sorted(after.keys() - before.keys()) if k in shared]
     drift.removed = [{"kind": k, "id": i} for k, i in sorted(before.keys() - after.keys()) if k in shared]
+    plain = frozenset(new.get("meta", {}).get("plain_variables") or ())
     for kind, identity in sorted(before.keys() & after.keys()):
         name = f"{kind}/{identity}"
-        drift.changed += [Change(name, path, o, n) for path, o, n in _compare(before[(kind, identity)],
-                                                                            after[(kind, identity)], "")]
+        drift.changed += [Change(name, path, *_shown(path, o, n, plain))
+                          for path, o, n in _compare(before[(kind, identity)], after[(kind, identity)], "")]
     drift.requirements, drift.requirements_note = _requirements(old.get("meta", {}), new.get("meta", {}))
     return drift
 
@@ -162,6 +165,24 @@ def _compare_lists(old: list[Any], new: list[Any], path: str) -> list[tuple[str,
     came = [x for x, c in zip(new, canon_new) if canon_new.count(c) > canon_old.count(c)]
     return [(f"{path}[-]", _scrub(x), None) for x in _unique(gone)] + \
            [(f"{path}[+]", None, _scrub(x)) for x in _unique(came)]
+
+
+ENV_VARIABLE = re.compile(r"\benvironment\[name=(?P<name>[^\]]*)\](?P<key>\.value)?$")
+
+
+def _shown(path: str, old: Any, new: Any, plain: frozenset[str]) -> tuple[Any, Any]:
+    """A change's old and new values as a report may show them: a container variable's value only when the
+    plan names it plain and it looks like no credential, never a URL's password, whole containers masked
+    inside."""
+    variable = ENV_VARIABLE.search(path)
+
+    def shown(value: Any) -> Any:
+        if value is None or variable is None:
+            return redact(value, plain)
+        if isinstance(value, dict):  # the whole {"name", "value"} pair came or went
+            return redact(redact_environment([value], plain)[0], plain)
+        return redact_environment([{"name": variable.group("name"), "value": value}], plain)[0]["value"]
+    return shown(old), shown(new)
 
 
 def _name_key(items: list[Any]) -> str | None:

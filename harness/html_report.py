@@ -31,6 +31,7 @@ from typing import Any
 
 from harness.allure_results import DRIFT_RESULT
 from harness.files import write_atomic
+from harness.redact import mask_url_passwords
 
 TOOL_DIR = Path(__file__).resolve().parents[1] / "allure3"
 CONFIG = TOOL_DIR / "allurerc.mjs"
@@ -289,7 +290,23 @@ def stage(results_dir: Path, summary: dict[str, Any], staging: Path) -> list[int
         test = tests[0] if len(tests) == 1 else next((t for t in tests if t["nodeid"] == nodeid_of(result)), None)
         enriched = enrich(result, row, test, project, env, shared=tests_per_rid[rid] > 1)
         (staging / path.name).write_text(json.dumps(enriched), encoding="utf-8")
+    _without_url_passwords(staging)
     return starts
+
+
+def _without_url_passwords(directory: Path) -> None:
+    """Every text file of the staged results (results, attachments) with no URL's password in it, as every
+    output of the harness (harness.redact); binary attachments (PNG charts) are left as they are."""
+    for path in directory.rglob("*"):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        masked = mask_url_passwords(text)
+        if masked != text:
+            path.write_text(masked, encoding="utf-8")
 
 
 def stage_history(history: Path, starts: list[int], staged: Path) -> bool:

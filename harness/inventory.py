@@ -31,7 +31,7 @@ import botocore.exceptions
 from harness.files import write_atomic
 from harness.image.ecr import EcrImage
 from harness.plan import Plan
-from harness.redact import redact_environment
+from harness.redact import plain_variables, redact
 from harness.target import Target, is_unavailable
 
 SNAPSHOT_FORMAT = 1
@@ -113,7 +113,10 @@ class Inventory:
         }
 
     def save(self, path: Path) -> None:
-        write_atomic(path, json.dumps(self.to_json(), indent=1, default=str, sort_keys=True))
+        """Written masked (harness.redact) with the plain variables the snapshot names; one that names none
+        (taken before the harness kept them) has every container value masked."""
+        data = redact(json.loads(json.dumps(self.to_json(), default=str)), self.meta.get("plain_variables", ()))
+        write_atomic(path, json.dumps(data, indent=1, default=str, sort_keys=True))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Inventory:
@@ -126,6 +129,9 @@ class Inventory:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ValueError(f"snapshot {path} not found; pass a file written by --snapshot-out") from None
+        except (OSError, UnicodeDecodeError) as exc:  # a directory, unreadable, not text
+            raise ValueError(f"snapshot {path} cannot be read ({getattr(exc, 'strerror', None) or exc.reason}); "
+                             f"pass a file written by --snapshot-out") from None
         except json.JSONDecodeError as exc:
             raise ValueError(f"snapshot {path} is not JSON ({exc.msg} at line {exc.lineno}); "
                              f"take it again with --snapshot-out") from None
@@ -159,6 +165,7 @@ class _Fetcher:
         self.target = target
         self.wanted = plan.tags(env)
         self.secret_prefix = plan.secret_prefix(env)
+        self.plain = plain_variables(plan, env)
         self.inv = Inventory(meta={})
         self.step_failures: dict[str, Failure] = {}  # steps that are not parts (TAGGING)
         self.part_calls: dict[str, int] = {}
@@ -286,15 +293,19 @@ def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.dat
         "project": plan.project,
         "env": env,
         "target": target.kind,
-        "endpoint": target.endpoint_url,
+        "endpoint": redact(target.endpoint_url),
         "region": target.region,
         "taken_at": clock().isoformat(),
         "api_calls": len(target.recorder.since(mark)),
         "calls": target.recorder.summary(mark),
         "discovery": _discovery(f),
+        # The container variables shown as they are; every other value is masked (harness.redact).
+        "plain_variables": sorted(f.plain),
     }
-    # Judge exactly what a saved snapshot would hold, so a live run and a replay of it cannot disagree.
-    f.inv.parts = json.loads(json.dumps(f.inv.parts, default=str))
+    # Judge exactly what a saved snapshot would hold, so a live run and a replay of it cannot disagree; a
+    # URL's password anywhere in it (a tag, a description, an error) is masked like the variables.
+    f.inv.parts = redact(json.loads(json.dumps(f.inv.parts, default=str)), f.plain)
+    f.inv.failures = {k: Failure(v.kind, redact(v.message)) for k, v in f.inv.failures.items()}
     return f.inv
 
 
@@ -406,8 +417,9 @@ def _compute(f: _Fetcher) -> None:
             resp = f.call("ecs", "describe_task_definition", taskDefinition=service["taskDefinition"],
                           include=["TAGS"])
             td = resp["taskDefinition"]
-            for c in td.get("containerDefinitions", []):
-                c["environment"] = redact_environment(c.get("environment", []))
+            # Masked as soon as it is fetched: the values of the variables the plan does not name as plain
+            # never reach the snapshot, its evidence or a report.
+            td["containerDefinitions"] = [redact(c, f.plain) for c in td.get("containerDefinitions", [])]
             out.append({**td, "tags": resp.get("tags", [])})
         return out
 

@@ -16,6 +16,7 @@ import pytest
 from harness.drift import Drift, summary_line, to_markdown
 from harness.files import write_atomic
 from harness.plan import Plan
+from harness.redact import mask_url_passwords, plain_variables, redact
 
 if TYPE_CHECKING:
     from harness.plugin import HarnessState
@@ -92,7 +93,9 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
                        if req.suite in suites and rid not in state.carried)
     inventory = state.inventory
     meta = inventory.meta if inventory else {}
-    return {
+    # Written as every output is (harness.redact): container values masked but for the plan's plain
+    # variables, whatever snapshot the evidence came from; no URL's password in any message.
+    return redact({
         "project": plan.project,
         "env": env,
         "target": meta.get("target", state.config.option.target),
@@ -114,19 +117,20 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
         "gate": {"base_url": state.endpoint.base_url if state.endpoint else None,
                  "expected_version": state.config.option.expect_version,
                  "elapsed_s": round(state.gate.elapsed_s, 3), "rounds": state.gate.rounds} if state.gate else None,
-    }
+    }, plain_variables(plan, env))
 
 
 def write_summary(reports_dir: Path, summary: dict[str, Any]) -> Path:
-    return write_atomic(reports_dir / "summary.json", json.dumps(summary, indent=2, default=str))
+    """summary.json; the sections added after `summarize` (load, drills, drift) have no URL's password either."""
+    return write_atomic(reports_dir / "summary.json", json.dumps(redact(summary, None), indent=2, default=str))
 
 
 def write_drift(reports_dir: Path, drift: Drift, plan: Plan) -> tuple[Path, Path]:
     """`drift.json` for machines (the nightly gate, tomorrow's comparison) and `drift.md` for people, which
     gives each requirement's plan sentence."""
     texts = {rid: req.text for rid, req in plan.requirements.items()}
-    return (write_atomic(reports_dir / "drift.json", json.dumps(drift.to_json(), indent=2, default=str)),
-            write_atomic(reports_dir / "drift.md", to_markdown(drift, texts)))
+    return (write_atomic(reports_dir / "drift.json", json.dumps(redact(drift.to_json(), None), indent=2, default=str)),
+            write_atomic(reports_dir / "drift.md", mask_url_passwords(to_markdown(drift, texts))))
 
 
 def drift_section(drift: Drift) -> dict[str, Any]:

@@ -5,6 +5,11 @@ AWS calls a session made and how each ended. On `aws` the clients are read-only:
 not a Describe/List/Get/Lookup call is refused before it leaves the machine. The one exception is a drill's
 own fault: `Target.allowing` lets the operations it names through, for the thread that holds it, while its
 `with` block lasts.
+
+`local` and `localstack` are emulators: an endpoint on AWS's own domains given to them is refused when the
+`Target` is made, before any call, so no entry point (pytest, `harness snapshot`, `harness provision`) can
+write to a real account through an emulator target; the read-only guard holds for every target whose
+endpoint is AWS.
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ from localstack_client import config as localstack_config
 TargetKind = Literal["local", "localstack", "aws"]
 LOCAL_ENDPOINT = "http://127.0.0.1:4566"
 READ_ONLY_PREFIXES = ("Describe", "List", "Get", "Lookup", "Head")
+# AWS's own API domains (the commercial and GovCloud partitions, the dual-stack one, China's).
+AWS_DOMAINS = ("amazonaws.com", "api.aws", "amazonaws.com.cn")
 
 
 class TargetError(Exception):
@@ -60,6 +67,24 @@ class CallRecorder:
         return dict(Counter(f"{s}.{op}" for s, op, _ in self.since(mark)))
 
 
+def is_aws_endpoint(url: str | None) -> bool:
+    """True when `url` is on one of AWS's own domains (a host equal to one of AWS_DOMAINS or under it), in
+    any case, with any scheme or port, with or without a scheme."""
+    if not url:
+        return False
+    host = urlparse(url if "//" in url else f"//{url}").hostname or ""
+    host = host.lower().rstrip(".")
+    return any(host == domain or host.endswith("." + domain) for domain in AWS_DOMAINS)
+
+
+def refuse_aws_endpoint(kind: str, url: str | None) -> None:
+    """An emulator target (`local`, `localstack`) pointed at AWS itself is a usage error: one line, the fix."""
+    if kind != "aws" and is_aws_endpoint(url):
+        raise TargetError(f"--endpoint-url {url} is AWS itself, not an emulator (the {kind} target is for "
+                          f"emulators only); to check a real account use --target aws, which is read-only and "
+                          f"never provisioned")
+
+
 @dataclass
 class Target:
     kind: TargetKind
@@ -71,6 +96,14 @@ class Target:
     _clients: dict[str, Any] = field(default_factory=dict, repr=False)
     # Per thread, so a probe polling from another thread while a drill injects its fault stays read-only.
     _allowed: threading.local = field(default_factory=threading.local, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        refuse_aws_endpoint(self.kind, self.endpoint_url)
+
+    @property
+    def on_aws(self) -> bool:
+        """The read-only guard's condition: a real account, or an endpoint on AWS's domains."""
+        return self.kind == "aws" or is_aws_endpoint(self.endpoint_url)
 
     @property
     def session(self) -> boto3.Session:
@@ -98,7 +131,7 @@ class Target:
             events = client.meta.events
             events.register("after-call", self.recorder.after_call)
             events.register("after-call-error", self.recorder.after_call_error)
-            if self.kind == "aws":
+            if self.on_aws:
                 events.register_first("before-call", self._refuse_writes)
             self._clients[service] = client
         return self._clients[service]

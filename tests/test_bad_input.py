@@ -70,6 +70,10 @@ CASES = {
                                 r"is of environment 'prod' but --env is 'dev'; pass --env prod"),
     "baseline missing": (lambda t: ["--snapshot", str(GOLDEN), "--baseline", str(t / "gone.json")],
                          r"--baseline: snapshot .*gone\.json not found"),
+    "baseline a directory": (lambda t: ["--snapshot", str(GOLDEN), "--baseline", str(t)],
+                             r"--baseline: snapshot .* cannot be read \(Is a directory\); pass a file written by"),
+    "snapshot not text": (lambda t: (t / "bin.json").write_bytes(b"\xff\xfe\x00") and
+                          ["--snapshot", str(t / "bin.json")], r"snapshot .*bin\.json cannot be read"),
     "baseline of another env": (lambda t: ["--snapshot", str(GOLDEN), "--baseline", str(GOLDEN), "--env", "dev"],
                                 r"baseline .* is of environment 'prod' but --env is 'dev'; pass a baseline of dev"),
 }
@@ -144,3 +148,96 @@ def test_a_missing_profile_named_by_aws_profile_is_named(reports):
     assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
     assert run.error_lines == ["ERROR: AWS profile 'no-such-profile' is not configured; run 'aws configure "
                                "--profile no-such-profile' or pass another --profile"], run.stderr
+
+
+# -- targets are what they say: an emulator target never gets AWS's own endpoint -------------------------------
+
+AWS_ENDPOINTS = ["https://ec2.us-east-1.amazonaws.com", "https://sts.amazonaws.com", "https://x.api.aws",
+                 "https://s3.cn-north-1.amazonaws.com.cn", "HTTPS://RDS.EU-WEST-1.AMAZONAWS.COM:443/",
+                 "http://ecs.dualstack.us-east-1.api.aws:80", "sts.us-gov-west-1.amazonaws.com",
+                 "https://amazonaws.com", "https://sts.amazonaws.com."]
+NOT_AWS_ENDPOINTS = ["http://127.0.0.1:4566", "http://localhost.localstack.cloud:4566", "http://localhost:4566",
+                     "https://amazonaws.com.evil.example", "https://evilamazonaws.com", "https://api.aws.example.org",
+                     "https://my-alb-1.example.com", None]
+
+
+@pytest.mark.parametrize("url", AWS_ENDPOINTS)
+def test_aws_endpoints_are_aws(url):
+    from harness.target import is_aws_endpoint
+
+    assert is_aws_endpoint(url)
+
+
+@pytest.mark.parametrize("url", NOT_AWS_ENDPOINTS)
+def test_other_endpoints_are_not_aws(url):
+    from harness.target import is_aws_endpoint
+
+    assert not is_aws_endpoint(url)
+
+
+@pytest.mark.parametrize("kind", ["local", "localstack"])
+@pytest.mark.parametrize("url", AWS_ENDPOINTS)
+def test_an_emulator_target_refuses_aws_itself_when_made(kind, url):
+    from harness.target import Target, TargetError
+
+    with pytest.raises(TargetError) as refused:
+        Target(kind, "us-east-1", endpoint_url=url)
+    assert f"--endpoint-url {url} is AWS itself, not an emulator" in str(refused.value)
+    assert "use --target aws" in str(refused.value) and "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("url", [u for u in NOT_AWS_ENDPOINTS if u])
+def test_an_emulator_target_accepts_any_other_endpoint(url):
+    from harness.target import Target
+
+    assert not Target("localstack", "us-east-1", endpoint_url=url).on_aws
+
+
+@pytest.mark.parametrize("url", [None, "https://ec2.us-east-1.amazonaws.com", "http://127.0.0.1:4566"])
+def test_the_read_only_guard_holds_on_every_aws_target(url):
+    """A write on --target aws is refused before it is signed or sent, whatever endpoint it names."""
+    from harness.target import ReadOnlyViolation, Target
+
+    target = Target("aws", "us-east-1", endpoint_url=url)
+    assert target.on_aws
+    with pytest.raises(ReadOnlyViolation, match="ec2.RunInstances is a write call"):
+        target.client("ec2").run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1)
+
+
+@pytest.mark.parametrize("target, url", [("localstack", "https://ec2.us-east-1.amazonaws.com"),
+                                         ("local", "https://sts.amazonaws.com"),
+                                         ("localstack", "https://rds.cn-north-1.amazonaws.com.cn")])
+def test_a_suite_with_an_emulator_target_on_aws_stops_with_one_line(target, url, reports):
+    """Before any AWS call: the one line is the refusal, not a failed connection or a DNS error."""
+    run = run_suite("--target", target, "--endpoint-url", url, "--provision", reports=reports, timeout=60,
+                    env=NO_CREDENTIALS)
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert "Traceback" not in run.stdout + run.stderr
+    assert run.error_lines == [f"ERROR: --endpoint-url {url} is AWS itself, not an emulator (the {target} target "
+                               f"is for emulators only); to check a real account use --target aws, which is "
+                               f"read-only and never provisioned"], run.stderr
+    assert run.summary is None
+
+
+@pytest.mark.parametrize("argv", [
+    ["provision", "--endpoint-url", "https://ec2.us-east-1.amazonaws.com"],
+    ["snapshot", "--target", "localstack", "--endpoint-url", "https://x.api.aws", "--out", "{tmp}/s.json"],
+    ["snapshot", "--target", "local", "--endpoint-url", "https://S3.CN-NORTH-1.AMAZONAWS.COM.CN", "--out", "{tmp}/s.json"],
+])
+def test_the_harness_cli_refuses_an_emulator_target_on_aws(argv, tmp_path, capsys):
+    from harness.cli import main
+
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "is AWS itself, not an emulator" in err[0] and "use --target aws" in err[0], err
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_provision_follows_aws_endpoint_url_and_still_refuses_aws(capsys, monkeypatch):
+    """An AWS_ENDPOINT_URL left pointing at AWS does not turn `harness provision` into a write on AWS."""
+    from harness.cli import main
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "https://sts.us-east-1.amazonaws.com")
+    monkeypatch.delenv("LOCALSTACK_HOST", raising=False)
+    assert main(["provision"]) == 2
+    assert "https://sts.us-east-1.amazonaws.com is AWS itself" in capsys.readouterr().err
