@@ -17,7 +17,7 @@ from typing import Any
 from harness.catalogue import FORMATS, render
 from harness.inventory import discovery_lines, take_snapshot
 from harness.plan import PlanError, load_plan
-from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
+from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint, refuse_aws_endpoint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,15 +70,21 @@ def _parser() -> argparse.ArgumentParser:
     local.add_argument("--port-offset", type=int, default=0,
                        help="add this to every stand-in port (defaults: PostgreSQL 15432/15433, tasks 13001/13002, "
                             "their admin 13101/13102, HTTP 18080, HTTPS 18443, HAProxy stats 18404)")
+    local.add_argument("--repair", action="store_true",
+                       help="up: start what of a partly running stand-in is down and make the PostgreSQL pair "
+                            "Multi-AZ again (re-attach or rebuild the standby, undoing ALTER SYSTEM settings); "
+                            "without it, a running stand-in is left as it is and a partly running one refused")
     local.add_argument("--time-scale", type=float, default=1.0,
                        help="multiply the scaling policy's periods (datapoints, cooldowns) for the stand-in's ECS "
                             "agent: 0.05 makes a 300 s cooldown 15 s (default 1.0)")
     drills = sub.add_parser("drills", help="the disaster-recovery drills' housekeeping")
     drills.add_argument("action", choices=("sweep",),
-                        help="sweep: remove the temporary resources (restored databases) of drills whose expiry "
-                             "has passed, e.g. of a drill that was killed; a resource without the drill tags is "
-                             "never touched")
+                        help="sweep: remove the temporary resources (restored databases) of --env's drills whose "
+                             "expiry has passed, e.g. of a drill that was killed; a resource without the drill tags "
+                             "is never touched, nor one whose expiry cannot be read (reported)")
     common(drills)
+    drills.add_argument("--all-envs", action="store_true",
+                        help="sweep the expired drill resources of every environment, not only --env's")
     drills.add_argument("--target", choices=("local", "aws"), default="local")
     drills.add_argument("--profile", default=None, help="AWS profile for --target aws")
     drills.add_argument("--stand-in", default=".stand-in", metavar="DIR",
@@ -153,46 +159,37 @@ def _sweep(args: argparse.Namespace) -> int:
         target = Target("aws", region, endpoint_url=args.endpoint_url, profile=args.profile)
         target.check_reachable()
         backend = AwsBackend(target, plan, args.env)
-    now = time.time()
     try:
-        found = backend.sweep(now, lambda action, detail: None)
+        found = backend.sweep(time.time(), lambda action, detail: None, None if args.all_envs else args.env)
     except DrillRefused as exc:
         raise TargetError(f"sweep: {exc}") from None
-    stuck = [i for i in found if not i["removed"] and i["expires"] is not None and _expires(i["expires"]) < now]
+    stuck = [i for i in found if i["expired"] and not i["removed"]]
     for item in found:
         state = "removed" if item["removed"] else "FAILED" if item in stuck else "kept"
         print(f"{state:<7} {item['name']} ({item['drill']}, run {item['run_id']}, expires {item['expires']}): "
               f"{item['detail']}")
-    print(f"{sum(i['removed'] for i in found)} removed, {len(found) - len(stuck) - sum(i['removed'] for i in found)} "
-          f"kept (not expired), {len(stuck)} could not be removed")
+    removed = sum(i["removed"] for i in found)
+    print(f"{removed} removed, {len(found) - len(stuck) - removed} kept, {len(stuck)} could not be removed"
+          + ("" if args.all_envs else f" (environment {args.env} only; --all-envs sweeps every one)"))
     return 1 if stuck else 0
-
-
-def _expires(value: Any) -> float:
-    """A drill resource's expiry tag as epoch seconds; one that cannot be read counts as expired (the
-    backends judge an untagged one by its age, and report None)."""
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return float("-inf")
 
 
 def _local(args: argparse.Namespace) -> int:
     from harness.local.dataplane import DataPlane, StandInError
 
     load_plan(Path(args.plan)).environment(args.env)
+    refuse_aws_endpoint("local", args.endpoint_url)
     plane = DataPlane.for_project(Path.cwd(), Path(args.plan), args.env, args.endpoint_url or LOCAL_ENDPOINT,
                                   args.port_offset, time_scale=args.time_scale)
     if args.action == "up":
         start = time.monotonic()
         try:
-            started = plane.up()
+            started = plane.up(repair=args.repair)
         except StandInError as exc:
             print(f"harness: {exc}", file=sys.stderr)
             return 1
-        print(f"stand-in of {args.env} {'up' if started else 'already up'} in {time.monotonic() - start:.1f} s")
+        said = "up" if started else "repaired where needed" if args.repair else "already up, left as it is"
+        print(f"stand-in of {args.env} {said} in {time.monotonic() - start:.1f} s")
         for name, url in plane.urls.items():
             print(f"  {name:<9} {url}")
         print(f"  CA        {plane.ca_file}   (pass --ca-bundle {plane.ca_file})")

@@ -223,6 +223,7 @@ def test_a_suite_with_an_emulator_target_on_aws_stops_with_one_line(target, url,
     ["provision", "--endpoint-url", "https://ec2.us-east-1.amazonaws.com"],
     ["snapshot", "--target", "localstack", "--endpoint-url", "https://x.api.aws", "--out", "{tmp}/s.json"],
     ["snapshot", "--target", "local", "--endpoint-url", "https://S3.CN-NORTH-1.AMAZONAWS.COM.CN", "--out", "{tmp}/s.json"],
+    ["local", "up", "--endpoint-url", "https://sts.eu-west-1.amazonaws.com"],
 ])
 def test_the_harness_cli_refuses_an_emulator_target_on_aws(argv, tmp_path, capsys):
     from harness.cli import main

@@ -33,7 +33,9 @@ import requests
 from moto.backends import get_backend
 
 from harness.drills.backends.aws import AwsBackend, InjectFailed, image_version, restore_id
-from harness.drills.model import EXPIRY_S, TAG_DRILL, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec, Restored
+from harness.drills import judges
+from harness.drills.model import (EXPIRY_S, TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec,
+                                  PreflightFailed, Restored)
 from harness.inventory import Failure, Inventory, take_snapshot
 from harness.local.provision import provision
 from harness.plan import load_plan
@@ -295,7 +297,8 @@ def test_plan_of_a_restore_and_a_rollback_says_what_they_would_make_and_change(a
                                  f"backups, restorable up to ")
     assert (f"into a temporary instance {deployment.db}-drill-<run> ({source['DBInstanceClass']}, single-AZ, not "
             f"publicly accessible, no deletion protection) in subnet group {subnet_group} with security groups "
-            f"{group}; tagged harness:drill=DRILL-02, harness:run-id=<run id>, harness:expires=<start + 5 s, the drill's hard timeout>, never "
+            f"{group}; tagged harness:drill=DRILL-02, harness:run-id=<run id>, harness:env=prod, harness:expires=<start + "
+            f"1810 s: the drill's hard timeout for the restore, as long again to verify, 1800 s to delete>, never "
             f"Project=dougust, Environment=prod, so discovery does not see it") in restore[0]
     assert restore[1] == ("wait until it is available, then it cannot be verified from here (no restore DSN "
                           "template): the drill reports it restored, not verified")
@@ -346,17 +349,36 @@ def test_drill_01_fails_over_the_multi_az_instance_and_waits_for_it(backend, aws
     assert _writes(aws) == [("rds", "RebootDBInstance", "ok")]
 
 
-def test_drill_01_is_refused_on_a_database_without_a_standby(backend, aws, deployment, journal):
+def test_drill_01_fails_without_injecting_on_a_database_without_a_standby(backend, aws, deployment, journal):
     rds = deployment.client("rds")
     rds.modify_db_instance(DBInstanceIdentifier=deployment.db, MultiAZ=False, ApplyImmediately=True)
     try:
         assert "not Multi-AZ" in backend.plan(DRILL_01)[0]
-        with pytest.raises(DrillRefused) as refused:
+        with pytest.raises(PreflightFailed) as failed:
             backend.preflight(DRILL_01, journal[1])
     finally:
         rds.modify_db_instance(DBInstanceIdentifier=deployment.db, MultiAZ=True, ApplyImmediately=True)
-    assert str(refused.value) == (f"database {deployment.db} is not Multi-AZ: a forced failover needs a standby; "
-                                  f"refusing")
+    assert str(failed.value) == (f"the standby is not in sync (database {deployment.db} is not Multi-AZ): a failover "
+                                 "now would lose acknowledged writes")
+    assert _writes(aws) == []
+
+
+def test_drill_01_fails_without_injecting_while_a_modification_is_pending(backend, aws, deployment, journal):
+    """moto reports no PendingModifiedValues; what RDS answers gets them here, as for a change applied at the
+    next maintenance window (the Multi-AZ conversion of a single-AZ instance, say)."""
+    lines, note = journal
+
+    def pending(parsed: dict[str, Any], **_: Any) -> None:
+        for db in parsed.get("DBInstances", []):
+            db["PendingModifiedValues"] = {"MultiAZ": True, "DBInstanceClass": "db.t4g.large"}
+    aws.client("rds").meta.events.register("after-call.rds.DescribeDBInstances", pending)
+    with pytest.raises(PreflightFailed) as failed:
+        backend.preflight(DRILL_01, note)
+    assert str(failed.value) == (f"the standby is not in sync (database {deployment.db} has pending modifications "
+                                 "(DBInstanceClass, MultiAZ)): a failover now would lose acknowledged writes")
+    assert lines[0][1]["pending_modifications"] == ["DBInstanceClass", "MultiAZ"]
+    aws.client("rds").meta.events.unregister("after-call.rds.DescribeDBInstances", pending)
+    backend.preflight(DRILL_01, note)  # nothing pending: in sync
     assert _writes(aws) == []
 
 
@@ -536,7 +558,7 @@ def test_drill_02_restores_into_a_tagged_single_az_instance_that_discovery_does_
         assert restored.restore_point == point
         assert restored.detail["endpoint"] == host and restored.detail["port"] == 5432
         assert restored.detail["source"] == deployment.db
-        expected_tags = {TAG_DRILL: "DRILL-02", TAG_RUN: RESTORE_RUN,
+        expected_tags = {TAG_DRILL: "DRILL-02", TAG_RUN: RESTORE_RUN, TAG_ENV: ENV,
                          TAG_EXPIRES: dt.datetime.fromtimestamp(expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         assert {t["Key"]: t["Value"] for t in made["TagList"]} == expected_tags  # not the plan's Project/Environment
         assert made["DBInstanceStatus"] == "available" and made["DeletionProtection"] is False
@@ -618,39 +640,75 @@ def test_discard_never_deletes_an_instance_without_the_drill_tag(backend, aws, d
     assert _writes(aws) == []
 
 
-def test_sweep_removes_expired_drill_instances_only(backend, aws, deployment, journal):
+def test_sweep_removes_its_environment_s_expired_drill_instances_only(backend, aws, deployment, journal):
     lines, note = journal
     now = time.time()
 
     def iso(epoch: float) -> str:
         return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    made = [_database(deployment, "dougust-prod-db-drill-aaaaaa",
-                      {TAG_DRILL: "DRILL-02", TAG_RUN: "run-a", TAG_EXPIRES: iso(now - 60)}),
-            _database(deployment, "dougust-prod-db-drill-bbbbbb",
-                      {TAG_DRILL: "DRILL-02", TAG_RUN: "run-b", TAG_EXPIRES: iso(now + 3600)}),
-            _database(deployment, "dougust-prod-db-drill-cccccc", {TAG_DRILL: "DRILL-02", TAG_RUN: "run-c"}),
-            _database(deployment, "dougust-prod-db-drill-dddddd", {"Project": "dougust", "Environment": "prod"})]
+    def drill(run: str, **more: str) -> dict[str, str]:
+        return {TAG_DRILL: "DRILL-02", TAG_RUN: run, **more}
+
+    made = [_database(deployment, "dougust-prod-db-drill-aaaaaa", drill("run-a", **{TAG_ENV: ENV, TAG_EXPIRES: iso(now - 60)})),
+            _database(deployment, "dougust-prod-db-drill-bbbbbb", drill("run-b", **{TAG_ENV: ENV, TAG_EXPIRES: iso(now + 3600)})),
+            _database(deployment, "dougust-prod-db-drill-cccccc", drill("run-c", **{TAG_ENV: ENV})),
+            _database(deployment, "dougust-prod-db-drill-dddddd", {"Project": "dougust", "Environment": "prod"}),
+            _database(deployment, "dougust-stag-db-drill-eeeeee",
+                      drill("run-e", **{TAG_ENV: "staging", TAG_EXPIRES: iso(now - 60)})),
+            _database(deployment, "dougust-prod-db-drill-ffffff",
+                      drill("run-f", **{TAG_ENV: ENV, TAG_EXPIRES: "tomorrow, after verification"}))]
     try:
-        found = {i["name"]: i for i in backend.sweep(now, note)}
+        found = {i["name"]: i for i in backend.sweep(now, note, ENV)}
         assert found.pop(made[0]) == {"name": made[0], "run_id": "run-a", "drill": "DRILL-02", "expires": iso(now - 60),
-                                      "removed": True, "detail": f"{made[0]} deleted"}
+                                      "expired": True, "removed": True,
+                                      "detail": f"expired {iso(now - 60)}: {made[0]} deleted"}
         assert found.pop(made[1]) == {"name": made[1], "run_id": "run-b", "drill": "DRILL-02", "expires": iso(now + 3600),
-                                      "removed": False, "detail": f"not expired (expires {iso(now + 3600)})"}
-        unlabelled = found.pop(made[2])  # no expiry tag: a leftover EXPIRY_S after it was made
-        assert unlabelled["removed"] is False and unlabelled["expires"] >= iso(now + EXPIRY_S - 60)
+                                      "expired": False, "removed": False,
+                                      "detail": f"kept: not expired (expires {iso(now + 3600)})"}
+        # No expiry, or one that cannot be read: not this sweep's to delete, reported.
+        assert found.pop(made[2])["detail"].startswith("kept, not this sweep's to delete: its harness:expires tag (None)")
+        unreadable = found.pop(made[5])
+        assert unreadable["removed"] is False and unreadable["expired"] is False
+        assert "('tomorrow, after verification') cannot be read" in unreadable["detail"]
+        # Another environment's, expired: kept, named.
+        assert found.pop(made[4])["detail"] == "kept: of environment 'staging', not of 'prod' (--all-envs sweeps every environment)"
         assert found == {}  # neither the look-alike without the drill tag nor the environment's database
-        assert [_instance(deployment, i) is not None for i in made] == [False, True, True, True]
+        assert [_instance(deployment, i) is not None for i in made] == [False, True, True, True, True, True]
         assert _writes(aws) == [("rds", "DeleteDBInstance", "ok")]
-        # Long after: every drill instance goes, and still nothing else.
-        later = backend.sweep(now + 2 * EXPIRY_S, note)
-        assert sorted((i["name"], i["removed"]) for i in later) == [(made[1], True), (made[2], True)]
-        assert _instance(deployment, made[3]) is not None and _instance(deployment, deployment.db) is not None
-        assert ("swept", later[0]) in lines
+        # Long after, every environment (--all-envs): what has a readable expiry goes; still nothing else.
+        later = backend.sweep(now + 2 * EXPIRY_S, note, None)
+        assert sorted((i["name"], i["removed"]) for i in later) == sorted([
+            (made[4], True), (made[1], True), (made[2], False), (made[5], False)])
+        assert [_instance(deployment, i) is not None for i in made] == [False, False, True, True, False, True]
+        assert _instance(deployment, deployment.db) is not None
+        assert ("swept", next(i for i in later if i["name"] == made[1])) in lines
     finally:
         for ident in made:
             if _instance(deployment, ident):
                 deployment.client("rds").delete_db_instance(DBInstanceIdentifier=ident, SkipFinalSnapshot=True)
+
+
+def test_the_restore_expiry_covers_verification_and_deletion_so_no_sweep_takes_a_restore_being_verified(
+        aws, deployment, journal):
+    """The expiry the engine gives a restore (judges.restore_expiry) is past the restore, its verification
+    and its deletion: a sweep run meanwhile, even of every environment, keeps it."""
+    lines, note = journal
+    backend = AwsBackend(aws, PLAN, ENV, inventory=deployment.inventory, poll_s=0.01, delete_timeout_s=600.0)
+    started = time.time()
+    expires = judges.restore_expiry(started, DRILL_02.timeout_s, backend.discard_s)
+    assert expires - started == 2 * DRILL_02.timeout_s + 600.0
+    restored = backend.restore(DRILL_02, note, started - 60, RESTORE_RUN, expires)
+    try:
+        # The drill's hard timeout has passed, the restore is still being verified: kept.
+        during = backend.sweep(started + DRILL_02.timeout_s + 1, note, None)
+        assert [(i["name"], i["removed"]) for i in during] == [(restored.name, False)]
+        assert _instance(deployment, restored.name) is not None
+        after = backend.sweep(expires + 1, note, ENV)
+        assert [(i["name"], i["removed"]) for i in after] == [(restored.name, True)]
+    finally:
+        if _instance(deployment, restored.name):
+            deployment.client("rds").delete_db_instance(DBInstanceIdentifier=restored.name, SkipFinalSnapshot=True)
 
 
 # --- DRILL-04 ---------------------------------------------------------------------------------------------

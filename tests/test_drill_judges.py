@@ -340,3 +340,95 @@ LOAD_SLO = {"p95_ms": 500, "p99_ms": 1000, "max_error_ratio": 0.01}
 ])
 def test_background_load_before_and_after_the_fault_holds_the_slos(phases: dict[str, Any], expected: list[str]) -> None:
     assert judges.load_phases(phases, LOAD_SLO) == expected
+
+
+# --- DRILL-01's preflight: the standby in sync, judged as found --------------------------------------------
+
+
+@pytest.mark.parametrize(("sync_state", "says"), [
+    pytest.param("sync", None, id="synchronous standby: in sync"),
+    pytest.param("async", "pg_stat_replication shows the standby 'async', not 'sync'", id="asynchronous standby"),
+    pytest.param("potential", "'potential', not 'sync'", id="potential standby"),
+    pytest.param("quorum", "'quorum', not 'sync'", id="quorum standby"),
+    pytest.param(None, "no standby streams to the primary", id="no standby streams"),
+])
+def test_the_stand_in_s_standby_is_in_sync_only_when_the_primary_waits_for_it(sync_state: str | None,
+                                                                               says: str | None) -> None:
+    found = judges.local_standby(sync_state)
+    assert (found is None) if says is None else (says in found), found
+
+
+@pytest.mark.parametrize(("multi_az", "status", "pending", "says"), [
+    pytest.param(True, "available", {}, None, id="Multi-AZ, available, nothing pending: in sync"),
+    pytest.param(True, "available", None, None, id="no PendingModifiedValues at all"),
+    pytest.param(False, "available", {}, "database db-1 is not Multi-AZ", id="single-AZ"),
+    pytest.param(True, "modifying", {}, "database db-1 is modifying, not available", id="being modified"),
+    pytest.param(True, "available", {"MultiAZ": False}, "pending modifications (MultiAZ)", id="Multi-AZ off pending"),
+    pytest.param(True, "available", {"DBInstanceClass": "db.t4g.large", "MultiAZ": True},
+                 "pending modifications (DBInstanceClass, MultiAZ)", id="several pending, named sorted"),
+    pytest.param(False, "storage-optimization", {"MultiAZ": True},
+                 "not Multi-AZ; database db-1 is storage-optimization, not available; database db-1 has pending",
+                 id="every problem named"),
+])
+def test_the_rds_standby_is_in_sync_when_multi_az_available_and_nothing_pending(
+        multi_az: bool, status: str, pending: dict[str, Any] | None, says: str | None) -> None:
+    found = judges.rds_standby("db-1", multi_az, status, pending)
+    assert (found is None) if says is None else (says in found), found
+
+
+def test_an_out_of_sync_standby_fails_in_one_line_naming_the_lost_writes() -> None:
+    line = judges.out_of_sync("database db-1 is not Multi-AZ")
+    assert line == ("the standby is not in sync (database db-1 is not Multi-AZ): a failover now would lose "
+                    "acknowledged writes")
+
+
+# --- the restore drill's temporary database: its expiry, and the sweep's decision -------------------------
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+def iso(epoch: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_restore_expires_only_after_its_restore_verification_and_deletion_have_had_their_time() -> None:
+    # 900 s to restore, as long again to verify, 1800 s to delete (the aws backend's bound).
+    assert judges.restore_expiry(NOW, 900.0, 1800.0) == NOW + 3600.0
+    # Never sooner than the hard timeout plus the deletion: a verification then still has its margin.
+    assert judges.restore_expiry(NOW, 8.0, 65.0) - NOW > 8.0 + 65.0
+
+
+@pytest.mark.parametrize(("tags", "env", "age_s", "removed", "says"), [
+    pytest.param({"harness:env": "dev", "harness:expires": iso(NOW - 1)}, "dev", None, True, "expired",
+                 id="expired, of the environment swept"),
+    pytest.param({"harness:env": "dev", "harness:expires": iso(NOW + 60)}, "dev", None, False,
+                 "kept: not expired", id="not expired yet"),
+    pytest.param({"harness:env": "dev", "harness:expires": iso(NOW)}, "dev", None, False, "not expired",
+                 id="expiring this very second: kept"),
+    pytest.param({"harness:env": "staging", "harness:expires": iso(NOW - 3600)}, "dev", None, False,
+                 "of environment 'staging', not of 'dev' (--all-envs", id="another environment's: kept"),
+    pytest.param({"harness:env": "staging", "harness:expires": iso(NOW - 3600)}, None, None, True, "expired",
+                 id="another environment's, --all-envs: removed"),
+    pytest.param({"harness:expires": iso(NOW - 3600)}, "dev", None, False, "without a harness:env tag",
+                 id="no environment tag: kept"),
+    pytest.param({"harness:env": "dev", "harness:expires": "next tuesday"}, "dev", None, False,
+                 "not this sweep's to delete: its harness:expires tag ('next tuesday') cannot be read",
+                 id="malformed expiry: kept, reported"),
+    pytest.param({"harness:env": "dev", "harness:expires": "2027-13-45T99:00:00Z"}, None, None, False,
+                 "cannot be read", id="impossible date, even with --all-envs: kept"),
+    pytest.param({"harness:env": "dev"}, "dev", None, False, "(None) cannot be read", id="no expiry tag: kept"),
+    pytest.param({"harness:env": "dev", "harness:expires": 1_700_000_000}, "dev", None, False, "cannot be read",
+                 id="an expiry that is not text: kept"),
+    pytest.param({"harness:env": "dev", "harness:expires": "2027-01-15T07:00:00"}, "dev", None, True, "expired",
+                 id="no zone named: UTC"),
+    pytest.param({"harness:env": "dev", "harness:expires": "2027-01-15T08:30:00+01:00"}, "dev", None, True,
+                 "expired", id="another zone: compared as the instant it is"),
+    pytest.param(None, "dev", 7 * 3600.0, True, "untagged, 7.0 h old", id="untagged restore dir, old: removed"),
+    pytest.param(None, "dev", 3600.0, False, "kept: untagged, 1.0 h old", id="untagged restore dir, young: kept"),
+])
+def test_the_sweep_removes_only_its_environment_s_expired_resources(
+        tags: dict[str, Any] | None, env: str | None, age_s: float | None, removed: bool, says: str) -> None:
+    decided, why = judges.sweep(tags, NOW, env, age_s)
+    assert (decided, says in why) == (removed, True), why

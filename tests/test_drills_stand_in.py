@@ -1,9 +1,13 @@
-"""The drills end to end on a stand-in of their own (about 3 minutes): DRILL-01 fails the PostgreSQL pair
+"""The drills end to end on a stand-in of their own (about 5 minutes): DRILL-01 fails the PostgreSQL pair
 over and passes twice in a row (roles swapped, then back), with an RTO that this test's own probe loop
-through HAProxy agrees with; with the pair broken (asynchronous commits, the standby cut off) it fails on
-the acknowledged writes it lost. DRILL-03 passes, and fails on RTO when the ECS agent stand-in does not
-replace the killed task. Preflight refuses a sick system; Ctrl-C in the middle of a failover leaves the
-pair whole; and after a failover, `down` then `up` brings the pair back whichever node is primary.
+through HAProxy agrees with; with replication broken outside the harness (the standby asynchronous) it fails
+in preflight, injecting nothing, and nothing repairs the pair: not the session's `up`, not the drill.
+Archiving broken outside the harness fails DRILL-02 and leaves the standby's server as it was. A partly
+running stand-in is refused, and `up --repair` restores it. DRILL-03 passes, and fails on RTO when the ECS
+agent stand-in does not replace the killed task. Preflight refuses a sick system; Ctrl-C in the middle of a
+failover leaves the pair whole; Ctrl-C during DRILL-02's cleanup lets it finish and ends the session as
+interrupted, as SIGTERM during its restore does; and after a failover, `down` then `up` brings the pair back
+whichever node is primary.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import psycopg
 import pytest
 
 from conftest import ROOT, HttpLoop, SuiteRun, run_suite, stand_in
-from harness.local.dataplane import DataPlane
+from harness.local.dataplane import DataPlane, StandInRefused
 from harness.local.tasks import AGENT_FAULTS
 
 PORT_OFFSET = 6000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000, 4000)
@@ -98,15 +102,91 @@ def test_task_loss_under_background_load_is_measured_before_during_and_after(pla
                 and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
 
 
-def test_failover_fails_on_lost_acknowledged_writes_when_the_standby_is_cut_off(plane: DataPlane,
-                                                                                 tmp_path: Path) -> None:
-    plane.database.break_replication()
-    run, drills = drill(plane, tmp_path, "DRILL-01")
-    result = drills["DRILL-01"]
-    assert run.returncode == 1 and result["verdict"] == "fail", run.stdout[-4000:]
-    assert result["lost_writes"] > 0 and result["rpo_s"] > 0, result
-    assert f"{result['lost_writes']} of {result['acknowledged_writes']} acknowledged writes" in result["message"]
-    assert pair_whole(plane), "the rollback leaves a synchronous pair again"
+def untouched(plane: DataPlane) -> dict[str, Any]:
+    """What a session must not change in a running stand-in: every server's PID, each node's ALTER SYSTEM
+    settings (postgresql.auto.conf), the pair's roles."""
+    pair = plane.database
+    status = plane.status()
+    return {"pids": {node: entry["pid"] for node, entry in status["database"].items()},
+            "supervisor": status["tasks"]["supervisor"], "haproxy": status["load_balancer"]["pid"],
+            "auto_conf": {node: (pair.data_dir(node) / "postgresql.auto.conf").read_text() for node in ("primary", "standby")},
+            "roles": pair.roles()}
+
+
+def alter_system(plane: DataPlane, node: str, *settings: str) -> None:
+    """ALTER SYSTEM on a node of the pair, as an operator would behind the harness's back, then reload."""
+    plane.database._psql(node, "".join(f"ALTER SYSTEM SET {s};\n" for s in settings) + "SELECT pg_reload_conf();\n")
+
+
+def test_replication_broken_outside_the_harness_fails_drill_01_and_nothing_repairs_it(plane: DataPlane,
+                                                                                         tmp_path: Path) -> None:
+    pair = plane.database
+    primary = pair.roles()["primary"]
+    # The primary waits for a standby of another name, and acknowledges commits locally meanwhile: the real
+    # standby still streams, but asynchronously.
+    alter_system(plane, primary, "synchronous_standby_names = '\"standby-b\"'", "synchronous_commit = 'local'")
+    deadline = time.monotonic() + 15
+    while pair.status()[primary]["standby_sync_state"] != "async":
+        assert time.monotonic() < deadline, pair.status()
+        time.sleep(0.1)
+    before = untouched(plane)
+    try:
+        assert plane.up() is False  # what a session's start does with a running stand-in: nothing
+        assert untouched(plane) == before
+        run, drills = drill(plane, tmp_path, "DRILL-01")
+        result = drills["DRILL-01"]
+        assert run.returncode == 1 and result["verdict"] == "fail", run.stdout[-4000:]
+        assert result["message"] == (
+            f"the standby is not in sync (node '{_other(primary)}': pg_stat_replication shows the standby 'async', "
+            "not 'sync': the primary acknowledges commits without waiting for it): a failover now would lose "
+            "acknowledged writes"), result["message"]
+        assert result["acknowledged_writes"] is None and result["cleanup"] == {"ok": True, "detail": "no fault injected"}
+        actions = [a["action"] for a in journal(result)["actions"]]
+        assert "preflight failed" in actions and "fault" not in actions, actions
+        assert untouched(plane) == before  # nothing repaired it: the override and every server as they were
+        assert pair.status()[primary]["standby_sync_state"] == "async"
+    finally:
+        assert plane.up(repair=True) is False  # all of it runs: nothing started, the pair repaired
+    assert pair_whole(plane) and untouched(plane)["auto_conf"] == {n: AUTO_CONF for n in ("primary", "standby")}
+
+
+def test_archiving_broken_outside_the_harness_fails_drill_02_and_leaves_the_standby_as_it_was(
+        plane: DataPlane, tmp_path: Path) -> None:
+    pair = plane.database
+    primary = pair.roles()["primary"]
+    alter_system(plane, primary, "archive_command = '/bin/true'")  # every segment "archived" nowhere
+    before = untouched(plane)
+    try:
+        assert plane.up() is False and untouched(plane) == before
+        run, drills = drill(plane, tmp_path, "DRILL-02")
+        result = drills["DRILL-02"]
+        assert run.returncode == 1 and result["verdict"] == "fail", run.stdout[-4000:]
+        assert result["message"].startswith("the restore failed: ") and "was not archived" in result["message"], result
+        no_restore_left(plane)
+        assert untouched(plane) == before  # the standby's server the same process, the override still there
+    finally:
+        plane.up(repair=True)
+        pair.take_base_backup()  # what /bin/true dropped is missing from the archive: start the chain afresh
+    assert pair_whole(plane) and "archive_command" not in (pair.data_dir(primary) / "postgresql.auto.conf").read_text()
+    pair.switch_wal()  # archiving works again
+
+
+def test_a_partly_running_stand_in_is_refused_and_repair_restores_it(plane: DataPlane) -> None:
+    pair = plane.database
+    standby = pair.roles()["standby"]
+    pair._stop_node(standby)
+    before = untouched(plane)
+    try:
+        with pytest.raises(StandInRefused) as refused:
+            plane.up()
+        assert str(refused.value) == (
+            f"the stand-in in {plane.root} runs in part (PostgreSQL node '{standby}' (standby) down); it is not "
+            "changed without asking: run 'harness local up --repair' to start what is down and re-attach the "
+            "standby, or 'harness local down' to start afresh")
+        assert untouched(plane) == before  # refused: nothing started, nothing stopped
+    finally:
+        assert plane.up(repair=True) is True
+    assert pair_whole(plane) and untouched(plane)["pids"][standby] is not None
 
 
 def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks(plane: DataPlane,
@@ -184,6 +264,13 @@ def test_down_then_up_after_a_failover_brings_the_pair_back(plane: DataPlane, tm
     assert plane.up() is True and pair_whole(plane)
     smoke = run_suite("--env", "dev", "--stand-in", str(plane.root), suite="smoke", reports=tmp_path / "smoke")
     assert smoke.returncode == 0, smoke.stdout[-3000:]
+
+
+def _other(node: str) -> str:
+    return "standby" if node == "primary" else "primary"
+
+
+AUTO_CONF = "# Do not edit this file manually!\n# It will be overwritten by the ALTER SYSTEM command.\n"
 
 
 def _session(process: psutil.Process) -> int | None:
@@ -307,8 +394,14 @@ def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plan
         finally:
             if process.poll() is None:
                 process.kill()
-        sweep = [sys.executable, "-m", "harness.cli", "drills", "sweep", "--stand-in", str(plane.root), *options[:2]]
-        deadline = time.monotonic() + 30
+        sweep = [sys.executable, "-m", "harness.cli", "drills", "sweep", "--stand-in", str(plane.root), *options[:2],
+                 "--env", "dev"]
+        # Another environment's sweep keeps it, expired or not.
+        other_env = subprocess.run([*sweep[:-1], "prod"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert other_env.returncode == 0 and "\n0 removed, " in other_env.stdout, other_env.stdout
+        assert "not of 'prod'" in other_env.stdout and "(environment prod only" in other_env.stdout, other_env.stdout
+        # Its expiry leaves the restore (8 s), the verification (as long again) and the removal their time.
+        deadline = time.monotonic() + 120
         while True:
             done = subprocess.run(sweep, cwd=ROOT, capture_output=True, text=True, timeout=120)
             left = [r for r in plane.database.restores() if r["name"] != "keep"]
@@ -320,6 +413,56 @@ def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plan
     finally:
         plane.database.discard_restore(other["name"])
     no_restore_left(plane)
+
+
+def interrupted_run(plane: DataPlane, reports: Path, drills: str, when: str, sig: int,
+                    delay_s: float = 0.0) -> tuple[int, str, dict[str, Any]]:
+    """`pytest dr` with these drills, sent `sig` `delay_s` after the first line holding `when`; its exit code,
+    output and summary."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "dr", "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports),
+         "--env", "dev", "--stand-in", str(plane.root), "--drill", drills],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            seen.append(line)
+            if when in line:
+                time.sleep(delay_s)
+                process.send_signal(sig)
+                break
+        rest, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not [p for p in psutil.process_iter(["pid"]) if _session(p) == process.pid]
+    return process.returncode, "".join(seen) + rest, json.loads((reports / "summary.json").read_text())
+
+
+def test_sigint_during_drill_02_s_cleanup_lets_it_finish_and_ends_the_session_as_interrupted(
+        plane: DataPlane, tmp_path: Path) -> None:
+    code, output, summary = interrupted_run(plane, tmp_path / "reports", "DRILL-02,DRILL-03",
+                                            "DRILL-02 rolling back", signal.SIGINT)
+    assert code == 2, output[-3000:]  # pytest's "interrupted"
+    assert "rollback done" in output and "the rollback goes on, then the session ends" in output, output[-3000:]
+    no_restore_left(plane)  # the temporary server went, interrupt or not
+    section = summary["drills"]["DRILL-02"]
+    assert section["interrupted"] == "SIGINT after the measurement was complete", section
+    assert section["verdict"] == "pass" and section["cleanup"]["ok"], section  # measured in full: it stands
+    assert "DRILL-03" not in summary["drills"] and "harness: DRILL-03" not in output, output[-3000:]
+    assert "interrupted" in [a["action"] for a in journal(section)["actions"]]
+
+
+def test_sigterm_during_drill_02_s_restore_is_no_verdict_and_ends_the_session_as_interrupted(
+        plane: DataPlane, tmp_path: Path) -> None:
+    code, output, summary = interrupted_run(plane, tmp_path / "reports", "DRILL-02",
+                                            "restoring to the restore point", signal.SIGTERM, delay_s=0.2)
+    assert code == 2 and "rollback done" in output, output[-3000:]
+    no_restore_left(plane)
+    section = summary["drills"]["DRILL-02"]
+    assert section["verdict"] == "error" and section["interrupted"] == "SIGTERM in phase 'fault'", section
+    assert section["message"] == "interrupted (SIGTERM in phase 'fault') before the measurement was complete"
 
 
 # --- DRILL-04: rollback to the previous revision ----------------------------------------------------------------

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator
 
 from harness.drills import judges, manifest
 from harness.drills.backends import FaultBackend
-from harness.drills.model import (Action, Clock, DrillRefused, DrillSpec, InjectFailed, Restored,
-                                   Revisions, Verdict)
+from harness.drills.model import (Action, Clock, DrillRefused, DrillSpec, InjectFailed, PreflightFailed,
+                                   Restored, Revisions, Verdict)
 from harness.plan import Plan
 from harness.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
 
@@ -60,13 +60,17 @@ class DrillResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     dry_run: list[str] = field(default_factory=list)
     load: dict[str, Any] = field(default_factory=dict)  # a background load's overall figures per phase
+    # Set when Ctrl-C or SIGTERM reached the drill (one line: which, and when): its undo ran to the end, and
+    # the caller must end the session as interrupted, starting no other drill.
+    interrupted: str | None = None
 
     def section(self) -> dict[str, Any]:
         """This drill's entry in the summary's `drills` section."""
         return {"verdict": self.verdict.status, "message": self.verdict.message, **self.verdict.figures,
                 "journal": str(self.journal) if self.journal else None,
                 "chart": str(self.chart) if self.chart else None, "cleanup": self.cleanup,
-                "platform_events": self.events, "run_id": self.run_id, **({"load": self.load} if self.load else {})}
+                "platform_events": self.events, "run_id": self.run_id, **({"load": self.load} if self.load else {}),
+                **({"interrupted": self.interrupted} if self.interrupted else {})}
 
     def judge_load(self, phases: dict[str, dict[str, Any]], slo: dict[str, Any], problem: str | None) -> None:
         """Add a background load's figures per phase (before, during, after the fault); before and after
@@ -107,6 +111,15 @@ class DrillRun:
         self.readback_problem: str | None = None
         self.injected = False  # whether anything was done that the undo must reverse
         self.read_back_done = False
+        self.measured = False  # the method's act ran to its end: what the verdict judges is all in
+        self.interrupted: str | None = None  # Ctrl-C or SIGTERM reached the drill: which, and in which phase
+
+    def interrupt(self, signal_name: str) -> None:
+        """Note Ctrl-C or SIGTERM (the first one counts); the undo still runs to its end."""
+        if self.interrupted is None:
+            when = "after the measurement was complete" if self.measured else f"in phase '{self.phase}'"
+            self.interrupted = f"{signal_name} {when}"
+        self.log("interrupted", {"signal": signal_name})
 
     def begin_fault(self, doing: str = "injecting the fault") -> None:
         """The instant the method acts: RTO counts from here, and from here on the undo must run."""
@@ -310,10 +323,11 @@ class Restore:
         run.stop_probes()
         run.begin_fault("restoring to the restore point")
         try:
-            # Expired when the drill's hard timeout has passed: by then the drill that made it has ended, or
-            # was killed, and `harness drills sweep` may take what it left.
+            # Expired only once the restore, its verification and its removal have all had their time: by then
+            # the drill that made it has ended, or was killed, and `harness drills sweep` may take what it left.
             self.restored = run.backend.restore(run.drill, run.log, self.restore_point, run.run_id,
-                                                time.time() + run.drill.timeout_s)
+                                                judges.restore_expiry(time.time(), run.drill.timeout_s,
+                                                                      run.backend.discard_s))
         except InjectFailed as exc:
             self.problem = str(exc)
             run.log("restore failed", {"reason": self.problem})
@@ -423,30 +437,47 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
     """Run the drill with probes made for `run_id` (`context`: env, target, base_url, for the journal;
     `verify_version`: the smoke gate expecting a version, for the rollback drill). Its undo (the rollback,
     the temporary database's removal, the roll forward) runs whatever happens: a failure, Ctrl-C, SIGTERM
-    turned into KeyboardInterrupt by the caller; and the journal is written even then."""
+    turned into KeyboardInterrupt("SIGTERM") by the caller; and the journal is written even then. An
+    interrupt is never swallowed: the result's `interrupted` names it, and the caller ends the session as
+    interrupted. A verdict measured in full before it stands; one interrupted before is an error."""
     from harness.drills.chart import draw
 
     run = DrillRun(drill, backend, api, db, out_dir, report, service_interval_s, run_id, context, on_phase)
     method: Any = {"db_restore": Restore, "rollback": lambda: Rollback(verify_version or _unverifiable)}.get(
         drill.fault, Recovery)()
     cleanup: dict[str, Any] = {}
-    broke = None
+    broke = failed = None
+    escaping: BaseException | None = None  # anything else that ends the process (SystemExit): after the undo
     try:
         backend.preflight(drill, run.log)
         run.on_phase("before")
         run.start_probes()
         method.act(run)
+        run.measured = True
+    except PreflightFailed as exc:  # what the drill exists to catch: it fails, and nothing is injected
+        failed = str(exc)
+        run.measured = True
+        run.log("preflight failed", {"reason": failed})
+        run.say(f"preflight failed, nothing injected: {failed}")
     except (DrillRefused, InjectFailed) as exc:
         injected = run.fault_t is not None
         run.aborted = f"refused before any fault: {exc}" if not injected else f"the fault could not be injected: {exc}"
         run.log("refused" if not injected else "fault failed", {"reason": str(exc)})
         run.fault_t = None  # no fault to measure from: the verdict is an error, never a pass or a fail
         run.say(run.aborted)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM made one by the caller: undo, then end the session
+        run.interrupt(str(exc) or "SIGINT")
+        run.say(f"interrupted ({run.interrupted}): rolling back, then the session ends")
+    except BaseException as exc:  # noqa: BLE001 - passed on once the undo has run
+        escaping = exc
+        run.interrupt(type(exc).__name__)
     except Exception as exc:  # noqa: BLE001 - a drill that broke is an ERROR of its own check, and is undone
         broke = _one_line(exc)
         run.log("broke", {"error": broke})
         run.say(f"the drill broke: {broke}")
-    finally:
+    # From here to the result, a Ctrl-C or SIGTERM is noted, never acted on at once: the undo and the records
+    # run to their end, and the result says the session was interrupted.
+    with _interrupts_deferred(run):
         if not isinstance(method, Rollback):  # a roll forward is watched as the roll back was
             run.stop_probes()
         if run.observed_end_t is None and run.fault_t is not None:
@@ -455,8 +486,7 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
         try:
             if run.injected:
                 run.say("rolling back")
-                with _interrupts_deferred(run):
-                    cleanup = method.undo(run)
+                cleanup = method.undo(run)
                 run.say(f"rollback {'done' if cleanup.get('ok') else 'FAILED'}: {cleanup.get('detail', '')}")
             else:
                 cleanup = {"ok": True, "detail": "no fault injected"}
@@ -472,18 +502,28 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
             if close:
                 close()
         verdict = method.verdict(run)
+        if failed:
+            verdict = Verdict("fail", failed, _no_figures(drill))
         if broke:
             verdict = Verdict("error", f"the drill could not be completed: {broke}", verdict.figures)
+        if run.interrupted and not run.measured:  # never a pass, nor a fail measured on half the evidence
+            verdict = Verdict("error", f"interrupted ({run.interrupted}) before the measurement was complete",
+                              verdict.figures)
+        if not cleanup.get("ok"):
+            verdict = Verdict("fail" if verdict.status == "pass" else verdict.status,
+                              f"{verdict.message}; the rollback failed: {cleanup.get('detail')}", verdict.figures)
         events = backend.events(run.clock.epoch)
         out_dir.mkdir(parents=True, exist_ok=True)
         journal = run.journal(verdict, cleanup, events)
         journal_path = out_dir / f"{drill.id}.journal.json"
         journal_path.write_text(json.dumps(journal, indent=1, default=str))
         chart_path = draw(journal, out_dir / f"{drill.id}.png")
-    if not cleanup.get("ok"):
-        verdict = Verdict("fail" if verdict.status == "pass" else verdict.status,
-                          f"{verdict.message}; the rollback failed: {cleanup.get('detail')}", verdict.figures)
-    return DrillResult(drill, verdict, run_id, journal_path, chart_path, cleanup, events)
+    if escaping is not None:
+        raise escaping
+    if run.interrupted:
+        run.say(f"interrupted ({run.interrupted}); the rollback ran to its end; no further drill starts")
+    return DrillResult(drill, verdict, run_id, journal_path, chart_path, cleanup, events,
+                       interrupted=run.interrupted)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -493,15 +533,16 @@ def _one_line(exc: BaseException) -> str:
 
 @contextmanager
 def _interrupts_deferred(run: DrillRun) -> Iterator[None]:
-    """A second Ctrl-C or SIGTERM (a CI cancel sends both) must not cut the rollback short: while it runs
-    they are noted in the journal and otherwise ignored. Signals are the main thread's alone."""
+    """Ctrl-C or SIGTERM (a CI cancel sends both, maybe twice) must not cut the rollback short, nor vanish:
+    while it runs they are noted on the run (`run.interrupt`), which then ends as interrupted. Signals are
+    the main thread's alone."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def noted(signum: int, _: Any) -> None:
-        run.log("interrupt ignored during the rollback", {"signal": signal.Signals(signum).name})
-        run.say("interrupted again: the rollback goes on")
+        run.interrupt(signal.Signals(signum).name)
+        run.say(f"interrupted ({signal.Signals(signum).name}): the rollback goes on, then the session ends")
     previous = {sig: signal.signal(sig, noted) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield

@@ -24,11 +24,13 @@ never promised. RPO = how long before the fault the oldest lost write was sent (
 """
 from __future__ import annotations
 
+import datetime as dt
 from collections import defaultdict
 from statistics import median
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from harness.drills.model import PHASES, DrillSpec, Sample, Verdict, Write
+from harness.drills.model import (EXPIRY_S, PHASES, TAG_ENV, TAG_EXPIRES, DrillSpec, Sample, Verdict,
+                                   Write)
 
 EPS = 1e-6  # seconds: sample times that differ by less are the same instant (float arithmetic, not physics)
 FIGURES = ("rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "acknowledged_writes", "lost_writes",
@@ -340,3 +342,83 @@ def load_phases(phases: dict[str, dict[str, Any]], slo: dict[str, Any]) -> list[
             if limit is not None and row[key] > limit:
                 broken.append(f"under load {name} the fault, {key.replace('_ms', '')} {row[key]:g}{unit} > {limit:g}{unit}")
     return broken
+
+
+# -- preflight: DRILL-01's standby ------------------------------------------------------------------------
+
+
+def out_of_sync(reason: str) -> str:
+    """The one line DRILL-01 fails with when preflight finds its standby out of sync (nothing injected)."""
+    return f"the standby is not in sync ({reason}): a failover now would lose acknowledged writes"
+
+
+def local_standby(sync_state: str | None) -> str | None:
+    """Why the stand-in's standby is not in sync, from the primary's pg_stat_replication (the sync_state of
+    the streaming standby; None when none streams), or None when it is: 'sync' only. Any other state
+    ('async', 'potential', 'quorum') means the primary acknowledges a commit the standby may not have."""
+    if sync_state == "sync":
+        return None
+    if sync_state is None:
+        return "no standby streams to the primary: pg_stat_replication lists none"
+    return (f"pg_stat_replication shows the standby '{sync_state}', not 'sync': the primary acknowledges "
+            "commits without waiting for it")
+
+
+def rds_standby(ident: str, multi_az: Any, status: Any, pending: Mapping[str, Any] | None) -> str | None:
+    """Why the RDS instance's standby is not in sync, or None: it must be Multi-AZ, `available`, and have no
+    PendingModifiedValues (a pending change, Multi-AZ among them, is not in effect yet)."""
+    problems = []
+    if not multi_az:
+        problems.append(f"database {ident} is not Multi-AZ")
+    if status != "available":
+        problems.append(f"database {ident} is {status or 'of unknown status'}, not available")
+    if pending:
+        problems.append(f"database {ident} has pending modifications ({', '.join(sorted(pending))})")
+    return "; ".join(problems) or None
+
+
+# -- the temporary resources of restore drills: expiry and sweep -------------------------------------------
+
+
+def restore_expiry(started: float, timeout_s: float, discard_s: float) -> float:
+    """When a restore drill's temporary database may be swept (epoch seconds): the restore has the drill's
+    hard timeout from `started`, the verification as long again, and the removal `discard_s` (the backend's
+    bound on a deletion). Before then, the drill that made it may still be verifying or deleting it."""
+    return started + 2 * timeout_s + discard_s
+
+
+def tag_epoch(value: Any) -> float | None:
+    """An expiry tag (ISO 8601; UTC when it names no zone) as epoch seconds, None when it is not one."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def sweep(tags: Mapping[str, Any] | None, now: float, env: str | None,
+          age_s: float | None = None) -> tuple[bool, str]:
+    """Whether `harness drills sweep` removes one drill resource, and why (one line). `tags`: its drill tags
+    (None: a local restore dir without any, made before its tags were written, so no server ever ran in it:
+    removed once older than EXPIRY_S by `age_s`). `env`: the environment swept, None for every one
+    (--all-envs); a resource of another environment, or naming none, is kept. An expiry tag that is missing
+    or cannot be read is kept and reported: not this sweep's to delete. Otherwise removed once `now` is
+    past its expiry."""
+    if tags is None:
+        if age_s is not None and age_s > EXPIRY_S:
+            return True, f"untagged, {age_s / 3600:.1f} h old (> {EXPIRY_S / 3600:g} h)"
+        return False, f"kept: untagged, {'of unknown age' if age_s is None else f'{age_s / 3600:.1f} h old'}"
+    made_for = tags.get(TAG_ENV)
+    if env is not None and made_for != env:
+        whose = f"of environment '{made_for}'" if made_for else f"without a {TAG_ENV} tag"
+        return False, f"kept: {whose}, not of '{env}' (--all-envs sweeps every environment)"
+    raw = tags.get(TAG_EXPIRES)
+    expires = tag_epoch(raw)
+    if expires is None:
+        return False, (f"kept, not this sweep's to delete: its {TAG_EXPIRES} tag ({raw!r}) cannot be read; "
+                       "remove it by hand once no drill uses it")
+    if expires >= now:
+        return False, f"kept: not expired (expires {raw})"
+    return True, f"expired {raw}"

@@ -20,13 +20,19 @@ PROBES = ("health", "write", "db", "service")
 # Tags of every temporary resource a drill makes (a restored database): which drill, which run, and when
 # it may be swept (ISO 8601, UTC). They are never the plan's Project/Environment tags, so discovery never
 # mistakes a drill's leftover for part of the deployment.
-TAG_DRILL, TAG_RUN, TAG_EXPIRES = "harness:drill", "harness:run-id", "harness:expires"
-EXPIRY_S = 6 * 3600  # a drill resource older than this is a leftover, whatever its run
+# `harness:env` names the plan environment whose drill made it: a sweep takes only its own environment's.
+TAG_DRILL, TAG_RUN, TAG_EXPIRES, TAG_ENV = "harness:drill", "harness:run-id", "harness:expires", "harness:env"
+EXPIRY_S = 6 * 3600  # a drill resource without any tag (a local restore dir) older than this is a leftover
 
 
 class DrillRefused(Exception):
     """Preflight said no (unconfirmed protected environment, sick steady state, unsuitable resource); the
     message is one line that names the problem and what to do."""
+
+
+class PreflightFailed(DrillRefused):
+    """Preflight found what the drill exists to catch (DRILL-01: a standby out of sync): nothing is injected,
+    and the drill FAILS with this one line, rather than being refused as unmeasurable."""
 
 
 class InjectFailed(RuntimeError):

@@ -44,6 +44,9 @@ from pathlib import Path
 from typing import Any, Callable, Collection, Iterator
 from urllib.parse import quote
 
+from harness.drills import judges
+from harness.drills.model import TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN
+
 START_TIMEOUT = 30.0  # seconds: each server start, the base backup and the wait for a synchronous standby
 STOP_TIMEOUT = 30.0
 COMMAND_TIMEOUT = 60.0  # initdb and the like
@@ -57,10 +60,8 @@ CONF_MARKER = "\n# --- harness local stand-in ---\n"  # the stand-in's own block
 # crash leaves. Not $TMPDIR: it may be private to the caller, which is the very problem.
 RELOCATION_BASE = Path("/tmp")
 RESTORE_TIMEOUT = 120.0  # seconds: a restored server's start and its recovery up to the target, together
-# An untagged restore dir (it cannot be: tags.json is written before anything else) counts as a leftover once
-# this old, by its mtime: the drills' own expiry (harness.drills.model.EXPIRY_S).
-RESTORE_EXPIRY_S = 6 * 3600
-TAG_DRILL, TAG_RUN, TAG_EXPIRES = "harness:drill", "harness:run-id", "harness:expires"  # as harness.drills.model
+# The longest `discard_restore()` takes: pg_ctl's stop, then SIGKILL and the wait for the port to refuse.
+DISCARD_TIMEOUT = 2 * STOP_TIMEOUT + 5
 RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # one path component, never `.` or `..`
 
 
@@ -286,14 +287,15 @@ class PostgresPair:
         return record
 
     def restore(self, target_time: float, run_id: str, drill: str, expires: float,
-                port: int | None = None) -> dict[str, Any]:
+                port: int | None = None, env: str | None = None) -> dict[str, Any]:
         """Restore the database as it was at `target_time` (epoch) into a temporary server, as RDS's
         restore_db_instance_to_point_in_time does: the base backup is copied to `restores/<run_id>/data` and
         recovers from the WAL archive up to `target_time` (following any failover's timeline), then is
         promoted; it listens on 127.0.0.1:`port` (a free one when None) with a unix socket dir of its own.
         `restores/<run_id>/tags.json` is written before anything else: {"harness:drill", "harness:run-id",
-        "harness:expires" (ISO 8601 UTC of `expires`), "port", "created_at", "socket_dir"}, so a leftover is
-        always found by `sweep_restores()`.
+        "harness:expires" (ISO 8601 UTC of `expires`), "port", "created_at", "socket_dir"}, and "harness:env"
+        when `env` names the plan environment whose drill made it, so a leftover is always found by
+        `sweep_restores()`.
 
         Recovery knows it has reached `target_time` only when it meets a commit after it: the caller keeps
         writing for a moment after `target_time` and then calls `switch_wal()`, so that commit is archived.
@@ -329,7 +331,7 @@ class PostgresPair:
         try:
             self._claim(directory)
             self._write_server_file(directory / "tags.json", json.dumps({
-                TAG_DRILL: drill, TAG_RUN: run_id,
+                TAG_DRILL: drill, TAG_RUN: run_id, **({TAG_ENV: env} if env is not None else {}),
                 TAG_EXPIRES: dt.datetime.fromtimestamp(expires, dt.timezone.utc).isoformat(timespec="seconds"),
                 "port": port, "created_at": time.time(), "socket_dir": str(socket_dir)}, indent=2) + "\n")
             self._claim(socket_dir)
@@ -411,30 +413,31 @@ class PostgresPair:
                               "running": self._restore_pid(directory / "data") is not None})
         return found
 
-    def sweep_restores(self, now: float) -> list[dict[str, Any]]:
-        """Discard every restore whose harness:expires is before `now` (epoch; `float("inf")` sweeps them all,
-        running or dead), and keep the others. A restore dir without readable tags (or an unreadable expiry)
-        is removed once its mtime is RESTORE_EXPIRY_S (6 h) before `now`. One entry per restore dir found:
-        {"name", "run_id", "drill", "expires" (as tagged; None untagged), "removed": bool, "detail"}."""
+    def sweep_restores(self, now: float, env: str | None = None) -> list[dict[str, Any]]:
+        """Discard the restores harness.drills.judges.sweep says are leftovers at `now` (epoch) for
+        environment `env` (None: whatever environment's), and keep the others: past their harness:expires;
+        one whose expiry cannot be read is kept (not this sweep's to delete); a dir without any tags by its
+        mtime. `float("inf")` discards them all, running or dead, whatever their tags (the stand-in's `down`).
+        One entry per restore dir found: {"name", "run_id", "drill", "expires" (as tagged; None untagged),
+        "expired": bool (meant to be removed), "removed": bool, "detail"}."""
         report = []
         for directory in self._restore_dirs():
-            tags = _read_tags(directory) or {}
-            expires = _epoch(tags.get(TAG_EXPIRES))
-            if expires is not None:
-                expired, why = expires < now, f"expires {tags[TAG_EXPIRES]}"
+            tags = _read_tags(directory)
+            try:
+                age_s = now - directory.lstat().st_mtime
+            except OSError:
+                continue  # gone meanwhile
+            if now == float("inf"):
+                expired, why = True, "every restore goes with the pair"
             else:
-                try:
-                    mtime = directory.lstat().st_mtime
-                except OSError:
-                    continue  # gone meanwhile
-                expired, why = mtime + RESTORE_EXPIRY_S < now, "untagged, judged by its age"
+                expired, why = judges.sweep(tags, now, env, age_s)
+            tags = tags or {}
             entry = {"name": directory.name, "run_id": tags.get(TAG_RUN, directory.name),
-                     "drill": tags.get(TAG_DRILL), "expires": tags.get(TAG_EXPIRES), "removed": False}
+                     "drill": tags.get(TAG_DRILL), "expires": tags.get(TAG_EXPIRES), "expired": expired,
+                     "removed": False, "detail": why}
             if expired:
                 result = self._discard(directory)
                 entry |= {"removed": result["ok"], "detail": f"{why}: {result['detail']}"}
-            else:
-                entry["detail"] = f"kept: {why}"
             report.append(entry)
         return report
 
@@ -1019,15 +1022,6 @@ def _write_conf_file(conf: Path, settings: dict[str, str]) -> None:
 def _pg_timestamp(epoch: float) -> str:
     """An epoch as PostgreSQL reads a timestamptz: UTC, with microseconds."""
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f+00")
-
-
-def _epoch(iso: Any) -> float | None:
-    """An ISO 8601 time as epoch seconds (UTC when it names no zone), None when it is not one."""
-    try:
-        moment = dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
 
 
 def _read_tags(directory: Path) -> dict[str, Any] | None:

@@ -1,11 +1,15 @@
 """The local stand-in of the running system, driven by what is provisioned in the emulator.
 
-`up` brings up, each only if it is not running yet: the emulator (moto's server, a process of its own),
-the plan's environment in it, PostgreSQL primary + synchronous standby (RDS Multi-AZ), the DATABASE_URL
-secret pointing at them (as the real secret points at RDS), the service's tasks (the ECS agent stand-in
-runs the service's desired count of them from the task definition and Secrets Manager, and applies the
-provisioned CPU target-tracking policy), a smoke account, and HAProxy as the ALB with a certificate from a
-local CA. `down` stops everything it started, by PID. Nothing here runs against AWS.
+`up` brings up, when none of it runs: the emulator (moto's server, a process of its own, unless one
+listens already), the plan's environment in it, PostgreSQL primary + synchronous standby (RDS Multi-AZ), the
+DATABASE_URL secret pointing at them (as the real secret points at RDS), the service's tasks (the ECS agent
+stand-in runs the service's desired count of them from the task definition and Secrets Manager, and applies
+the provisioned CPU target-tracking policy), a smoke account, and HAProxy as the ALB with a certificate from
+a local CA. A stand-in that runs is used as it is found: `up` changes nothing in it (no provisioning, no
+setting reset, no standby re-attached, no restart), so a suite judges what it finds. One that runs only in
+part is refused, naming what is down; `up(repair=True)` (`harness local up --repair`) starts what is
+missing and makes the pair Multi-AZ again. `down` stops everything it started, by PID. Nothing here runs
+against AWS.
 
 `time_scale` multiplies every period of the scaling policy (datapoints, cooldowns; see
 harness/local/autoscale.py): 1.0 is AWS's timing, 0.05 makes a 300 s cooldown 15 s. A running stand-in
@@ -43,6 +47,11 @@ WAIT_S = 30.0
 
 class StandInError(Exception):
     """The stand-in could not be brought up; the message names the part and where its log is."""
+
+
+class StandInRefused(StandInError):
+    """`up` would have to change a stand-in that runs (in part, or another environment's): it changed
+    nothing and stopped nothing; the message names what is wrong and the command that fixes it."""
 
 
 @dataclass(frozen=True)
@@ -168,15 +177,44 @@ class DataPlane:
 
     # -- up -------------------------------------------------------------------------------------------------
 
-    def up(self) -> bool:
-        """Bring up whatever is not running; True when this call started anything (the caller then owns `down`)."""
+    def parts_running(self) -> dict[str, bool]:
+        """Which parts of the stand-in run, read without changing any: the emulator, each PostgreSQL node,
+        the ECS agent stand-in (the task supervisor) and HAProxy."""
+        alb = self.alb
+        try:
+            alb_running = bool(alb.status().get("running"))
+        except AlbError:
+            alb_running = True  # its master runs, though its stats do not answer
+        nodes = self.database.status()
+        return {"emulator": endpoint_listening(self.endpoint_url),
+                **{f"PostgreSQL node '{node}' ({entry['role']})": entry["running"] for node, entry in nodes.items()},
+                "ECS agent stand-in": self._pid("tasks") is not None, "HAProxy": alb_running}
+
+    def up(self, repair: bool = False) -> bool:
+        """Bring the stand-in up when none of it runs; True when this call started anything (the caller then
+        owns `down`). When it all runs, change nothing and return False: it is used as it is found. When it
+        runs in part, raise StandInRefused naming what is down, unless `repair`: then start what is missing
+        and re-attach or rebuild the standby, resetting what was set outside the stand-in (ALTER SYSTEM)."""
         self.root.mkdir(parents=True, exist_ok=True)
-        self.root.chmod(0o755)  # the database runs as another user and must reach its directory
         marker = self.root / "stand-in.json"
         running_env = json.loads(marker.read_text()).get("env") if marker.exists() else None
         if running_env not in (None, self.env) and (self._pid("tasks") or self.alb.status().get("running")):
-            raise StandInError(f"the stand-in in {self.root} runs environment '{running_env}'; "
-                               f"run 'harness local down' first, or use --env {running_env}")
+            raise StandInRefused(f"the stand-in in {self.root} runs environment '{running_env}'; "
+                                 f"run 'harness local down' first, or use --env {running_env}")
+        supervisor, written = self._pid("tasks"), self._task_state()
+        if supervisor is not None and written.get("supervisor") == supervisor and "slots" not in written:
+            raise StandInRefused(f"the stand-in's ECS agent (pid {supervisor}) predates task scaling; "
+                                 "run 'harness local down', then 'up' again")
+        parts = self.parts_running()
+        down = [name for name, running in parts.items() if not running]
+        if not repair and not down:
+            return False  # used as it is found
+        if not repair and any(running for name, running in parts.items() if name != "emulator"):
+            raise StandInRefused(
+                f"the stand-in in {self.root} runs in part ({', '.join(down)} down); it is not changed without "
+                "asking: run 'harness local up --repair' to start what is down and re-attach the standby, or "
+                "'harness local down' to start afresh")
+        self.root.chmod(0o755)  # the database runs as another user and must reach its directory
         marker.write_text(json.dumps({"env": self.env, "endpoint": self.endpoint_url, "ports": asdict(self.ports),
                                       "time_scale": self.time_scale}))
         started = False
@@ -197,10 +235,6 @@ class DataPlane:
         self._put_secret(target, plan.secret_prefix(self.env) + plan.requirements["DB-13"].expected(self.env)["secret"],
                          database.dsn())
         account = self._smoke_account(target, plan)
-        supervisor, written = self._pid("tasks"), self._task_state()
-        if supervisor is not None and written.get("supervisor") == supervisor and "slots" not in written:
-            raise StandInError(f"the stand-in's ECS agent (pid {supervisor}) predates task scaling; "
-                               "run 'harness local down', then 'up' again")
         if self._pid("tasks") is None:
             self._spawn("tasks", [sys.executable, "-m", "harness.local.tasks", "--state", str(self.root),
                                   "--endpoint-url", self.endpoint_url, "--plan", str(self.plan_path.resolve()),

@@ -14,14 +14,16 @@ class FaultBackend:
     through `journal`. Problems that mean "do not start" raise DrillRefused with one line."""
 
     name = "abstract"
+    discard_s = 0.0  # the longest `discard` takes to remove a temporary database: part of its expiry
 
     def plan(self, drill: DrillSpec) -> list[str]:
         """What the drill would do, in sentences, without doing anything (--dry-run)."""
         raise NotImplementedError
 
     def preflight(self, drill: DrillSpec, journal: Journal) -> None:
-        """Refuse an unsuitable system (a database that is not Multi-AZ, a service without tasks, a pair that
-        is not synchronous) before any probe starts."""
+        """Refuse an unsuitable system (no standby to fail over to, a service without tasks) before any probe
+        starts; for DRILL-01, raise PreflightFailed when the standby is not in sync (judges.local_standby,
+        judges.rds_standby): the drill then fails without injecting anything."""
         raise NotImplementedError
 
     def inject(self, drill: DrillSpec, journal: Journal) -> dict[str, Any]:
@@ -51,7 +53,7 @@ class FaultBackend:
     def restore(self, drill: DrillSpec, journal: Journal, restore_point: float, run_id: str,
                 expires: float) -> Restored:
         """Restore the environment's database as it was at `restore_point` (epoch) into a temporary one,
-        tagged (TAG_DRILL, TAG_RUN, TAG_EXPIRES) with `expires`; return once it accepts connections, or raise
+        tagged (TAG_DRILL, TAG_RUN, TAG_ENV, TAG_EXPIRES) with `expires`; return once it accepts connections, or raise
         InjectFailed with one line (the restore point cannot be reached, the restore failed)."""
         raise NotImplementedError
 
@@ -77,7 +79,9 @@ class FaultBackend:
 
     # -- cleanup --------------------------------------------------------------------------------------------
 
-    def sweep(self, now: float, journal: Journal) -> list[dict[str, Any]]:
-        """Remove the drill resources whose TAG_EXPIRES is before `now` (epoch), and only those; returns
-        [{"name", "run_id", "drill", "expires", "removed": bool, "detail"}] for every drill resource found."""
+    def sweep(self, now: float, journal: Journal, env: str | None) -> list[dict[str, Any]]:
+        """Remove the drill resources of environment `env` (None: of every environment) whose TAG_EXPIRES is
+        before `now` (epoch), and only those, as judges.sweep decides; returns [{"name", "run_id", "drill",
+        "expires", "expired": bool (the sweep meant to remove it), "removed": bool, "detail"}] for every drill
+        resource found."""
         raise NotImplementedError

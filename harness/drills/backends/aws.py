@@ -11,9 +11,9 @@ finds them (one `take_snapshot`: tags, then links), never by a name the harness 
 now (status, Multi-AZ, running count, target health) is asked again at each step, since a snapshot taken
 for a dry run may be minutes old by the time the fault is made.
 
-A restored database carries the drill's tags (TAG_DRILL, TAG_RUN, TAG_EXPIRES) and never the plan's, so
-discovery never takes it for part of the deployment; and nothing here deletes an instance without
-TAG_DRILL, whatever its name.
+A restored database carries the drill's tags (TAG_DRILL, TAG_RUN, TAG_ENV, TAG_EXPIRES) and never the plan's,
+so discovery never takes it for part of the deployment; nothing here deletes an instance without TAG_DRILL,
+whatever its name, and the sweep deletes only its own environment's (TAG_ENV) unless asked for every one.
 
 Errors: a problem found before the fault (discovery, an unsuitable resource, a describe call AWS refused)
 raises `DrillRefused` with one line; a fault that could not be made raises `InjectFailed`, a RuntimeError,
@@ -31,9 +31,10 @@ from typing import Any, Callable
 
 import botocore.exceptions
 
+from harness.drills import judges
 from harness.drills.backends import FaultBackend, Journal
-from harness.drills.model import (EXPIRY_S, TAG_DRILL, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec, InjectFailed,
-                                   Restored, Revisions)
+from harness.drills.model import (TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec, InjectFailed,
+                                   PreflightFailed, Restored, Revisions)
 from harness.inventory import Inventory, PartFailed, PartUnavailable, take_snapshot
 from harness.plan import Plan
 from harness.target import Target
@@ -131,6 +132,7 @@ class AwsBackend(FaultBackend):
         self._sleep = sleep
         self.restore_dsn_template = restore_dsn_template
         self.delete_timeout_s = delete_timeout_s
+        self.discard_s = delete_timeout_s
         self._inventory = inventory
         self._fault: str | None = None      # the drill's fault, once preflight or inject has seen it
         self._attempted = False             # inject was called: rollback waits for the system to settle
@@ -267,7 +269,8 @@ class AwsBackend(FaultBackend):
             ident, az, standby = db["DBInstanceIdentifier"], db.get("AvailabilityZone"), db.get(
                 "SecondaryAvailabilityZone")
             where = f"primary in {az}" + (f", standby in {standby}" if standby else "")
-            shape = f"Multi-AZ, {where}" if db.get("MultiAZ") else f"not Multi-AZ, {where}: preflight will refuse"
+            shape = (f"Multi-AZ, {where}" if db.get("MultiAZ")
+                     else f"not Multi-AZ, {where}: preflight will fail the drill, injecting nothing")
             return [f"reboot RDS instance {ident} with ForceFailover=True ({shape}); follow its RDS events "
                     f"until a failover completes",
                     f"rollback: nothing to undo (the standby stays primary); wait up to {drill.timeout_s:.0f} s "
@@ -300,7 +303,9 @@ class AwsBackend(FaultBackend):
                 f"{drill.timeout_s:.0f} s for RDS to archive past it, into a temporary instance "
                 f"{ident[:30]}-drill-<run> ({db.get('DBInstanceClass')}, single-AZ, not publicly accessible, "
                 f"no deletion protection) in subnet group {subnet_group} with security groups {groups}; tagged "
-                f"{TAG_DRILL}={drill.id}, {TAG_RUN}=<run id>, {TAG_EXPIRES}=<start + {drill.timeout_s:.0f} s, the drill's hard timeout>, never "
+                f"{TAG_DRILL}={drill.id}, {TAG_RUN}=<run id>, {TAG_ENV}={self.env}, {TAG_EXPIRES}=<start + "
+                f"{judges.restore_expiry(0.0, drill.timeout_s, self.discard_s):.0f} s: the drill's hard timeout for the "
+                f"restore, as long again to verify, {self.discard_s:.0f} s to delete>, never "
                 f"{self._tags()}, so discovery does not see it",
                 f"wait until it is available, then {verify}",
                 f"rollback: delete the temporary instance (no final snapshot, its automated backups too) and wait "
@@ -346,12 +351,12 @@ class AwsBackend(FaultBackend):
         found = {"db_instance": ident, "status": db.get("DBInstanceStatus"), "multi_az": db.get("MultiAZ"),
                  "az": db.get("AvailabilityZone"), "standby_az": db.get("SecondaryAvailabilityZone"),
                  "engine": db.get("Engine")}
+        found["pending_modifications"] = sorted(db.get("PendingModifiedValues") or {})
         journal("discovered", found)
-        if not db.get("MultiAZ"):
-            raise DrillRefused(f"database {ident} is not Multi-AZ: a forced failover needs a standby; refusing")
-        if db.get("DBInstanceStatus") != "available":
-            raise DrillRefused(f"database {ident} is {db.get('DBInstanceStatus')}, not available; "
-                               f"run the drill once it is available")
+        problem = judges.rds_standby(ident, db.get("MultiAZ"), db.get("DBInstanceStatus"),
+                                     db.get("PendingModifiedValues"))
+        if problem:
+            raise PreflightFailed(judges.out_of_sync(problem))
 
     def _preflight_restore(self, journal: Journal) -> None:
         ident = self._database()["DBInstanceIdentifier"]
@@ -571,7 +576,7 @@ class AwsBackend(FaultBackend):
         if not ok:
             raise InjectFailed(f"restore point {point} not restorable after {waited:.0f} s ({line})")
         subnet_group = (source.get("DBSubnetGroup") or {}).get("DBSubnetGroupName")
-        tags = {TAG_DRILL: drill.id, TAG_RUN: run_id, TAG_EXPIRES: _iso(expires)}
+        tags = {TAG_DRILL: drill.id, TAG_RUN: run_id, TAG_ENV: self.env, TAG_EXPIRES: _iso(expires)}
         request: dict[str, Any] = {
             "SourceDBInstanceIdentifier": ident, "TargetDBInstanceIdentifier": target,
             "RestoreTime": dt.datetime.fromtimestamp(restore_point, dt.timezone.utc),
@@ -778,40 +783,32 @@ class AwsBackend(FaultBackend):
 
     # --- cleanup ----------------------------------------------------------------------------------------------
 
-    def sweep(self, now: float, journal: Journal) -> list[dict[str, Any]]:
-        """Every instance tagged TAG_DRILL in the region, whatever environment's drill made it; the expired
-        ones deleted (all at once, then waited for). An instance without the tag is never touched, whatever
-        its name. An expiry that cannot be read counts from the instance's creation (EXPIRY_S)."""
-        found: list[tuple[dict[str, Any], dict[str, str], str, float]] = []
+    def sweep(self, now: float, journal: Journal, env: str | None) -> list[dict[str, Any]]:
+        """Every instance tagged TAG_DRILL in the region; those judges.sweep finds expired for `env` (None:
+        every environment) deleted, all at once, then waited for. An instance without TAG_DRILL is never
+        touched, whatever its name; one of another environment, or whose expiry cannot be read, is kept and
+        reported."""
+        found: list[tuple[dict[str, Any], dict[str, str], bool, str]] = []
         try:
             for page in self.target.client("rds").get_paginator("describe_db_instances").paginate():
                 for db in page.get("DBInstances", []):
                     tags = self._db_tags(db)
                     if TAG_DRILL in tags:
-                        expires = _expiry(tags.get(TAG_EXPIRES), db.get("InstanceCreateTime"))
-                        found.append((db, tags, _iso(expires) if expires > float("-inf") else "unknown", expires))
+                        found.append((db, tags, *judges.sweep(tags, now, env)))
         except AWS_ERRORS as exc:
             raise DrillRefused(f"cannot list the database instances in {self.target.region}: {_say(exc)}") from None
-        expired = [db for db, _, _, expires in found if expires < now]
+        expired = [db for db, _, remove, _ in found if remove]
         removed = self._remove(expired, journal) if expired else {}
         items = []
-        for db, tags, shown, _ in found:
+        for db, tags, remove, why in found:
             ident = db["DBInstanceIdentifier"]
-            gone, detail = removed.get(ident, (False, f"not expired (expires {shown})"))
-            item = {"name": ident, "run_id": tags.get(TAG_RUN, ""), "drill": tags[TAG_DRILL], "expires": shown,
-                    "removed": gone, "detail": detail}
+            gone, detail = removed.get(ident, (False, why))
+            item = {"name": ident, "run_id": tags.get(TAG_RUN, ""), "drill": tags[TAG_DRILL],
+                    "expires": tags.get(TAG_EXPIRES), "expired": remove, "removed": gone,
+                    "detail": f"{why}: {detail}" if remove else detail}
             journal("swept" if gone else "kept", item)
             items.append(item)
         return items
-
-
-def _expiry(tag: str | None, created: Any) -> float:
-    """TAG_EXPIRES as epoch seconds; unreadable or missing: the instance's creation plus EXPIRY_S; neither
-    known: expired already."""
-    try:
-        return dt.datetime.fromisoformat(str(tag).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return _epoch(created) + EXPIRY_S if created else float("-inf")
 
 
 def _known(drill: DrillSpec) -> None:

@@ -9,10 +9,11 @@ import signal
 import time
 from typing import Any
 
+from harness.drills import judges
 from harness.drills.backends import FaultBackend, Journal
-from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, Restored, Revisions
+from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, PreflightFailed, Restored, Revisions
 from harness.local.alb import AlbError
-from harness.local.database import process_alive
+from harness.local.database import DISCARD_TIMEOUT, process_alive
 from harness.local.dataplane import DataPlane
 
 SETTLE_S = 60.0  # the longest a rollback waits for the service to be whole again
@@ -20,6 +21,7 @@ SETTLE_S = 60.0  # the longest a rollback waits for the service to be whole agai
 
 class LocalBackend(FaultBackend):
     name = "local"
+    discard_s = DISCARD_TIMEOUT
 
     def __init__(self, plane: DataPlane) -> None:
         self.plane = plane
@@ -54,13 +56,16 @@ class LocalBackend(FaultBackend):
 
     def preflight(self, drill: DrillSpec, journal: Journal) -> None:
         if drill.fault == "db_failover":
-            # Only what RDS would refuse on: a standby to fail over to. Whether it is synchronous is what the
-            # drill measures (lost acknowledged writes), not a precondition.
+            # A standby to fail over to (else RDS would refuse), and in sync: judged as found, never repaired.
             roles, status = self.pair.roles(), self.pair.status()
             if None in roles.values() or not all(node["running"] for node in status.values()):
                 raise DrillRefused(f"the stand-in's PostgreSQL pair in {self.pair.state} has no running standby to "
                                    f"fail over to (roles {roles}); see 'harness local status'")
-            journal("preflight", {"roles": roles})
+            sync_state = status[roles["primary"]].get("standby_sync_state")  # type: ignore[index]
+            journal("preflight", {"roles": roles, "standby_sync_state": sync_state})
+            problem = judges.local_standby(sync_state)
+            if problem:
+                raise PreflightFailed(judges.out_of_sync(f"node '{roles['standby']}': {problem}"))
             return
         if drill.fault == "db_restore":
             roles = self.pair.roles()
@@ -146,7 +151,7 @@ class LocalBackend(FaultBackend):
         try:
             segment = self.pair.switch_wal()
             journal("wal archived", {"segment": segment.name})
-            made = self.pair.restore(restore_point, run_id, drill.id, expires)
+            made = self.pair.restore(restore_point, run_id, drill.id, expires, env=self.plane.env)
         except RuntimeError as exc:
             raise InjectFailed(str(exc).splitlines()[0]) from None
         journal("restored", {k: v for k, v in made.items() if k != "dsn"})
@@ -157,8 +162,8 @@ class LocalBackend(FaultBackend):
         journal("discarded", {"name": restored.name, **done})
         return done
 
-    def sweep(self, now: float, journal: Journal) -> list[dict[str, Any]]:
-        found = self.pair.sweep_restores(now)
+    def sweep(self, now: float, journal: Journal, env: str | None) -> list[dict[str, Any]]:
+        found = self.pair.sweep_restores(now, env)
         for item in found:
             journal("swept" if item["removed"] else "kept", item)
         return found
