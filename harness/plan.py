@@ -121,6 +121,17 @@ class Environment(_Strict):
 JOURNEYS = ("health", "me", "browse", "write")  # the load journeys of the API contract (load/journeys.py)
 
 
+class StopValues(_Strict):
+    """A load profile's stop conditions (`stop = { error_ratio, p99_ms, for_s, alarms }`): the run stops when
+    the error ratio or the p99 stays beyond its bound for `for_s` seconds, or a named CloudWatch alarm is in
+    ALARM. Keys left out keep their defaults (harness.load.stop: error ratio 0.5 for 10 s, no p99 bound)."""
+
+    error_ratio: float | None = Field(default=None, ge=0, le=1)
+    p99_ms: float | None = Field(default=None, gt=0)
+    for_s: float | None = Field(default=None, gt=0)
+    alarms: list[str] | None = None
+
+
 class ProfileValues(_Strict):
     """A load profile's settings, all optional so an environment can override some of them."""
 
@@ -131,6 +142,7 @@ class ProfileValues(_Strict):
     rate_per_s: float | None = Field(default=None, ge=0)  # total arrival rate; 0: unpaced (closed model)
     workers: int | None = Field(default=None, ge=0)  # local worker processes; 0: one standalone process
     mix: dict[str, float] | None = None
+    stop: StopValues | None = None
 
     @field_validator("mix")
     @classmethod
@@ -153,8 +165,9 @@ class LoadProfile(ProfileValues):
 
     def values(self, env: str) -> dict[str, Any]:
         common = self.model_dump(exclude={"text", "env"}, exclude_none=True)
-        override = self.env.get(env)
-        return {**common, **(override.model_dump(exclude_none=True) if override else {})}
+        specific = self.env[env].model_dump(exclude_none=True) if env in self.env else {}
+        stop = {**common.get("stop", {}), **specific.get("stop", {})}  # an environment overrides single keys
+        return {**common, **specific, **({"stop": stop} if stop else {})}
 
 
 class DrillCanary(_Strict):

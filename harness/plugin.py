@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import signal
 import subprocess
+import sys
 import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
@@ -21,11 +22,13 @@ import allure
 import botocore.exceptions
 import pytest
 
+from harness import lifetime
 from harness.allure_results import DRIFT_RESULT, Attachment, write_result
 from harness.drift import diff, summary_line
 from harness.inventory import PARTS, Inventory, PartFailed, PartUnavailable, take_snapshot
 from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
 from harness.probes import Endpoint
+from harness.redact import plain_variables, redact
 from harness.report import Outcome, classify, drift_section, summarize, write_drift, write_summary
 from harness.smoke import GateInput, GateResult, run_gate
 from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
@@ -205,6 +208,8 @@ class HarnessState:
                 inventory = Inventory.load(Path(opt.snapshot))
             except ValueError as exc:
                 raise TargetError(str(exc)) from None
+            # A snapshot saved by an older harness may hold values the plan does not name as plain.
+            inventory.parts = redact(inventory.parts, plain_variables(self.plan, self.env))
             if inventory.meta.get("env") != self.env:
                 raise TargetError(f"snapshot {opt.snapshot} is of environment '{inventory.meta.get('env')}' "
                                   f"but --env is '{self.env}'; pass --env {inventory.meta.get('env')}")
@@ -257,7 +262,7 @@ class HarnessState:
     def _stand_in(self) -> Any:
         """The local stand-in (harness.local.dataplane.DataPlane): the running one --stand-in names, or the
         project's own, brought up for this session if it is not running."""
-        from harness.local.dataplane import DataPlane, StandInError
+        from harness.local.dataplane import DataPlane, StandInError, StandInRefused
 
         assert self.plan is not None and self.plan_path is not None
         if self.config.option.stand_in:
@@ -273,12 +278,25 @@ class HarnessState:
             return plane
         plane = DataPlane.for_project(self.config.rootpath, self.plan_path, self.env,
                                       self.config.option.endpoint_url or LOCAL_ENDPOINT)
+        # Whatever this session starts goes when it ends, killed included: the watchdog then runs `down`.
+        token = lifetime.on_death([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                   "from harness.local.dataplane import DataPlane; "
+                                   "DataPlane.attach(Path(sys.argv[1]), Path(sys.argv[2])).down()",
+                                   str(plane.root), str(self.plan_path.resolve())], cwd=self.config.rootpath)
         try:
-            if plane.up():
-                self.resources.callback(plane.down)
+            started = plane.up()
+        except StandInRefused as exc:  # nothing was started or stopped: the running stand-in stays as found
+            lifetime.cancel(token)
+            raise TargetError(f"the local stand-in: {exc}") from None
         except StandInError as exc:
             plane.down()
+            lifetime.cancel(token)
             raise TargetError(f"the local stand-in did not come up: {exc}") from None
+        if started:
+            self.resources.callback(lifetime.cancel, token)
+            self.resources.callback(plane.down)
+        else:
+            lifetime.cancel(token)
         return plane
 
     def prepare_load(self, load_ids: set[str]) -> None:
@@ -321,6 +339,18 @@ class HarnessState:
             observer = ScalingObserver(plane.target if plane else self._target(), self.plan, self.env,
                                        interval_s=1.0 if plane else 15.0,
                                        cpu_reader=plane.service_cpu if plane else None)
+        stop_check = None
+        if profile.stop.alarms:  # read once before any load: a brake that cannot work refuses the run
+            from harness.load.stop import alarm_check
+
+            stop_check = alarm_check(self._target().client("cloudwatch"), profile.stop.alarms)
+            try:
+                firing = stop_check()
+            except Exception as exc:  # noqa: BLE001 (any client error: one line, before any load)
+                raise TargetError(f"load profile '{profile.name}': its stop alarms cannot be read ({exc}); fix "
+                                  f"stop.alarms in the plan, or the credentials") from None
+            if firing:
+                raise TargetError(f"load profile '{profile.name}': stop {firing} already; the run would stop at once")
         out_dir = Path(opt.reports_dir) / "load"
         accounts_file = load_accounts.private_file(accounts)
         writer = self.config.get_terminal_writer()
@@ -333,7 +363,7 @@ class HarnessState:
         if observer is not None:
             observer.start(origin)
         try:
-            result = run(spec, report=lambda line: writer.line(f"harness: {line}"))
+            result = run(spec, report=lambda line: writer.line(f"harness: {line}"), stop_check=stop_check)
         finally:
             accounts_file.unlink(missing_ok=True)
             if observer is not None:
@@ -501,11 +531,13 @@ class HarnessState:
                 continue
             api = ApiProbes(self.endpoint, account, canary, run_id)
             db = DatabaseProbe(dsn, run_id) if dsn else None
-            self.drills[rid] = engine.run_drill(
+            self.drills[rid] = result = engine.run_drill(
                 drill, backend, api, db, out_dir, lambda line: writer.line(f"harness: {line}"), run_id,
                 {"env": self.env, "target": opt.target, "base_url": endpoint.base_url},
                 service_interval_s=service_interval_s, verify_version=verify_version,
                 on_phase=(lambda phase, rid=rid: load.mark(f"{rid} {phase}")) if load else None)
+            if result.interrupted:  # its undo is done: the session ends as interrupted, no other drill starts
+                raise KeyboardInterrupt(f"{rid} interrupted ({result.interrupted})")
             if load is not None:  # the load goes on for a recovery window more: "after" is measured too
                 time.sleep(drill.recovery_window_s)
 
@@ -735,9 +767,10 @@ def _check_database_url(option: str, value: str | None, **fields: str) -> None:
 
 @contextmanager
 def _sigterm_interrupts() -> Iterator[None]:
-    """SIGTERM (a CI job cancelled) stops a drill as Ctrl-C does, so its rollback runs."""
+    """SIGTERM (a CI job cancelled) stops a drill as Ctrl-C does, so its rollback runs; the interrupt names
+    the signal."""
     def interrupt(*_: Any) -> None:
-        raise KeyboardInterrupt
+        raise KeyboardInterrupt("SIGTERM")
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         yield
@@ -922,6 +955,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             summary["drift"] = _report_drift(state, Path(opt.reports_dir))
     if state.load is not None:
         summary["load"] = state.load.section()
+        if state.load.result.stopped and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED  # the brakes fired: never a green run
     if state.drills:
         summary["drills"] = {rid: result.section() for rid, result in sorted(state.drills.items())}
     session.config.stash[SUMMARY] = summary

@@ -5,11 +5,17 @@ request's time to the microsecond (harness.load.exact); a worker ships what it c
 report with Locust's own stats messages and starts afresh, and the master adds the reports up. At the end
 the master (or the standalone process) writes the results file the pytest side judges, and every few
 seconds while the test runs it appends a progress line for the CI log.
+
+The master (or the standalone process) also holds the run's brakes: twice a second it judges the whole
+run's per-second figures against the stop conditions (harness.load.stop), and a stop file the pytest side
+writes (a CloudWatch alarm in ALARM) stops the run the same way; the results then say why and when. A
+worker quits a few seconds after its master stops answering its heartbeats (Locust's own limit is 60 s).
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import math
 import socket
 import time
@@ -23,7 +29,9 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.load.exact import Tally, phase_of, read_marks, results, window
+from harness.files import write_atomic
+from harness.load.exact import Tally, bucket_percentile_ms, phase_of, read_marks, results, window
+from harness.load.stop import Figures, Stop, fired
 
 PROGRESS_INTERVAL_S = 2.0
 # The generator's self-measurement: CPU every second, and how late a 100 ms timer fires (event-loop lag).
@@ -35,6 +43,17 @@ MARKS_MESSAGE = "harness_phase_marks"
 # that long; a progress line looks at the seconds already complete.
 MASTER_REPORT_DELAY_S = 3
 PROGRESS_WINDOW_S = 5
+BRAKES_INTERVAL_S = 0.5
+# A second is judged once its requests are in: standalone, this long after it ended (the requests started
+# in it have mostly finished); on the master, once every worker has reported since then, or at the latest
+# a worker report interval plus this after it ended (a worker that stopped reporting holds nothing up).
+SETTLE_S = 1.0
+# Locust's workers give up on a silent master after 60 s of sending load; these do after this many of
+# their own 1 s ticks without its heartbeat (the master answers each worker heartbeat, every second).
+# Ticks, not wall time: a worker paused (SIGSTOP) with its master is not deceived by the pause.
+MASTER_GONE_TICKS = 5
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,6 +68,9 @@ class Run:
     window_s: float = 0.0
     window_end: float = math.inf  # users start no request from then on (the epoch; no end without a window)
     marks: list[tuple[float, str]] = field(default_factory=list)
+    reported_at: dict[str, float] = field(default_factory=dict)  # worker -> when its last report came (master)
+    figures: dict[int, Figures] = field(default_factory=dict)  # the whole run's complete seconds, for the brakes
+    stop: dict[str, Any] | None = None  # why and when the brakes stopped the run
 
 
 run = Run()
@@ -69,6 +91,17 @@ def add_arguments(parser: Any) -> None:
     group.add_argument("--phase-file", default="", env_var="HARNESS_LOAD_PHASE_FILE",
                        help='phases another component marks, one JSON line each: {"at": epoch, "phase": name}; '
                             "read by the master (or standalone process) and passed on to the workers")
+    brakes = parser.add_argument_group("stop conditions")
+    brakes.add_argument("--stop-error-ratio", type=float, default=Stop().error_ratio, env_var="HARNESS_LOAD_STOP_ERRORS",
+                        help="stop the run when more than this share of the requests fails every second for "
+                             "--stop-for-s seconds")
+    brakes.add_argument("--stop-p99-ms", type=float, default=0.0, env_var="HARNESS_LOAD_STOP_P99_MS",
+                        help="... or when every second's p99 is above this (0: no latency brake)")
+    brakes.add_argument("--stop-for-s", type=float, default=Stop().for_s, env_var="HARNESS_LOAD_STOP_FOR_S",
+                        help="how many seconds in a row a bound must be exceeded before the run stops")
+    brakes.add_argument("--stop-file", default="", env_var="HARNESS_LOAD_STOP_FILE",
+                        help='stop the run when this file appears ({"reason": text}), e.g. written by the harness '
+                             "when a CloudWatch alarm goes into ALARM")
 
 
 def open_window(started: float) -> None:
@@ -99,6 +132,7 @@ def on_test_start(environment: Environment, **_: Any) -> None:
     run.ramp_s = float(getattr(options, "ramp_s", 0.0) or 0.0)
     run.window_s = float(getattr(options, "window_s", 0.0) or 0.0)
     run.stopped = None
+    run.figures, run.stop, run.reported_at = {}, None, {}
     if isinstance(environment.runner, WorkerRunner):
         # The master's start, forwarded with the options, so every worker cuts the ramp at the same instant.
         run.started = float(getattr(options, "load_started_at", 0.0) or time.time())
@@ -126,6 +160,7 @@ def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
     if wire is None:
         return
     before = run.tally.requests()
+    run.reported_at[client_id] = time.time()
     run.tally.add_wire(wire)
     run.worker_requests[client_id] = run.worker_requests.get(client_id, 0) + run.tally.requests() - before
     if data.get("exact_final"):
@@ -159,8 +194,84 @@ def write_results(environment: Environment, **_: Any) -> None:
                       duration_s=ended - run.started, ramp_s=run.ramp_s,
                       workers=len(run.worker_requests) if distributed else 1,
                       worker_requests=run.worker_requests if distributed else None, marks=run.marks)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(content, indent=1))
+    content["stopped"] = run.stop
+    write_atomic(Path(path), json.dumps(content, indent=1))  # a reader never sees half of it
+
+
+def complete_until(now: float, distributed: bool) -> float:
+    """Seconds since the start up to which the whole run's per-second figures are in."""
+    elapsed = now - run.started
+    if not distributed:
+        return elapsed - SETTLE_S
+    latest = elapsed - MASTER_REPORT_DELAY_S - SETTLE_S
+    if run.reported_at:
+        latest = max(latest, min(run.reported_at.values()) - run.started - SETTLE_S / 2)
+    return latest
+
+
+def requested_stop(path: Path | None) -> str | None:
+    """The reason in the stop file, once it exists (written whole by the harness)."""
+    if path is None or not path.exists():
+        return None
+    try:
+        return str(json.loads(path.read_text())["reason"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"a stop was requested ({path})"
+
+
+def brakes(environment: Environment, settings: Stop, stop_file: Path | None) -> None:
+    """Judge the whole run's complete seconds against the stop conditions, and stop the run (every user,
+    on every worker) when one holds or the stop file appears. Runs on the master or standalone process,
+    from the per-second figures that are counted anyway: nothing is added to a request's path."""
+    distributed = isinstance(environment.runner, MasterRunner)
+    while True:
+        gevent.sleep(BRAKES_INTERVAL_S)
+        if run.started is None or run.stopped is not None or run.stop is not None:
+            continue
+        now = time.time()
+        elapsed = now - run.started
+        stop: dict[str, Any] | None = None
+        requested = requested_stop(stop_file)
+        if requested is not None:
+            stop = {"condition": "requested", "reason": requested}
+        else:
+            until = min(complete_until(now, distributed), run.window_s if run.window_s > 0 else math.inf)
+            run.tally.fold()
+            for t, second in list(run.tally.seconds.items()):
+                if t + 1 <= until and t not in run.figures:
+                    requests = sum(second.buckets.values())
+                    run.figures[t] = Figures(t, requests, second.failures, bucket_percentile_ms(second.buckets, 99))
+            found = fired(run.figures.values(), settings)
+            if found is not None:
+                stop = {"condition": found.condition, "reason": found.reason,
+                        "since_s": found.start_s, "established_s": found.end_s}
+        if stop is None:
+            continue
+        run.stop = {"at_s": round(elapsed, 1), **stop}
+        log.warning(f"stopping the run at {elapsed:.0f} s: {stop['reason']}")
+        environment.runner.quit()  # stops every user (the master tells its workers), then Locust writes the results
+        return
+
+
+def follow_master(environment: Environment) -> None:
+    """On a worker: quit once the master has been silent for MASTER_GONE_TICKS heartbeats, so load from a
+    worker started elsewhere does not outlive its master by Locust's 60 s."""
+    silent = [0]
+    heard = [False]
+
+    def on_heartbeat(**_: Any) -> None:
+        silent[0], heard[0] = 0, True
+
+    environment.events.heartbeat_received.add_listener(on_heartbeat)
+    while True:
+        gevent.sleep(1.0)
+        if not heard[0]:
+            continue  # not connected yet: Locust's own connection retries apply
+        silent[0] += 1
+        if silent[0] >= MASTER_GONE_TICKS:
+            log.error(f"no heartbeat from the master for {MASTER_GONE_TICKS} s: it is gone, quitting")
+            environment.runner.quit()
+            return
 
 
 class LoopIdle:
@@ -253,6 +364,7 @@ def on_init(environment: Environment, **_: Any) -> None:
         environment.events.request.add_listener(on_request)
         environment.events.report_to_master.add_listener(on_report_to_master)
         runner.register_message(MARKS_MESSAGE, on_marks)
+        gevent.spawn(follow_master, environment)
         return
     phase_file = getattr(environment.parsed_options, "phase_file", "")
     if phase_file:
@@ -262,6 +374,12 @@ def on_init(environment: Environment, **_: Any) -> None:
     else:
         environment.events.request.add_listener(on_request)
     environment.events.quitting.add_listener(write_results)
+    options = environment.parsed_options
+    settings = Stop(error_ratio=float(getattr(options, "stop_error_ratio", Stop().error_ratio)),
+                    p99_ms=float(getattr(options, "stop_p99_ms", 0.0) or 0.0) or None,
+                    for_s=float(getattr(options, "stop_for_s", Stop().for_s)))
+    stop_file = getattr(options, "stop_file", "")
+    gevent.spawn(brakes, environment, settings, Path(stop_file) if stop_file else None)
     progress_file = getattr(environment.parsed_options, "progress_file", "")
     if progress_file:
         delay = MASTER_REPORT_DELAY_S if isinstance(runner, MasterRunner) else 0

@@ -13,7 +13,9 @@ import bisect
 import functools
 import itertools
 import json
+import logging
 import random
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -78,6 +80,37 @@ def load_accounts(path: str) -> list[dict[str, str]]:
     if not accounts or not all(isinstance(a, dict) and a.get("email") and a.get("password") for a in accounts):
         raise ValueError(f"accounts file {path!r}: need a JSON list of {{\"email\", \"password\"}}")
     return accounts
+
+
+def refusal(options: Any) -> str | None:
+    """Why the journeys cannot run with these options (one line naming the fix), or None."""
+    try:
+        mix = parse_mix(options.mix)
+    except (ValueError, TypeError, AttributeError) as exc:
+        return f"--mix {options.mix!r} is not a JSON object of journey weights ({exc}); e.g. --mix '{{\"health\": 1}}'"
+    needing = sorted(set(mix) - {"health"})
+    if not needing:
+        return None  # the health journey logs in nowhere
+    if not options.accounts_file:
+        return (f"no --accounts-file: the journeys {', '.join(needing)} log in; give --accounts-file FILE (a JSON "
+                f'list of {{"email", "password"}}), or --mix \'{{"health": 1}}\' for the health journey alone')
+    try:
+        load_accounts(options.accounts_file)
+    except (OSError, ValueError) as exc:
+        return f"--accounts-file {options.accounts_file}: {exc}"
+    return None
+
+
+@events.init.add_listener
+def refuse_unusable_options(environment: Environment, **_: Any) -> None:
+    """Before any user starts, on the master or a standalone process (a worker gets the master's options
+    with the test): options the journeys cannot run with end Locust with one line, not a traceback per user."""
+    if isinstance(environment.runner, WorkerRunner) or environment.parsed_options is None:
+        return
+    why = refusal(environment.parsed_options)
+    if why:
+        logging.getLogger(__name__).error(why)
+        sys.exit(1)
 
 
 @events.test_start.add_listener

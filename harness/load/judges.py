@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.load.stop import stop_line
+
 RAMP = "ramp"
 # Requests the users make for themselves, not arrivals of the profile's schedule.
 AUTH_ENDPOINTS = ("POST /api/auth/login", "POST /api/auth/refresh")
@@ -54,9 +56,13 @@ def judged_phases(results: dict[str, Any]) -> list[str]:
 
 
 def latency(results: dict[str, Any], expect: dict[str, Any]) -> Verdict:
-    """LOAD-01: p95, p99 and error ratio within the SLOs, overall and per endpoint, in each judged phase."""
+    """LOAD-01: p95, p99 and error ratio within the SLOs, overall and per endpoint, in each judged phase.
+    A run its stop conditions stopped fails, naming the condition and when it fired, whatever its figures."""
     phases = judged_phases(results)
+    stopped = results.get("stopped")
     if not phases or not any(results["overall"][p]["requests"] for p in phases):
+        if stopped:
+            return Verdict("fail", f"{stop_line(stopped)}; no request completed after the ramp")
         return Verdict("error", "no request completed after the ramp: nothing to judge (see the Locust log)")
     overrides = expect.get("endpoints") or {}
     problems, figures = [], {}
@@ -74,6 +80,8 @@ def latency(results: dict[str, Any], expect: dict[str, Any]) -> Verdict:
     steady = results["overall"][phases[0]]
     headline = (f"{phases[0]}: {steady['requests']} requests, p95 {steady['p95_ms']:.1f} ms, "
                 f"p99 {steady['p99_ms']:.1f} ms, errors {100 * steady['error_ratio']:.2f} %")
+    if stopped:
+        return Verdict("fail", "; ".join([stop_line(stopped), *problems, headline]), figures)
     if not problems:
         return Verdict("pass", f"within the SLOs; {headline}", figures)
     why = saturation(results, expect)

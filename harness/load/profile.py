@@ -1,12 +1,14 @@
 """A load profile as the run uses it: the plan's values for the environment, with the operator's overrides.
 
 The profile decides Locust's settings (users, spawn rate, how long, the arrival rate, the journeys' mix)
-and the run's shape (a ramp that is not judged, then the steady phase)."""
+and the run's shape (a ramp that is not judged, then the steady phase), and when the run stops early (its
+stop conditions, harness.load.stop)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.load.stop import Stop
 from harness.plan import JOURNEYS, Plan, PlanError
 
 REQUIRED = ("users", "spawn_rate", "duration_s", "ramp_s", "rate_per_s", "mix")
@@ -29,6 +31,7 @@ class Profile:
     # worker would only relay its figures, and costs about a third of its throughput); N > 1, a master and
     # N workers.
     workers: int = 1
+    stop: Stop = field(default_factory=Stop)  # the brakes: stop the run when the system falls over
     text: str = ""
     overridden: dict[str, Any] = field(default_factory=dict)
 
@@ -43,7 +46,7 @@ class Profile:
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "users": self.users, "spawn_rate": self.spawn_rate,
                 "duration_s": self.duration_s, "ramp_s": self.ramp_s, "rate_per_s": self.rate_per_s,
-                "mix": self.mix, "workers": self.workers, "overridden": self.overridden}
+                "mix": self.mix, "workers": self.workers, "stop": self.stop.to_json(), "overridden": self.overridden}
 
 
 def resolve(plan: Plan, env: str, name: str, *, users: int | None = None, rate_per_s: float | None = None,
@@ -67,7 +70,7 @@ def resolve(plan: Plan, env: str, name: str, *, users: int | None = None, rate_p
                       duration_s=float(values["duration_s"]), ramp_s=float(values["ramp_s"]),
                       rate_per_s=float(values["rate_per_s"]), workers=int(values.get("workers", 1)),
                       mix={k: float(v) for k, v in values["mix"].items() if v > 0 and k in JOURNEYS},
-                      text=plan.load[name].text)
+                      stop=Stop.from_values(values.get("stop")), text=plan.load[name].text)
     profile = replace(profile, **{k: type(getattr(profile, k))(v) for k, v in overrides.items()},
                       overridden=overrides)
     if profile.workers < 1:

@@ -40,6 +40,7 @@ class LoadRun:
             "profile": self.profile.name, "base_url": self.base_url,
             "workers": results.get("workers", 0), "complete": self.result.complete,
             "interrupted": self.result.interrupted, "problem": self.result.problem,
+            "stopped": self.result.stopped, "notes": self.result.notes,
             "settings": self.profile.to_json(), "phases": phases, "target_rps": self.profile.rate_per_s,
             "overall": figures(results.get("overall", {}).get(steady, {})),
             "endpoints": {name: figures(row) for name, row in results.get("endpoints", {}).get(steady, {}).items()},
