@@ -95,11 +95,30 @@ def test_db_security_group_admits_only_the_tasks(db_instances, services, securit
     assert grants, f"the DB admits nothing on {port}: the tasks cannot reach it"
 
 
+MANAGED_KEY = ("aws/rds", "alias/aws/rds")
+
+
+def _key_id(key: str) -> str:
+    """A KMS key ARN's key id (arn:aws:kms:REGION:ACCOUNT:key/ID); a bare key id as it is."""
+    return key.rsplit(":key/", 1)[-1]
+
+
 @pytest.mark.requirement("DB-09")
-def test_encrypted_at_rest(db_instances, evidence):
+def test_encrypted_at_rest(db_instances, expect, evidence):
+    """Encrypted storage meets "at rest with KMS" with AWS's managed key, whose id a target may not report;
+    only a customer-managed key the plan names (`kms_key`, its ARN or id) must be the one reported."""
     db = _db(db_instances, evidence)
     assert db.get("StorageEncrypted") is True, "storage is not encrypted"
-    assert db.get("KmsKeyId"), "no KMS key is named"
+    named = expect.get("kms_key")
+    if named is None or named in MANAGED_KEY:
+        return
+    if str(named).startswith("alias/"):
+        pytest.fail(f"the plan names the KMS key by alias ({named}), which the instance does not report; "
+                    "give kms_key as the key's ARN or id in the plan", pytrace=False)
+    key = db.get("KmsKeyId")
+    if not key:
+        not_observable(f"the instance reports no KmsKeyId to compare with the plan's key {named}")
+    assert _key_id(key) == _key_id(named), f"storage is encrypted with KMS key {key}, the plan names {named}"
 
 
 @pytest.mark.requirement("DB-10")

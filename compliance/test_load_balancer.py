@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from harness.facts import ingress_sources, subnets_of_tier, the_one
+from harness.facts import ingress_sources, not_observable, subnets_of_tier, the_one
 
 
 def _alb(load_balancers, evidence):
@@ -68,12 +68,25 @@ def test_https_listener_with_certificate_and_modern_tls(listeners, expect, evide
 
 
 @pytest.mark.requirement("ALB-04")
-def test_target_group(target_groups, expect, evidence):
+def test_target_group(target_groups, services, expect, evidence):
+    """The tasks' port is the container port ECS registers them on (the service's load-balancer entry for
+    the group), not the group's own default port (80 from CDK's ApplicationLoadBalancedFargateService)."""
     tg = the_one([t for t in target_groups if t.get("LinkedToService")], "target group of the service")
+    entries = [lb for s in services for lb in s.get("loadBalancers", [])
+               if lb.get("targetGroupArn") == tg["TargetGroupArn"]]
     evidence("target group", tg)
-    seen = (tg.get("Protocol"), tg.get("Port"), tg.get("TargetType"), tg.get("HealthCheckPath"))
-    wanted = (expect["protocol"], expect["port"], expect["target_type"], expect["health_check_path"])
-    assert seen == wanted, f"target group is (protocol, port, type, health path) {seen}, the plan says {wanted}"
+    evidence("service load-balancer entries", entries)
+    seen = (tg.get("Protocol"), tg.get("TargetType"), tg.get("HealthCheckPath"))
+    wanted = (expect["protocol"], expect["target_type"], expect["health_check_path"])
+    assert seen == wanted, f"target group is (protocol, type, health path) {seen}, the plan says {wanted}"
+    ports = sorted({lb.get("containerPort") for lb in entries}, key=str)
+    assert ports == [expect["port"]], \
+        f"the service registers its tasks in the target group on container port {ports}, the plan says {expect['port']}"
+    health_port = tg.get("HealthCheckPort")
+    if health_port is None:
+        not_observable("the target group reports no HealthCheckPort")
+    assert str(health_port) in ("traffic-port", str(expect["port"])), \
+        f"health checks go to port {health_port}, not the traffic port {expect['port']}"
 
 
 @pytest.mark.requirement("ALB-05")

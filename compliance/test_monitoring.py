@@ -3,67 +3,90 @@ from __future__ import annotations
 
 import pytest
 
-from harness.facts import alarm_window_s, alarms_on, the_one
+from harness.facts import AlarmCondition, alarm_misses, alarms_meeting, alarms_on, the_one
 
-ABOVE = ("GreaterThanThreshold", "GreaterThanOrEqualToThreshold")
-BELOW = ("LessThanThreshold", "LessThanOrEqualToThreshold")
+Groups = list[list[AlarmCondition]]  # every group met by an alarm on any one of its conditions
 
 
 def _summary(alarms):
-    return [{k: a.get(k) for k in ("AlarmName", "Namespace", "MetricName", "Statistic", "ComparisonOperator",
-                                   "Threshold", "Period", "EvaluationPeriods", "Dimensions", "AlarmActions")}
+    return [{k: a.get(k) for k in ("AlarmName", "Namespace", "MetricName", "Statistic", "ExtendedStatistic",
+                                   "ComparisonOperator", "Threshold", "Period", "EvaluationPeriods",
+                                   "DatapointsToAlarm", "Dimensions", "AlarmActions")}
             for a in alarms]
 
 
-def unhealthy_service_alarms(alarms, **_):
-    """MON-02: unhealthy targets above zero, or running tasks below the desired count."""
-    unhealthy = [a for a in alarms_on(alarms, "AWS/ApplicationELB", "UnHealthyHostCount")
-                 if a.get("ComparisonOperator") in ABOVE and a.get("Threshold", 1) <= 1]
-    running = [a for a in alarms_on(alarms, "ECS/ContainerInsights", "RunningTaskCount")
-               if a.get("ComparisonOperator") in BELOW]
-    return unhealthy + running
+def unhealthy_service_alarms(expect, desired_count, **_) -> Groups:
+    """MON-02: unhealthy targets above zero, or running tasks below the plan's desired count."""
+    return [[AlarmCondition("AWS/ApplicationELB", "UnHealthyHostCount", ">", 0.0, whole=True),
+             AlarmCondition("ECS/ContainerInsights", "RunningTaskCount", "<",
+                            None if desired_count is None else float(desired_count), whole=True)]]
 
 
-def rds_cpu_alarms(alarms, expect, **_):
-    return [a for a in alarms_on(alarms, "AWS/RDS", "CPUUtilization")
-            if a.get("ComparisonOperator") in ABOVE and a.get("Threshold") == expect["threshold"]
-            and alarm_window_s(a) == expect["window_s"]]
+def rds_cpu_alarms(expect, **_) -> Groups:
+    return [[AlarmCondition("AWS/RDS", "CPUUtilization", ">", expect["threshold"], expect["window_s"])]]
 
 
-def rds_storage_alarms(alarms, expect, allocated_gb, **_):
-    allocated = allocated_gb * 1024 ** 3
-    return [a for a in alarms_on(alarms, "AWS/RDS", "FreeStorageSpace")
-            if a.get("ComparisonOperator") in BELOW
-            and abs(a.get("Threshold", 0) / allocated - expect["free_ratio"]) <= expect["tolerance"]]
+def rds_storage_alarms(expect, db_instances, **_) -> Groups:
+    """MON-04: FreeStorageSpace (bytes) below the plan's share of the allocated GiB; the plan's tolerance
+    covers an alarm written in GB rather than GiB."""
+    allocated = _allocated(db_instances) * 1024 ** 3
+    return [[AlarmCondition("AWS/RDS", "FreeStorageSpace", "<",
+                            (expect["free_ratio"] - expect.get("tolerance", 0.0)) * allocated)]]
 
 
-def alb_5xx_alarms(alarms, expect, **_):
-    return [a for a in alarms_on(alarms, "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count")
-            if a.get("ComparisonOperator") == "GreaterThanThreshold" and a.get("Threshold") == expect["threshold"]
-            and a.get("Statistic") == "Sum" and alarm_window_s(a) == expect["window_s"]]
+def alb_5xx_alarms(expect, **_) -> Groups:
+    return [[AlarmCondition("AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count", ">", expect["threshold"],
+                            expect["window_s"], total=True, whole=True)]]
 
 
-def healthy_hosts_alarms(alarms, expect, **_):
-    return [a for a in alarms_on(alarms, "AWS/ApplicationELB", "HealthyHostCount")
-            if a.get("ComparisonOperator") == "LessThanThreshold" and a.get("Threshold") == expect["threshold"]]
+def healthy_hosts_alarms(expect, **_) -> Groups:
+    return [[AlarmCondition("AWS/ApplicationELB", "HealthyHostCount", "<", expect["threshold"], whole=True)]]
 
 
-def capacity_alarms(alarms, **_):
+def capacity_alarms(expect, **_) -> Groups:
     """MON-07: one alarm each on ECS CPU, ECS memory and RDS connections, all on the high side."""
-    found = {}
-    for namespace, metric in (("AWS/ECS", "CPUUtilization"), ("AWS/ECS", "MemoryUtilization"),
-                              ("AWS/RDS", "DatabaseConnections")):
-        found[f"{namespace} {metric}"] = [a for a in alarms_on(alarms, namespace, metric)
-                                          if a.get("ComparisonOperator") in ABOVE]
-    return found
+    return [[AlarmCondition(namespace, metric, ">")] for namespace, metric in (
+        ("AWS/ECS", "CPUUtilization"), ("AWS/ECS", "MemoryUtilization"), ("AWS/RDS", "DatabaseConnections"))]
 
 
 PLAN_ALARMS = {"MON-02": unhealthy_service_alarms, "MON-03": rds_cpu_alarms, "MON-04": rds_storage_alarms,
-               "MON-05": alb_5xx_alarms, "MON-06": healthy_hosts_alarms}
+               "MON-05": alb_5xx_alarms, "MON-06": healthy_hosts_alarms, "MON-07": capacity_alarms}
+
+
+def judge_alarms(alarms, groups: Groups) -> tuple[list[dict], list[str]]:
+    """The alarms that fire at the plan's conditions or earlier, and for each group none meets, why not
+    (naming each alarm on the metric and what makes it late)."""
+    met, problems = [], []
+    for group in groups:
+        found = [a for c in group for a in alarms_meeting(alarms, c)]
+        met += found
+        if not found:
+            late = [f"{a['AlarmName']} {alarm_misses(a, c)}" for c in group
+                    for a in alarms_on(alarms, c.namespace, c.metric)]
+            problems.append(f"no alarm fires on {' or '.join(map(str, group))}"
+                            + (f": {'; '.join(late)}" if late else ""))
+    return met, problems
 
 
 def _allocated(db_instances):
     return the_one(db_instances, "RDS instance")["AllocatedStorage"]
+
+
+@pytest.fixture
+def plan_alarms(plan, env_name, db_instances):
+    """rid -> the plan's alarm conditions for it, in this environment."""
+    desired = plan.requirements["ECS-09"].expected(env_name).get("desired_count")
+    context = {"db_instances": db_instances, "desired_count": desired}
+    return lambda rid: PLAN_ALARMS[rid](plan.requirements[rid].expected(env_name), **context)
+
+
+def _judged(rid, alarms, plan_alarms, evidence):
+    groups = plan_alarms(rid)
+    met, problems = judge_alarms(alarms, groups)
+    evidence("alarms on the metrics", {str(c): _summary(alarms_on(alarms, c.namespace, c.metric))
+                                       for group in groups for c in group})
+    evidence("matching alarms", [a["AlarmName"] for a in met])
+    assert not problems, "; ".join(problems)
 
 
 @pytest.mark.requirement("MON-01")
@@ -74,56 +97,38 @@ def test_log_group_retention(log_groups, evidence):
 
 
 @pytest.mark.requirement("MON-02")
-def test_alarm_service_unhealthy(alarms, evidence):
-    found = unhealthy_service_alarms(alarms)
-    evidence("matching alarms", _summary(found))
-    assert found, "no alarm on unhealthy targets (> 0) or running tasks below desired"
+def test_alarm_service_unhealthy(alarms, plan_alarms, evidence):
+    _judged("MON-02", alarms, plan_alarms, evidence)
 
 
 @pytest.mark.requirement("MON-03")
-def test_alarm_rds_cpu(alarms, expect, evidence):
-    found = rds_cpu_alarms(alarms, expect)
-    evidence("RDS CPU alarms", _summary(alarms_on(alarms, "AWS/RDS", "CPUUtilization")))
-    assert found, f"no alarm on RDS CPUUtilization > {expect['threshold']} over {expect['window_s']} s"
+def test_alarm_rds_cpu(alarms, plan_alarms, evidence):
+    _judged("MON-03", alarms, plan_alarms, evidence)
 
 
 @pytest.mark.requirement("MON-04")
-def test_alarm_rds_free_storage(alarms, db_instances, expect, evidence):
-    found = rds_storage_alarms(alarms, expect, _allocated(db_instances))
-    evidence("RDS storage alarms", _summary(alarms_on(alarms, "AWS/RDS", "FreeStorageSpace")))
-    assert found, f"no alarm on RDS FreeStorageSpace below {expect['free_ratio']:.0%} of the allocated storage"
+def test_alarm_rds_free_storage(alarms, plan_alarms, evidence):
+    _judged("MON-04", alarms, plan_alarms, evidence)
 
 
 @pytest.mark.requirement("MON-05")
-def test_alarm_alb_5xx(alarms, expect, evidence):
-    found = alb_5xx_alarms(alarms, expect)
-    evidence("ALB 5xx alarms", _summary(alarms_on(alarms, "AWS/ApplicationELB", "HTTPCode_ELB_5XX_Count")))
-    assert found, f"no alarm on ALB 5xx (Sum) > {expect['threshold']} in {expect['window_s']} s"
+def test_alarm_alb_5xx(alarms, plan_alarms, evidence):
+    _judged("MON-05", alarms, plan_alarms, evidence)
 
 
 @pytest.mark.requirement("MON-06")
-def test_alarm_healthy_hosts(alarms, expect, evidence):
-    found = healthy_hosts_alarms(alarms, expect)
-    evidence("healthy host alarms", _summary(alarms_on(alarms, "AWS/ApplicationELB", "HealthyHostCount")))
-    assert found, f"no alarm on HealthyHostCount < {expect['threshold']}"
+def test_alarm_healthy_hosts(alarms, plan_alarms, evidence):
+    _judged("MON-06", alarms, plan_alarms, evidence)
 
 
 @pytest.mark.requirement("MON-07")
-def test_alarms_capacity(alarms, evidence):
-    found = capacity_alarms(alarms)
-    evidence("capacity alarms", {k: _summary(v) for k, v in found.items()})
-    missing = [k for k, v in found.items() if not v]
-    assert not missing, f"no high alarm on {missing}"
+def test_alarms_capacity(alarms, plan_alarms, evidence):
+    _judged("MON-07", alarms, plan_alarms, evidence)
 
 
 @pytest.mark.requirement("MON-08")
-def test_alarms_notify_a_subscribed_topic(alarms, topics, db_instances, plan, env_name, evidence):
-    chosen = {}
-    for rid, select in PLAN_ALARMS.items():
-        expect = plan.requirements[rid].expected(env_name)
-        chosen.update({a["AlarmArn"]: a for a in select(alarms, expect=expect, allocated_gb=_allocated(db_instances))})
-    for group in capacity_alarms(alarms).values():
-        chosen.update({a["AlarmArn"]: a for a in group})
+def test_alarms_notify_a_subscribed_topic(alarms, topics, plan_alarms, evidence):
+    chosen = {a["AlarmArn"]: a for rid in PLAN_ALARMS for a in judge_alarms(alarms, plan_alarms(rid))[0]}
     assert chosen, "none of the plan's alarms exists"
     subscribed = {arn for arn, t in topics.items()
                   if any(s.get("SubscriptionArn", "").startswith("arn:") for s in t.get("Subscriptions", []))}

@@ -1,8 +1,11 @@
 """Small, pure readings of a snapshot that several checks share (which subnet is which tier, where a
-route goes, which alarm watches what). They judge nothing: the compliance tests do.
+route goes, which alarm watches what and whether it fires when the plan says). The compliance tests judge
+with them.
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pytest
@@ -94,6 +97,109 @@ def alarms_on(alarms: list[dict[str, Any]], namespace: str, metric: str) -> list
 
 def alarm_window_s(alarm: dict[str, Any]) -> int:
     return int(alarm.get("Period", 0)) * int(alarm.get("EvaluationPeriods", 0))
+
+
+OPERATORS = {"GreaterThanThreshold": ">", "GreaterThanOrEqualToThreshold": ">=",
+             "LessThanThreshold": "<", "LessThanOrEqualToThreshold": "<="}
+# Statistics whose datapoints of a counted metric (hosts, tasks, requests) are whole numbers.
+WHOLE_STATISTICS = ("Sum", "Maximum", "Minimum")
+
+
+@dataclass(frozen=True)
+class AlarmCondition:
+    """When the plan wants an alarm to fire: the metric `op` (">", ">=", "<", "<=") `threshold` (None: any
+    threshold on that side), held for `window_s` (None: the plan names no window); with `total`, the
+    metric's Sum over `window_s` instead ("5xx > 10 in 5 minutes"). `whole`: the metric counts things, so
+    its Sum, Maximum and Minimum are whole numbers (then "> 0" and ">= 1" are the same condition)."""
+    namespace: str
+    metric: str
+    op: str
+    threshold: float | None = None
+    window_s: int | None = None
+    total: bool = False
+    whole: bool = False
+
+    def __str__(self) -> str:
+        value = "any threshold" if self.threshold is None else f"{self.threshold:g}"
+        window = "" if self.window_s is None else f" {'in' if self.total else 'for'} {self.window_s} s"
+        return f"{self.metric}{' (Sum)' if self.total else ''} {self.op} {value}{window}"
+
+
+def _close(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+
+def _canonical(op: str, threshold: float, whole: bool) -> tuple[str, float]:
+    """On whole numbers a strict comparison is the inclusive one a step further: "> 0" is ">= 1"."""
+    if not whole:
+        return op, threshold
+    if op in (">", ">="):
+        return ">=", (math.floor(threshold) + 1 if op == ">" else math.ceil(threshold - 1e-9))
+    return "<=", (math.ceil(threshold) - 1 if op == "<" else math.floor(threshold + 1e-9))
+
+
+def _covers(alarm: tuple[str, float], plan: tuple[str, float]) -> bool:
+    """Every value that meets the plan's comparison also meets the alarm's (both on the same side)."""
+    (a_op, a), (p_op, p) = alarm, plan
+    if a_op.startswith(">"):
+        return a < p and not _close(a, p) if (a_op, p_op) == (">", ">=") else a < p or _close(a, p)
+    return a > p and not _close(a, p) if (a_op, p_op) == ("<", "<=") else a > p or _close(a, p)
+
+
+def alarm_misses(alarm: dict[str, Any], condition: AlarmCondition) -> str | None:
+    """None when the alarm fires at the plan's condition or earlier, else why it would fire later or never.
+
+    One rule for every alarm requirement: the alarm compares on the plan's side (above or below); on that
+    side its threshold is the plan's or tighter (">=" at the plan's value meets "> value"); it needs no more
+    time than the plan's window (period x datapoints to alarm, EvaluationPeriods when DatapointsToAlarm is
+    absent). A total ("> 10 in 5 minutes") is a Sum: a shorter period meets it only when it divides the
+    window, one breaching datapoint fires, and the threshold is scaled down to the share of a period."""
+    operator = OPERATORS.get(str(alarm.get("ComparisonOperator")))
+    if operator is None:
+        return f"compares with {alarm.get('ComparisonOperator')}, not a threshold"
+    if operator[0] != condition.op[0]:
+        return f"fires on {operator} {alarm.get('Threshold')}, the other side of the plan's {condition.op}"
+    statistic = alarm.get("Statistic") or alarm.get("ExtendedStatistic")
+    if statistic == "SampleCount" or (condition.total and statistic != "Sum"):
+        return f"measures the {statistic} of the metric, the plan {'a Sum' if condition.total else 'its value'}"
+    if statistic == "Sum" and condition.op[0] == "<":
+        return "measures the Sum of the metric, which stays high while each value is low"
+    period = int(alarm.get("Period") or 0)
+    datapoints = int(alarm.get("DatapointsToAlarm") or alarm.get("EvaluationPeriods") or 0)
+    if period <= 0 or datapoints <= 0:
+        return f"reports no period or evaluation periods ({period} s, {datapoints})"
+    plan_op, plan_threshold = condition.op, condition.threshold
+    if condition.total and condition.window_s is not None:
+        if period > condition.window_s:
+            return f"sums over {period} s, longer than the plan's {condition.window_s} s"
+        if condition.window_s % period:
+            return f"sums over {period} s periods, which do not divide the plan's {condition.window_s} s"
+        if datapoints > 1:
+            return f"needs {datapoints} breaching periods; a burst within one period never fires it"
+        if plan_threshold is not None:
+            # A total above T in k periods puts more than T/k in at least one of them.
+            share = condition.window_s // period
+            plan_op, plan_threshold = _canonical(plan_op, plan_threshold, condition.whole)
+            plan_threshold = (math.ceil(plan_threshold / share - 1e-9) if condition.whole
+                              else plan_threshold / share)
+    elif condition.window_s is not None and period * datapoints > condition.window_s:
+        return (f"fires after {period * datapoints} s ({datapoints} x {period} s), the plan within "
+                f"{condition.window_s} s")
+    if plan_threshold is None:
+        return None
+    whole = condition.whole and (statistic in WHOLE_STATISTICS)
+    if alarm.get("Threshold") is None:
+        return "reports no threshold"
+    threshold = float(alarm["Threshold"])
+    if not _covers(_canonical(operator, threshold, whole), _canonical(plan_op, plan_threshold, whole)):
+        per = f" per {period} s" if condition.total and period != condition.window_s else ""
+        return f"fires at {operator} {threshold:g}{per}, later than the plan's condition"
+    return None
+
+
+def alarms_meeting(alarms: list[dict[str, Any]], condition: AlarmCondition) -> list[dict[str, Any]]:
+    return [a for a in alarms_on(alarms, condition.namespace, condition.metric)
+            if alarm_misses(a, condition) is None]
 
 
 def container(task_definition: dict[str, Any], port: int) -> dict[str, Any]:
