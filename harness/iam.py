@@ -113,12 +113,18 @@ def smoke_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
 
 
 def load_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
-    """The load accounts secret of each environment, and what LOAD-03 reads while the load runs."""
+    """The load accounts secret of each environment, what LOAD-03 reads while the load runs, and the states of
+    the CloudWatch alarms a profile names as stop conditions (those alarms only)."""
     from harness.load.accounts import secret_name
+    from harness.load.profile import resolve
 
     scaling = policy_for(load_calls(plan, envs), sid="LoadScalingRead")["Statement"]
+    alarms = sorted({name for env in envs for profile in plan.load for name in resolve(plan, env, profile).stop.alarms})
+    brakes = [{"Sid": "LoadStopAlarmsRead", "Effect": "Allow", "Action": ["cloudwatch:DescribeAlarms"],
+               "Resource": [f"arn:aws:cloudwatch:*:*:alarm:{name}" for name in alarms]}] if alarms else []
     return {"Version": POLICY_VERSION,
-            "Statement": [secret_read("LoadAccountsRead", [secret_name(plan, env) for env in envs]), *scaling]}
+            "Statement": [secret_read("LoadAccountsRead", [secret_name(plan, env) for env in envs]), *scaling,
+                          *brakes]}
 
 
 def load_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
@@ -268,7 +274,7 @@ def _run_drills(platform: Target, drills: Target, plan: Plan, env: str) -> None:
         backend.preflight(restore, _no_journal)
         made = backend.restore(restore, _no_journal, time.time() - 1, "iam-derivation", time.time() + 60)
         backend.discard(made, _no_journal)
-        backend.sweep(time.time(), _no_journal)
+        backend.sweep(time.time(), _no_journal, env)
         rollback = spec_for(plan, env, "DRILL-04", with_db=False)
         backend.plan(rollback)
         backend.preflight(rollback, _no_journal)

@@ -25,7 +25,7 @@ from botocore import xform_name
 
 from conftest import (ALLOW_ALL, ROOT, IamServer, SuiteRun, corrections_missing, iam_enforcing_server,
                       policy_document)
-from harness import cli
+from harness import cli, iam
 from harness.iam import IAM_PREFIX, DerivationError, actions_for, is_read, policy_for
 from harness.inventory import take_snapshot
 from harness.plan import load_plan
@@ -274,3 +274,15 @@ def test_smoke_policy_reads_the_smoke_account_and_nothing_else(iam_server, monke
             secrets.get_secret_value(SecretId=name)
     with pytest.raises(botocore.exceptions.ClientError, match="secretsmanager:ListSecrets"):
         secrets.list_secrets()
+
+
+def test_load_policy_reads_the_stop_alarms_a_profile_names_and_no_other(tmp_path):
+    text = (ROOT / "plan" / "dougust.toml").read_text(encoding="utf-8")
+    assert "[load.launch]\n" in text
+    plan_path = tmp_path / "plan.toml"
+    plan_path.write_text(text.replace("[load.launch]\n", '[load.launch]\nstop = { alarms = ["prod-alb-5xx"] }\n'),
+                         encoding="utf-8")
+    statements = {s["Sid"]: s for s in iam.load_policy(load_plan(plan_path), [ENV])["Statement"]}
+    assert statements["LoadStopAlarmsRead"]["Action"] == ["cloudwatch:DescribeAlarms"]
+    assert statements["LoadStopAlarmsRead"]["Resource"] == ["arn:aws:cloudwatch:*:*:alarm:prod-alb-5xx"]
+    assert "LoadStopAlarmsRead" not in {s["Sid"] for s in iam.load_policy(PLAN, [ENV])["Statement"]}

@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, NamedTuple
 
+from harness.alarms import alarm_states
+
 DEFAULT_ERROR_RATIO = 0.5
 DEFAULT_FOR_S = 10.0
 
@@ -123,11 +125,5 @@ def alarm_check(cloudwatch: Any, names: Iterable[str]) -> Callable[[], str | Non
     names = list(names)
 
     def check() -> str | None:
-        states: dict[str, str] = {}
-        for i in range(0, len(names), 100):
-            for page in cloudwatch.get_paginator("describe_alarms").paginate(
-                    AlarmNames=names[i:i + 100], AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
-                for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
-                    states[alarm["AlarmName"]] = alarm.get("StateValue", "")
-        return alarms_in_alarm(states, names)
+        return alarms_in_alarm(alarm_states(cloudwatch, names), names)
     return check

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 import botocore.exceptions
 
+from harness.alarms import alarm_states
 from harness.drills import judges
 from harness.drills.backends import FaultBackend, Journal
 from harness.drills.model import (TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec, InjectFailed,
@@ -233,16 +234,7 @@ class AwsBackend(FaultBackend):
             self._sleep(max(0.0, min(self.poll_s, timeout_s - waited)))
 
     def _alarm_states(self) -> dict[str, str]:
-        """The stop alarms that exist, and their state. One call for all states: the state is judged here,
-        since an endpoint may ignore StateValue beside AlarmNames (moto does)."""
-        cw = self.target.client("cloudwatch")
-        states: dict[str, str] = {}
-        for i in range(0, len(self.stop_alarms), 100):
-            for page in cw.get_paginator("describe_alarms").paginate(AlarmNames=self.stop_alarms[i:i + 100],
-                                                                     AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
-                for alarm in page.get("MetricAlarms", []) + page.get("CompositeAlarms", []):
-                    states[alarm["AlarmName"]] = alarm.get("StateValue", "")
-        return states
+        return alarm_states(self.target.client("cloudwatch"), self.stop_alarms)
 
     def _firing(self, states: dict[str, str]) -> list[str]:
         return [name for name in self.stop_alarms if states.get(name) == "ALARM"]
