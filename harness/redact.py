@@ -64,6 +64,17 @@ def credential_kind(value: str) -> str | None:
     return "a JWT" if _is_jwt(value) else None
 
 
+def secret_variable(name: str, value: str) -> str | None:
+    """Why a variable where no plan names what is plain (an image's config) holds a secret, or None: its value
+    looks like a credential, or a non-empty value sits under a credential's name."""
+    if not value:
+        return None
+    kind = credential_kind(value)
+    if kind:
+        return f"its value is {kind}"
+    return "its name is a credential's" if SENSITIVE_NAME.search(name) or CREDENTIAL_NAME.search(name) else None
+
+
 def plain_variables(plan: Any, env: str) -> frozenset[str]:
     """The container variables the plan names as plain (shown in reports); every other value is masked."""
     req = plan.requirements.get(PLAIN_REQUIREMENT)

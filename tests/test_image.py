@@ -284,10 +284,18 @@ def test_an_empty_secret_variable_is_not_a_baked_in_secret(tmp_path):
     assert judges.no_baked_secrets(facts, EXPECT["IMG-04"]).status == "pass"
 
 
-def test_a_secret_value_of_the_config_never_reaches_the_facts(tmp_path):
-    facts = facts_of(build(tmp_path, _env("NPM_TOKEN=npm_0123456789")), tmp_path)
-    assert "npm_0123456789" not in json.dumps(facts.config)
-    assert "NPM_TOKEN" in judges.no_baked_secrets(facts, EXPECT["IMG-04"]).message
+@pytest.mark.parametrize("variable, value", [
+    ("NPM_TOKEN", "npm_0123456789"),
+    ("STRIPE_KEY", "sk_live_4eC39HqLyjWDarjtT1zdp7dc"),  # by name (*_KEY) and by value
+    ("CACHE", "redis://:hunter2hunter2@cache.internal:6379"),  # by value alone: a URL with a password
+    ("DEPLOY_HOOK", "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXX"),
+])
+def test_a_secret_value_of_the_config_never_reaches_the_facts(tmp_path, variable, value):
+    facts = facts_of(build(tmp_path, _env(f"{variable}={value}", "LOG_LEVEL=info")), tmp_path)
+    assert value not in json.dumps(facts.config) and "hunter2" not in json.dumps(facts.config)
+    verdict = judges.no_baked_secrets(facts, EXPECT["IMG-04"])
+    assert verdict.status == "fail" and f"config.Env sets {variable}" in verdict.message
+    assert "LOG_LEVEL" not in verdict.message and "LOG_LEVEL=info" in facts.config["Env"]
 
 
 def test_an_image_without_a_shell_is_judged_on_what_can_be_read(tmp_path):

@@ -20,7 +20,7 @@ from typing import Any
 from harness.image import sandbox
 from harness.image.oci import Image
 from harness.image.unpack import LayerFiles, Unpacked, landing, resolve
-from harness.redact import MASK, SENSITIVE_NAME
+from harness.redact import MASK, redact, secret_variable
 
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 
@@ -70,13 +70,13 @@ def user_part(user: str | None) -> str:
 
 
 def masked_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The config with the value of every secret-looking variable masked (an empty one stays empty: an
-    empty value is not a baked-in secret)."""
+    """The config with the value of every secret-looking variable masked, by name or by value (an empty one
+    stays empty: an empty value is not a baked-in secret), and every URL's password masked."""
     env = []
     for item in config.get("Env") or []:
         name, _, value = item.partition("=")
-        env.append(f"{name}={MASK}" if value and SENSITIVE_NAME.search(name) else item)
-    return {**config, "Env": env}
+        env.append(f"{name}={MASK}" if secret_variable(name, value) else item)
+    return redact({**config, "Env": env}, plain=None)
 
 
 def _cannot_run(unpacked: Unpacked, architecture: str) -> str | None:

@@ -11,7 +11,7 @@ from typing import Any
 from harness.image.inspect import ImageFacts, user_part
 from harness.image.unpack import deleted_by
 from harness.load.judges import Verdict
-from harness.redact import SENSITIVE_NAME
+from harness.redact import MASK, secret_variable
 
 # Files that hold credentials by their name; a private key is also found by its content (unpack.py).
 SECRET_FILE = re.compile(
@@ -104,7 +104,8 @@ def secret_files(facts: ImageFacts) -> list[dict[str, str]]:
 def no_baked_secrets(facts: ImageFacts, expect: dict[str, Any]) -> Verdict:
     """IMG-04: no secret-looking variable with a value in the config, no credential file in any layer (a
     file a later layer deletes is still in the image)."""
-    variables = sorted(name for name, value in facts.env.items() if value and SENSITIVE_NAME.search(name))
+    # The facts hold the config masked (inspect.masked_config): a masked value was a secret's.
+    variables = sorted(name for name, value in facts.env.items() if value == MASK or secret_variable(name, value))
     files = secret_files(facts)
     evidence = {"variables": variables, "files": files}
     problems = [f"config.Env sets {name}" for name in variables]
