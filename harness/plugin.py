@@ -407,6 +407,10 @@ class HarnessState:
         opt = self.config.option
         profile = resolve(self.plan, self.env, name, users=opt.load_users, rate_per_s=opt.load_rate,
                           duration_s=BACKGROUND_LOAD_S, workers=opt.load_workers)
+        # A drill fails requests on purpose and aborts on its own stop conditions (a probe failing for
+        # stop_after_failing_s): the load's error and latency brakes wait as long, its alarms stop it at once.
+        profile = replace(profile, stop=replace(profile.stop, for_s=max(profile.stop.for_s,
+                                                                       self.plan.drills.stop_after_failing_s)))
         out_dir = Path(opt.reports_dir) / "drills" / "load"
         out_dir.mkdir(parents=True, exist_ok=True)
         phase_file = out_dir / "phases.jsonl"
