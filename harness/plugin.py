@@ -723,9 +723,12 @@ class BackgroundLoad:
     ramp_s: float
 
     def mark(self, phase: str) -> None:
-        from harness.load.exact import mark_phase
+        """Mark a phase, and return once Locust has read it (it polls the file every MARKS_POLL_S): what is
+        answered from now on, a request cut by the fault included, is filed under the new phase."""
+        from harness.load.exact import MARKS_POLL_S, mark_phase
 
         mark_phase(self.phase_file, phase, time.time())
+        time.sleep(2 * MARKS_POLL_S)
 
     def finish(self) -> None:
         self.stop.set()

@@ -30,7 +30,7 @@ from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
 from harness.files import write_atomic
-from harness.load.exact import Tally, bucket_percentile_ms, phase_of, read_marks, results, window
+from harness.load.exact import MARKS_POLL_S, Tally, bucket_percentile_ms, phase_of, read_marks, results, window
 from harness.load.stop import Figures, Stop, fired
 
 PROGRESS_INTERVAL_S = 2.0
@@ -339,7 +339,7 @@ def measure_generator(role: str) -> None:
 def follow_marks(environment: Environment, path: Path) -> None:
     """Read the phase marks as another component appends them, and pass them on to the workers."""
     while True:
-        gevent.sleep(0.25)
+        gevent.sleep(MARKS_POLL_S)
         if run.started is None:
             continue
         marks = read_marks(path, run.started)

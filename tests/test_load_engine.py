@@ -504,9 +504,21 @@ def test_a_malformed_slo_is_one_line_and_exit_4_before_any_load(slo: str, says: 
     assert not (tmp_path / "load").exists()  # no load was sent
 
 
+@pytest.mark.parametrize("started_s, took_ms, phase", [
+    (4.0, 50.0, "before"),
+    (4.9, 50.0, "before"),
+    (4.95, 100.0, "during"),  # in flight when the fault began: answered (or cut) by the faulty system
+    (5.0, 1.0, "during"),
+])
+def test_a_request_is_filed_under_the_marked_phase_it_was_answered_in(started_s, took_ms, phase) -> None:
+    tally = exact.Tally()
+    tally.record("POST /api/notes", started_s, 1.0, took_ms, True, marks=[(2.0, "before"), (5.0, "during")])
+    assert {key[0] for key in tally.counts} == {phase}
+
+
 def test_phases_marked_during_the_run_reach_the_workers_and_are_measured_apart(target, tmp_path: Path) -> None:
     """Another component (a drill) marks "during" and "after" in the phase file while the run goes on; the
-    master passes the marks to its worker, which files each request under the phase of its start."""
+    master passes the marks to its worker, which files each request under the phase it was answered in."""
     host, _, accounts = target
     results_file, marks, port = tmp_path / "results.json", tmp_path / "phases.jsonl", free_port()
     marks.touch()

@@ -123,10 +123,10 @@ class DrillRun:
 
     def begin_fault(self, doing: str = "injecting the fault") -> None:
         """The instant the method acts: RTO counts from here, and from here on the undo must run."""
+        self.on_phase("during")  # first: a background load files what is answered from here under the fault
         self.phase = "fault"
         self.fault_t = round(self.clock.now(), 3)
         self.injected = True
-        self.on_phase("during")
         self.say(f"{doing} through the {self.backend.name} backend")
 
     def recover(self, t: float) -> None:

@@ -83,6 +83,9 @@ def percentiles_ms(encoded: str, percentiles: Iterable[float] = (50, 95, 99)) ->
     return {p: percentile_ms(hist, p) for p in percentiles}
 
 
+MARKS_POLL_S = 0.25  # how often a Locust master (or standalone process) reads the phase marks
+
+
 def phase_of(elapsed_s: float, ramp_s: float, marks: list[tuple[float, str]] | None = None) -> str:
     """The phase a moment of the run belongs to. The ramp is not judged, so samples before ramp_s go to a
     phase of their own; after it, the latest phase another component marked (a drill's "during"), else
@@ -207,8 +210,10 @@ class Tally:
                lag_s: float | None = None, marks: list[tuple[float, str]] | None = None) -> None:
         """One request: elapsed_s since the test started; lag_s how far behind its intended start it
         was sent (None when the run is not paced)."""
-        # phase_of, without the call when no other component marked a phase
-        phase = phase_of(elapsed_s, ramp_s, marks) if marks else RAMP if elapsed_s < ramp_s else STEADY
+        # phase_of, without the call when no other component marked a phase. A marked phase (a drill's
+        # fault) owns what was answered in it: a request in flight at the mark is filed under the new phase.
+        phase = phase_of(elapsed_s + response_ms / 1000, ramp_s, marks) if marks \
+            else RAMP if elapsed_s < ramp_s else STEADY
         us = int(response_ms * 1000 + 0.5) if response_ms > 0 else 0
         shift = us.bit_length() - BUCKET_BITS
         # The histograms keep a time's 11 most significant bits (3 significant digits): counted rounded
