@@ -25,7 +25,7 @@ import psutil
 import psycopg
 import pytest
 
-from conftest import ROOT, HttpLoop, SuiteRun, run_suite, stand_in
+from conftest import ROOT, HttpLoop, SuiteRun, run_suite, stand_in, wait_for
 from harness.local.dataplane import DataPlane, StandInRefused
 from harness.local.tasks import AGENT_FAULTS
 
@@ -371,13 +371,17 @@ def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plan
     try:
         process = start(tmp_path / "kill", *options)
         try:
-            until_restoring(process)
-            time.sleep(2)
+            killed = until_restoring(process)
+            # Killed once its temporary server exists (its directory and tags are written first).
+            wait_for(lambda: [r for r in plane.database.restores() if r["name"] != "keep"], 60,
+                     lambda: f"no restore appeared: {killed[-2000:]}")
             os.killpg(process.pid, signal.SIGKILL)  # no rollback can run
             process.wait(timeout=30)
         finally:
             if process.poll() is None:
                 process.kill()
+        left_by_kill = [r["name"] for r in plane.database.restores() if r["name"] != "keep"]
+        assert len(left_by_kill) == 1, killed[-3000:]  # something for the sweep to remove
         sweep = [sys.executable, "-m", "harness.cli", "drills", "sweep", "--stand-in", str(plane.root), *options[:2],
                  "--env", "dev"]
         # Another environment's sweep keeps it, expired or not.
@@ -393,7 +397,8 @@ def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plan
                 break
             time.sleep(2)
         assert done.returncode == 0 and left == [], done.stdout + done.stderr
-        assert "removed" in done.stdout and [r["name"] for r in plane.database.restores()] == ["keep"], done.stdout
+        assert "\n1 removed, " in done.stdout and f"removed {left_by_kill[0]} (" in done.stdout, done.stdout
+        assert [r["name"] for r in plane.database.restores()] == ["keep"], done.stdout
     finally:
         plane.database.discard_restore(other["name"])
     no_restore_left(plane)
