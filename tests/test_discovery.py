@@ -235,7 +235,7 @@ def test_checks_that_need_the_tagging_api_error_when_it_fails(untagged_tagging_s
     assert run.summary["discovery"]["tagging"]["failure"].startswith("resourcegroupstaggingapi:GetResources")
 
 
-def test_ecr_fallback_reads_every_repository_when_the_service_runs_another_ones_image(moto_endpoint):
+def test_ecr_fallback_reads_every_repository_when_the_service_runs_another_ones_image(moto_endpoint, tmp_path):
     """ECR-04 stays judged on an endpoint whose tagging API misses ECR: when the service's image comes from
     a repository without the plan's tags, the fallback reads every repository's tags and still finds the
     plan's one, so ECR-04 fails on its own."""
@@ -257,6 +257,10 @@ def test_ecr_fallback_reads_every_repository_when_the_service_runs_another_ones_
     assert entry["path"] == "fallback" and entry["reason"].endswith("read every repository's tags"), entry
     assert [r["repositoryName"] for r in after.parts["repositories"]] == \
         [r["repositoryName"] for r in before.parts["repositories"]]
+    after.save(tmp_path / "after.json")
+    run = run_suite("--snapshot", str(tmp_path / "after.json"), "-k", "registry", reports=tmp_path / "reports")
+    assert run.status("ECR-04") == "fail" and "someone-else/backend" in run.message("ECR-04"), run.stdout[-3000:]
+    assert {run.status(rid) for rid in ("ECR-01", "ECR-02", "ECR-03")} == {"pass"}, run.stdout[-3000:]
 
 
 # --- look-alikes in the same account, through the suite -----------------------------------------------------

@@ -254,6 +254,20 @@ def test_paced_run_holds_its_rate_and_charges_lateness(target, tmp_path: Path) -
     assert set(results["schedule"]) == {"late_starts", "lag_p99_ms"}
 
 
+def test_a_schedule_that_falls_behind_is_charged_to_the_intended_latency(target, tmp_path: Path) -> None:
+    """Two users cannot keep 20 journeys a second of a 0.3 s endpoint: the schedule falls behind, starts are
+    late, and the latency measured from each intended start is well above the one measured from the send."""
+    host, _, accounts = target
+    results_file = tmp_path / "results.json"
+    finish(locust(*common(host, accounts, results_file, "-u", "2", "-r", "2", "--window-s", "7",
+                          "-t", f"{7 + DRAIN_S}s", "--rate-per-s", "20", "--mix", json.dumps({"browse": 1}))), 60)
+    results = exact.read_results(results_file)
+    steady = results["overall"]["steady"]
+    assert results["schedule"]["late_starts"] > 10, results["schedule"]
+    intended, actual = (exact.percentiles_ms(steady[key])[99] for key in ("hist_intended", "hist"))
+    assert intended > actual + 1000, (intended, actual)  # seconds behind by the end of the window
+
+
 def jwt_with(claims: dict[str, Any]) -> str:
     return jwt.encode(claims, "any key: the generator never verifies", algorithm="HS256")
 

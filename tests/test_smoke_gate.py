@@ -106,6 +106,7 @@ def test_each_load_balancer_variant_fails_its_check_alone(plane, variant, tmp_pa
         run = gate(plane, tmp_path)
     finally:
         plane.with_alb(AlbVariant())
+    assert run.returncode == 1, run.stdout[-3000:]  # a red gate blocks the release
     assert failing(run) == {rid}, run.summary["counts"]
     assert seen in run.message(rid), run.message(rid)
 
