@@ -91,10 +91,8 @@ def test_switch_wal_returns_the_archived_segment_holding_the_last_commit(pair: P
 
 def test_start_again_changes_nothing(pair: PostgresPair) -> None:
     before = pair.status()
-    began = time.monotonic()
     pair.start()
-    assert time.monotonic() - began < 1.0
-    assert pair.status() == before
+    assert pair.status() == before  # the same servers (PIDs), roles and sync state: nothing restarted
 
 
 def test_after_promotion_the_dsn_reaches_the_new_primary(pair: PostgresPair) -> None:
