@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, wait_for
+from harness.local.database import process_alive
 
 # The harness stand-in: binds a process group (a shell with a child of its own, which ignores SIGTERM when
 # asked to), registers a clean-up command, prints the PIDs, then waits to be killed.
@@ -44,14 +45,6 @@ def _group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
-
-
-def _gone(pid: int) -> bool:
-    """Exited: no such process, or a zombie nobody has reaped yet."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
 
 
 def _harness(tmp_path: Path, mode: str = "plain", then: str = "wait") -> tuple[subprocess.Popen[str], int, int]:
@@ -86,7 +79,7 @@ def test_what_was_undone_in_order_is_not_undone_again(tmp_path, then):
         assert _group_alive(child)
     process.kill()
     process.wait()
-    wait_for(lambda: _gone(watchdog), 5, lambda: f"watchdog {watchdog} still runs")
+    wait_for(lambda: not process_alive(watchdog), 5, lambda: f"watchdog {watchdog} still runs")
     assert (tmp_path / "ran").exists() == (then == "stop")  # a cancelled command never runs
 
 
@@ -94,7 +87,7 @@ def test_the_watchdog_ends_with_a_harness_that_ends_normally(tmp_path):
     process, child, watchdog = _harness(tmp_path, then="exit")
     assert process.wait(timeout=10) == 0
     wait_for(lambda: not _group_alive(child), 5, lambda: f"process group {child} still runs")
-    wait_for(lambda: _gone(watchdog), 5, lambda: f"watchdog {watchdog} still runs")
+    wait_for(lambda: not process_alive(watchdog), 5, lambda: f"watchdog {watchdog} still runs")
 
 
 def test_run_is_bounded_and_leaves_nothing(tmp_path):
