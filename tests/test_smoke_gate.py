@@ -47,7 +47,7 @@ def gate(plane: DataPlane, tmp_path: Path, *extra: str, version: str = "latest")
     password = (plane.root / "secrets" / "smoke-password").read_text().strip()
     return run_suite("--base-url", plane.urls["https"], "--http-url", plane.urls["http"],
                      "--ca-bundle", str(plane.ca_file), "--expect-version", version,
-                     "--smoke-user", SMOKE_EMAIL, "--smoke-password", password, *extra,
+                     "--smoke-user", SMOKE_EMAIL, f"--smoke-password={password}", *extra,
                      suite="smoke", reports=tmp_path / "reports")
 
 
