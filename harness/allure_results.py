@@ -10,8 +10,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.files import write_atomic
-from harness.redact import mask_url_passwords
+from harness.util.files import write_atomic
+from harness.util.redact import mask_url_passwords
 
 DRIFT_RESULT = "compliance.drift"  # the full name, and so the history id, of the drift's result
 

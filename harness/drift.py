@@ -12,7 +12,7 @@ compared as multisets, so a rule added to a security group is one added element,
 Left out, because they change on their own without anyone changing the deployment (`VOLATILE`): clocks
 (any key ending in `Time`, `Timestamp` or `Date`, `createdAt`-style keys), counters of running things,
 alarm states, service events, a secret's version ids (each rotation makes new ones) and the bytes a log
-group holds. Values are masked as everywhere else in the harness (harness.redact): a container variable's
+group holds. Values are masked as everywhere else in the harness (harness.util.redact): a container variable's
 value unless the new snapshot names it plain, a URL's password, a value under a secret-looking name. The
 comparison sees the values as the snapshots hold them, so a changed value shows as changed, masked.
 """
@@ -23,7 +23,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.redact import MASK, SENSITIVE_NAME, redact, redact_environment
+from harness.util.redact import MASK, SENSITIVE_NAME, redact, redact_environment
 
 # The key that names a resource in each list-shaped part of the snapshot.
 IDENTITY = {

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.allure_results import DRIFT_RESULT
-from harness.files import write_atomic
-from harness.redact import mask_url_passwords
+from harness.util.files import write_atomic
+from harness.util.redact import mask_url_passwords
 
 TOOL_DIR = Path(__file__).resolve().parents[1] / "allure3"
 CONFIG = TOOL_DIR / "allurerc.mjs"
@@ -296,7 +296,7 @@ def stage(results_dir: Path, summary: dict[str, Any], staging: Path) -> list[int
 
 def _without_url_passwords(directory: Path) -> None:
     """Every text file of the staged results (results, attachments) with no URL's password in it, as every
-    output of the harness (harness.redact); binary attachments (PNG charts) are left as they are."""
+    output of the harness (harness.util.redact); binary attachments (PNG charts) are left as they are."""
     for path in directory.rglob("*"):
         if not path.is_file():
             continue

@@ -28,10 +28,10 @@ from typing import Any, Callable, Literal
 
 import botocore.exceptions
 
-from harness.files import write_atomic
+from harness.util.files import write_atomic
 from harness.image.ecr import EcrImage
 from harness.plan import Plan
-from harness.redact import plain_variables, redact
+from harness.util.redact import plain_variables, redact
 from harness.target import Target, is_unavailable
 
 SNAPSHOT_FORMAT = 1
@@ -113,7 +113,7 @@ class Inventory:
         }
 
     def save(self, path: Path) -> None:
-        """Written masked (harness.redact) with the plain variables the snapshot names; one that names none
+        """Written masked (harness.util.redact) with the plain variables the snapshot names; one that names none
         (taken before the harness kept them) has every container value masked."""
         data = redact(json.loads(json.dumps(self.to_json(), default=str)), self.meta.get("plain_variables", ()))
         write_atomic(path, json.dumps(data, indent=1, default=str, sort_keys=True))
@@ -299,7 +299,7 @@ def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.dat
         "api_calls": len(target.recorder.since(mark)),
         "calls": target.recorder.summary(mark),
         "discovery": _discovery(f),
-        # The container variables shown as they are; every other value is masked (harness.redact).
+        # The container variables shown as they are; every other value is masked (harness.util.redact).
         "plain_variables": sorted(f.plain),
     }
     # Judge exactly what a saved snapshot would hold, so a live run and a replay of it cannot disagree; a

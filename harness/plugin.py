@@ -22,13 +22,13 @@ import allure
 import botocore.exceptions
 import pytest
 
-from harness import lifetime
+from harness.util import proc
 from harness.allure_results import DRIFT_RESULT, Attachment, write_result
 from harness.drift import diff, summary_line
 from harness.inventory import PARTS, Inventory, PartFailed, PartUnavailable, take_snapshot
 from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
 from harness.probes import Endpoint
-from harness.redact import plain_variables, redact
+from harness.util.redact import plain_variables, redact
 from harness.report import Outcome, classify, drift_section, summarize, write_drift, write_summary
 from harness.smoke import GateInput, GateResult, run_gate
 from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
@@ -279,24 +279,24 @@ class HarnessState:
         plane = DataPlane.for_project(self.config.rootpath, self.plan_path, self.env,
                                       self.config.option.endpoint_url or LOCAL_ENDPOINT)
         # Whatever this session starts goes when it ends, killed included: the watchdog then runs `down`.
-        token = lifetime.on_death([sys.executable, "-c", "import sys; from pathlib import Path; "
+        token = proc.on_death([sys.executable, "-c", "import sys; from pathlib import Path; "
                                    "from harness.local.dataplane import DataPlane; "
                                    "DataPlane.attach(Path(sys.argv[1]), Path(sys.argv[2])).down()",
                                    str(plane.root), str(self.plan_path.resolve())], cwd=self.config.rootpath)
         try:
             started = plane.up()
         except StandInRefused as exc:  # nothing was started or stopped: the running stand-in stays as found
-            lifetime.cancel(token)
+            proc.cancel(token)
             raise TargetError(f"the local stand-in: {exc}") from None
         except StandInError as exc:
             plane.down()
-            lifetime.cancel(token)
+            proc.cancel(token)
             raise TargetError(f"the local stand-in did not come up: {exc}") from None
         if started:
-            self.resources.callback(lifetime.cancel, token)
+            self.resources.callback(proc.cancel, token)
             self.resources.callback(plane.down)
         else:
-            lifetime.cancel(token)
+            proc.cancel(token)
         return plane
 
     def prepare_load(self, load_ids: set[str]) -> None:

@@ -23,7 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from harness.redact import MASK
+from harness.util.redact import MASK
 
 # One attempt per request; read=False lets a read timeout surface as itself rather than as a retry error.
 NO_RETRY = Retry(total=0, read=False, redirect=False)

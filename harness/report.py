@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from harness.drift import Drift, summary_line, to_markdown
-from harness.files import write_atomic
+from harness.util.files import write_atomic
 from harness.plan import Plan
-from harness.redact import mask_url_passwords, plain_variables, redact
+from harness.util.redact import mask_url_passwords, plain_variables, redact
 
 if TYPE_CHECKING:
     from harness.plugin import HarnessState
@@ -93,7 +93,7 @@ def summarize(state: HarnessState, duration_s: float) -> dict[str, Any]:
                        if req.suite in suites and rid not in state.carried)
     inventory = state.inventory
     meta = inventory.meta if inventory else {}
-    # Written as every output is (harness.redact): container values masked but for the plan's plain
+    # Written as every output is (harness.util.redact): container values masked but for the plan's plain
     # variables, whatever snapshot the evidence came from; no URL's password in any message.
     return redact({
         "project": plan.project,

@@ -23,6 +23,7 @@ import moto
 import pytest
 import requests
 from moto.server import ThreadedMotoServer
+from harness.util.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "golden-prod.json"
@@ -69,12 +70,6 @@ def run_suite(*args: str, reports: Path, suite: str = "compliance", env: dict[st
 @pytest.fixture
 def reports(tmp_path: Path) -> Path:
     return tmp_path / "reports"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: Callable[[], str], poll_s: float = 0.1) -> float:

@@ -17,7 +17,8 @@ import psycopg
 import pytest
 
 from conftest import pair_in_tmp
-from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair, process_alive
+from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair
+from harness.util.proc import process_alive
 
 PASSWORD = "p@ss:w/rd'%"  # URL- and SQL-special characters on purpose
 

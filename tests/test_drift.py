@@ -15,7 +15,7 @@ import requests
 
 from conftest import GOLDEN, run_suite
 from harness.drift import Change, diff, to_markdown
-from harness.redact import MASK
+from harness.util.redact import MASK
 
 BASE = json.loads(GOLDEN.read_text())
 

@@ -1,4 +1,4 @@
-"""Nothing the harness starts outlives it (harness/lifetime.py): a harness process that binds children and
+"""Nothing the harness starts outlives it (harness/util/proc.py): a harness process that binds children and
 is then killed (SIGKILL, SIGTERM, Ctrl-C) leaves nothing behind within 5 s, its registered clean-up
 commands run, and what it stopped or cancelled in order is not touched again."""
 from __future__ import annotations
@@ -14,21 +14,21 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, wait_for
-from harness.local.database import process_alive
+from harness.util.proc import process_alive
 
 # The harness stand-in: binds a process group (a shell with a child of its own, which ignores SIGTERM when
 # asked to), registers a clean-up command, prints the PIDs, then waits to be killed.
 HARNESS = textwrap.dedent("""
     import sys, time
-    from harness import lifetime
+    from harness.util import proc
     trap = "trap '' TERM; " if sys.argv[2] == "stubborn" else ""
-    child = lifetime.spawn(["sh", "-c", trap + "sleep 300 & wait"])
-    token = lifetime.on_death(["sh", "-c", f"echo ran > {sys.argv[1]}"])
+    child = proc.spawn(["sh", "-c", trap + "sleep 300 & wait"])
+    token = proc.on_death(["sh", "-c", f"echo ran > {sys.argv[1]}"])
     if sys.argv[3] == "cancel":
-        lifetime.cancel(token)
+        proc.cancel(token)
     if sys.argv[3] == "stop":
-        lifetime.stop(child)
-    print(child.pid, lifetime.watchdog_pid(), flush=True)
+        proc.stop(child)
+    print(child.pid, proc.watchdog_pid(), flush=True)
     if sys.argv[3] == "exit":
         sys.exit(0)
     time.sleep(300)
@@ -91,14 +91,14 @@ def test_the_watchdog_ends_with_a_harness_that_ends_normally(tmp_path):
 
 
 def test_run_is_bounded_and_leaves_nothing(tmp_path):
-    from harness import lifetime
+    from harness.util import proc
 
-    done = lifetime.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout_s=10)
+    done = proc.run(["sh", "-c", "echo out; echo err >&2; exit 3"], timeout_s=10)
     assert (done.returncode, done.stdout, done.stderr) == (3, "out\n", "err\n")
     marker = tmp_path / "late"
     start = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):
-        lifetime.run(["sh", "-c", f"sleep 0.5; (sleep 2; touch {marker}) & sleep 30"], timeout_s=1)
+        proc.run(["sh", "-c", f"sleep 0.5; (sleep 2; touch {marker}) & sleep 30"], timeout_s=1)
     assert time.monotonic() - start < 5
     time.sleep(2.5)
     assert not marker.exists()  # the background child went with its group

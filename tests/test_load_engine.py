@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ import pytest
 
 from harness.load import exact
 from harness.load.tokens import refresh_due_at
+from harness.util.net import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # 1000 handling times spread geometrically over 300..450 ms: neighbouring values differ by 0.04 %, so a
@@ -133,12 +133,6 @@ def target(tmp_path: Path) -> Iterator[tuple[str, Truth, Path]]:
     yield f"http://127.0.0.1:{server.server_address[1]}", truth, accounts
     server.shutdown()
     server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def locust(*args: str) -> subprocess.Popen[str]:

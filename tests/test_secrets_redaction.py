@@ -1,5 +1,5 @@
 """Credentials in a container's plain environment: ECS-05 fails naming them, and no value of a variable the
-plan does not name as plain reaches a snapshot or a report (deny by default, harness.redact).
+plan does not name as plain reaches a snapshot or a report (deny by default, harness.util.redact).
 
 Pure tables first (what a value looks like, which variables ECS-05 flags, what is masked), then the suite:
 replaying a snapshot that holds the values, and a nightly run against an emulator whose service runs a task
@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import boto3
 import pytest
@@ -19,7 +18,7 @@ import requests
 from conftest import GOLDEN, ROOT, run_suite
 from harness.drift import diff, to_markdown
 from harness.plan import load_plan
-from harness.redact import (MASK, credential_kind, mask_url_passwords, plain_credentials, plain_variables, redact,
+from harness.util.redact import (MASK, credential_kind, mask_url_passwords, plain_credentials, plain_variables, redact,
                             redact_environment)
 
 PLAN = load_plan(ROOT / "plan" / "dougust.toml")

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from conftest import ROOT, SuiteRun, free_port, run_suite, stand_in
-from harness.local.database import process_alive
+from harness.util.proc import process_alive
 from harness.local.dataplane import SMOKE_EMAIL, AlbVariant, DataPlane, StandInError
 from harness.target import endpoint_listening
 

@@ -19,7 +19,8 @@ from typing import Iterator
 import pytest
 
 from conftest import ROOT, free_port
-from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair, process_alive, state_dir
+from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair, state_dir
+from harness.util.proc import process_alive
 from harness.target import endpoint_listening
 
 PORT_OFFSET = 2000  # clear of the defaults and of the other stand-in tests (300, 1000)

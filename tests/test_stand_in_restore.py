@@ -19,7 +19,8 @@ import psycopg
 import pytest
 
 from conftest import free_port, pair_in_tmp
-from harness.local.database import PostgresPair, process_alive
+from harness.local.database import PostgresPair
+from harness.util.proc import process_alive
 
 PASSWORD = "restore'pw%"
 

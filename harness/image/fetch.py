@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness import lifetime
+from harness.util import proc
 from harness.image.inspect import ImageFacts, gather, host_architecture
 from harness.image.oci import Image, LayoutError, read_dir, read_layout
 from harness.image.unpack import Limits, UnpackError, unpack
@@ -107,9 +107,9 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
         src = f"docker-archive:{source.location}"
     env = {**os.environ, "TMPDIR": str(dest.parent)}  # skopeo's own temporary files go with ours
     # skopeo says which blob it copies as it goes: a line per blob, the progress of a long pull in a CI log.
-    process = lifetime.spawn([*argv, src, f"dir:{dest}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    process = proc.spawn([*argv, src, f"dir:{dest}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True, env=env)
-    timer = threading.Timer(COPY_TIMEOUT_S, lambda: lifetime.stop(process, timeout_s=0))
+    timer = threading.Timer(COPY_TIMEOUT_S, lambda: proc.stop(process, timeout_s=0))
     timer.start()
     lines = []
     timed_out = False
@@ -123,7 +123,7 @@ def copy(source: Source, dest: Path, authfile: Path | None = None,
     finally:
         timer.cancel()
         # Interrupted or not, nothing of skopeo goes on writing into a directory that is about to be removed.
-        lifetime.stop(process, timeout_s=0)
+        proc.stop(process, timeout_s=0)
         process.stdout.close()  # type: ignore[union-attr]
     if process.returncode != 0:
         if timed_out:

@@ -20,7 +20,7 @@ from typing import Any
 from harness.image import sandbox
 from harness.image.oci import Image
 from harness.image.unpack import LayerFiles, Unpacked, landing, resolve
-from harness.redact import MASK, redact, secret_variable
+from harness.util.redact import MASK, redact, secret_variable
 
 ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64"}
 

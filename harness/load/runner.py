@@ -8,7 +8,7 @@ HTML report and each process's log. One standalone process (workers = 1), a mast
 
 Every run is bounded: Locust stops itself after the profile's duration plus a drain, and the runner kills
 what is still running past a grace period. Ctrl-C stops the processes and keeps whatever results were
-written, marked incomplete. Every Locust process is bound to the harness (harness.lifetime): however the
+written, marked incomplete. Every Locust process is bound to the harness (harness.util.proc): however the
 pytest process ends, SIGKILL included, none outlives it by more than a few seconds.
 
 The brakes: Locust stops the run itself when the profile's stop conditions hold (load/exact_stats.py); a
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import lifetime
-from harness.files import write_atomic
+from harness.util import proc
+from harness.util.files import write_atomic
 from harness.load.profile import Profile
 from harness.load.stop import stop_line
 
@@ -92,7 +92,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     """A Locust process in a process group of its own (Ctrl-C in the terminal reaches the runner, which stops
     Locust in order), bound to the harness so that it dies with it."""
     log.unlink(missing_ok=True)
-    return lifetime.spawn([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args], log=log, cwd=ROOT)
+    return proc.spawn([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), *args], log=log, cwd=ROOT)
 
 
 def progress_line(line: dict[str, Any], spec: RunSpec) -> str:
@@ -193,7 +193,7 @@ def run(spec: RunSpec, report: Callable[[str], None] = print, stop: threading.Ev
         if in_main:
             signal.signal(signal.SIGTERM, previous)
         for _, process in processes:
-            lifetime.stop(process)
+            proc.stop(process)
     elapsed = time.monotonic() - started
     results, unreadable = read(Path(files["results"]))
     if unreadable and problem is None:

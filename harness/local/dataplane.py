@@ -35,7 +35,8 @@ import requests
 
 from harness.local.alb import Alb, AlbConfig, AlbError, admin_socket
 from harness.local.app import hash_password
-from harness.local.database import DatabaseConfig, PostgresPair, process_alive
+from harness.local.database import DatabaseConfig, PostgresPair
+from harness.util.proc import process_alive
 from harness.local.provision import provision
 from harness.local.tls import ensure_certificates
 from harness.plan import Plan, load_plan

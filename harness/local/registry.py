@@ -5,7 +5,7 @@ then pull the deployed image the way they do on AWS: skopeo over the registry AP
 written from ECR's authorization token (which this registry, having no authentication, does not check).
 
 The registry lives for one session: its storage is in the session's temporary directory, and it is
-stopped when the session ends, or by the harness's watchdog if the session is killed (harness/lifetime.py).
+stopped when the session ends, or by the harness's watchdog if the session is killed (harness/util/proc.py).
 """
 from __future__ import annotations
 
@@ -19,10 +19,10 @@ from typing import Iterator
 
 import requests
 
-from harness import lifetime
-from harness.files import write_atomic
+from harness.util import proc
+from harness.util.files import write_atomic
 from harness.image.ecr import EcrImage
-from harness.local.database import free_port
+from harness.util.net import free_port
 from harness.local.image import stand_in_image
 from harness.target import Target
 
@@ -50,7 +50,7 @@ def serving(root: Path) -> Iterator[str]:
                             "(make setup does)")
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    process = lifetime.spawn(["docker-registry", "serve", str(_config(root, port))], log=root / "registry.log")
+    process = proc.spawn(["docker-registry", "serve", str(_config(root, port))], log=root / "registry.log")
     try:
         deadline = time.monotonic() + START_S
         while True:
@@ -64,7 +64,7 @@ def serving(root: Path) -> Iterator[str]:
             time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
-        lifetime.stop(process, timeout_s=10)
+        proc.stop(process, timeout_s=10)
 
 
 def publish(registry: str, image: EcrImage, target: Target, workdir: Path, port: int) -> str:
@@ -73,7 +73,7 @@ def publish(registry: str, image: EcrImage, target: Target, workdir: Path, port:
     tag = image.tag or "latest"
     layout = stand_in_image(workdir / "stand-in-image", tag, port)
     try:
-        done = lifetime.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+        done = proc.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
                              f"oci:{workdir / 'stand-in-image'}:{tag}", f"docker://{registry}/{image.repository}:{tag}"],
                             timeout_s=120)
     except subprocess.TimeoutExpired:

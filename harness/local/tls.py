@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harness.files import write_atomic
+from harness.util.files import write_atomic
 
 CA_DAYS = 3650
 # A certificate issued moments ago for `days` days expires a little sooner than "now + days" by the time

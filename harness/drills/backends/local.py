@@ -13,7 +13,8 @@ from harness.drills import judges
 from harness.drills.backends import FaultBackend, Journal
 from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, PreflightFailed, Restored, Revisions
 from harness.local.alb import AlbError
-from harness.local.database import DISCARD_TIMEOUT, process_alive
+from harness.local.database import DISCARD_TIMEOUT
+from harness.util.proc import process_alive
 from harness.local.dataplane import DataPlane
 
 SETTLE_S = 60.0  # the longest a rollback waits for the service to be whole again

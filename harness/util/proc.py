@@ -9,15 +9,15 @@ each registered command (a stand-in's `down`) is run, bounded in time.
 
 A process group, not a PID: Locust's workers, skopeo's helpers and whatever a child forks go with it.
 
-    process = lifetime.spawn(argv, log=path)      # its own process group, bound
+    process = proc.spawn(argv, log=path)      # its own process group, bound
     ...
-    lifetime.stop(process)                        # SIGTERM the group, wait, SIGKILL; unbound
+    proc.stop(process)                        # SIGTERM the group, wait, SIGKILL; unbound
 
-    token = lifetime.on_death([...argv...])       # run this if the harness dies first
-    lifetime.cancel(token)                        # ... unless it was done in order
+    token = proc.on_death([...argv...])       # run this if the harness dies first
+    proc.cancel(token)                        # ... unless it was done in order
 
 The watchdog starts on first use, once per harness process (each pytest-xdist worker has its own), and exits
-with the harness. `python -m harness.lifetime` is the watchdog itself.
+with the harness. `python -m harness.util.proc` is the watchdog itself.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _channel() -> IO[str]:
     if _watchdog is not None and _watchdog[0] == os.getpid() and _watchdog[2].poll() is None:
         return _watchdog[1]
     read_end, write_end = os.pipe()  # not inherited by anything else this process starts
-    process = subprocess.Popen([sys.executable, "-m", "harness.lifetime"], stdin=read_end,
+    process = subprocess.Popen([sys.executable, "-m", "harness.util.proc"], stdin=read_end,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                                cwd=Path(__file__).resolve().parents[1], close_fds=True)
     os.close(read_end)
@@ -187,3 +187,18 @@ if __name__ == "__main__":
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _watch(sys.stdin)
+
+
+def process_alive(pid: int) -> bool:
+    """kill(pid, 0) also succeeds for a zombie, and a process that crashed or was killed stays one until its
+    parent (often a container's PID 1, which may reap lazily) collects it: on Linux, ask /proc."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): kill's answer stands
