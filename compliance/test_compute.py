@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness.facts import container, ingress_sources, not_observable, subnets_of_tier, the_one
-from harness.redact import plain_credentials
+from harness.util.redact import plain_credentials
 
 
 
@@ -76,7 +76,7 @@ def test_secrets_come_from_secrets_manager(task_definitions, secrets, app_port, 
         source = injected.get(variable, "")
         # valueFrom may name the secret's full ARN or add a JSON key and version after it.
         assert source.startswith(arn), f"{variable} is not injected from {prefix + secret}: valueFrom {source!r}"
-    # Names and reasons only: the snapshot holds no value of these (harness.redact), and neither does this.
+    # Names and reasons only: the snapshot holds no value of these (harness.util.redact), and neither does this.
     held = plain_credentials(app.get("environment", []), expect.get("plain", ()))
     evidence("plain variables holding a credential", held)
     listed = "; ".join(f"{name} ({why})" for name, why in sorted(held.items()))

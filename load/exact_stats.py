@@ -29,7 +29,7 @@ from locust import events
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
-from harness.files import write_atomic
+from harness.util.files import write_atomic
 from harness.load.exact import MARKS_POLL_S, Tally, bucket_percentile_ms, phase_of, read_marks, results, window
 from harness.load.stop import Figures, Stop, fired
 
