@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.facts import container, ingress_sources, not_observable, subnets_of_tier, the_one
+from harness.compliance.facts import container, ingress_sources, not_observable, subnets_of_tier, the_one
 from harness.util.redact import plain_credentials
 
 

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from harness.facts import ingress_sources, not_observable, subnets_of_tier, the_one
+from harness.compliance.facts import ingress_sources, not_observable, subnets_of_tier, the_one
 
 DB_FIELDS = ("DBInstanceIdentifier", "Engine", "EngineVersion", "DBInstanceClass", "MultiAZ", "AvailabilityZone",
              "SecondaryAvailabilityZone", "AllocatedStorage", "MaxAllocatedStorage", "StorageType",

@@ -5,7 +5,7 @@ import datetime as dt
 
 import pytest
 
-from harness.facts import not_observable, the_one
+from harness.compliance.facts import not_observable, the_one
 
 
 def _time(value):

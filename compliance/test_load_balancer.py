@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from harness.facts import ingress_sources, not_observable, subnets_of_tier, the_one
+from harness.compliance.facts import ingress_sources, not_observable, subnets_of_tier, the_one
 
 
 def _alb(load_balancers, evidence):

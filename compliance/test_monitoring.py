@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.facts import AlarmCondition, alarm_misses, alarms_meeting, alarms_on, the_one
+from harness.compliance.facts import AlarmCondition, alarm_misses, alarms_meeting, alarms_on, the_one
 
 Groups = list[list[AlarmCondition]]  # every group met by an alarm on any one of its conditions
 

@@ -5,7 +5,7 @@ import ipaddress
 
 import pytest
 
-from harness.facts import default_route, ingress_sources, route_table_of, subnets_of_tier
+from harness.compliance.facts import default_route, ingress_sources, route_table_of, subnets_of_tier
 
 
 def _vpc(vpc):

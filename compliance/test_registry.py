@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.facts import container, the_one
+from harness.compliance.facts import container, the_one
 from harness.image import judges
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.inventory import tag_dict
+from harness.compliance.inventory import tag_dict
 
 # part -> (id field, tags field); resources AWS creates by itself (default security group, main route table)
 # carry no tags in a CDK deployment and are left out.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.catalogue import FORMATS, render
-from harness.inventory import discovery_lines, take_snapshot
+from harness.compliance.inventory import discovery_lines, take_snapshot
 from harness.plan import PlanError, load_plan
 from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint, refuse_aws_endpoint
 
@@ -146,10 +146,10 @@ def _sweep(args: argparse.Namespace) -> int:
     plan = load_plan(plan_path)
     if args.target == "local":
         from harness.drills.backends.local import LocalBackend
-        from harness.local.dataplane import DataPlane, StandInError
+        from harness.local.stand_in import StandIn, StandInError
 
         try:
-            backend: Any = LocalBackend(DataPlane.attach(Path(args.stand_in), plan_path))
+            backend: Any = LocalBackend(StandIn.attach(Path(args.stand_in), plan_path))
         except StandInError as exc:
             raise TargetError(str(exc)) from None
     else:
@@ -175,11 +175,11 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _local(args: argparse.Namespace) -> int:
-    from harness.local.dataplane import DataPlane, StandInError
+    from harness.local.stand_in import StandIn, StandInError
 
     load_plan(Path(args.plan)).environment(args.env)
     refuse_aws_endpoint("local", args.endpoint_url)
-    plane = DataPlane.for_project(Path.cwd(), Path(args.plan), args.env, args.endpoint_url or LOCAL_ENDPOINT,
+    plane = StandIn.for_project(Path.cwd(), Path(args.plan), args.env, args.endpoint_url or LOCAL_ENDPOINT,
                                   args.port_offset, time_scale=args.time_scale)
     if args.action == "up":
         start = time.monotonic()
@@ -238,9 +238,9 @@ def _plan(source: str, fmt: str) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from harness.drift import diff, summary_line
-    from harness.inventory import Inventory
-    from harness.report import write_drift
+    from harness.report.drift import diff, summary_line
+    from harness.compliance.inventory import Inventory
+    from harness.report.summary import write_drift
 
     plan = load_plan(Path(args.plan))
     try:
@@ -292,7 +292,7 @@ def _report(reports_dir: Path) -> int:
         for rid, verdict in load["verdicts"].items():
             print(f"  {rid} {verdict['status']}: {verdict['message'][:200]}")
     if summary.get("drills"):
-        from harness.report import drills_table
+        from harness.report.summary import drills_table
 
         print("drills:")
         for line in drills_table(summary["drills"]):
@@ -301,7 +301,7 @@ def _report(reports_dir: Path) -> int:
 
 
 def _html_report(args: argparse.Namespace) -> int:
-    from harness.html_report import ReportInputError, ReportToolError, render
+    from harness.report.html import ReportInputError, ReportToolError, render
 
     if args.html is None:
         print("harness: --history goes with --html DIR (the report it belongs to)", file=sys.stderr)

@@ -33,7 +33,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from harness.inventory import Inventory, tagging_blind_to, take_snapshot
+from harness.compliance.inventory import Inventory, tagging_blind_to, take_snapshot
 from harness.plan import Plan
 from harness.target import READ_ONLY_PREFIXES, Target
 

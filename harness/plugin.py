@@ -23,14 +23,14 @@ import botocore.exceptions
 import pytest
 
 from harness.util import proc
-from harness.allure_results import DRIFT_RESULT, Attachment, write_result
-from harness.drift import diff, summary_line
-from harness.inventory import PARTS, Inventory, PartFailed, PartUnavailable, take_snapshot
+from harness.report.allure import DRIFT_RESULT, Attachment, write_result
+from harness.report.drift import diff, summary_line
+from harness.compliance.inventory import PARTS, Inventory, PartFailed, PartUnavailable, take_snapshot
 from harness.plan import Plan, PlanError, Requirement, Waiver, load_plan, load_waivers
-from harness.probes import Endpoint
+from harness.smoke.probes import Endpoint
 from harness.util.redact import plain_variables, redact
-from harness.report import Outcome, classify, drift_section, summarize, write_drift, write_summary
-from harness.smoke import GateInput, GateResult, run_gate
+from harness.report.summary import Outcome, classify, drift_section, summarize, write_drift, write_summary
+from harness.smoke.gate import GateInput, GateResult, run_gate
 from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint
 
 ALLURE_SEVERITY = {"critical": "blocker", "high": "critical", "medium": "normal", "low": "minor"}
@@ -260,14 +260,14 @@ class HarnessState:
         self.gate_input = GateInput(expects, opt.expect_version, account, problem)
 
     def _stand_in(self) -> Any:
-        """The local stand-in (harness.local.dataplane.DataPlane): the running one --stand-in names, or the
+        """The local stand-in (harness.local.stand_in.StandIn): the running one --stand-in names, or the
         project's own, brought up for this session if it is not running."""
-        from harness.local.dataplane import DataPlane, StandInError, StandInRefused
+        from harness.local.stand_in import StandIn, StandInError, StandInRefused
 
         assert self.plan is not None and self.plan_path is not None
         if self.config.option.stand_in:
             try:
-                plane = DataPlane.attach(Path(self.config.option.stand_in), self.plan_path)
+                plane = StandIn.attach(Path(self.config.option.stand_in), self.plan_path)
             except StandInError as exc:
                 raise TargetError(f"--stand-in: {exc}") from None
             if plane.env != self.env:
@@ -276,12 +276,12 @@ class HarnessState:
             if not (plane.status()["tasks"]["supervisor"] and plane.alb.status().get("running")):
                 raise TargetError(f"the stand-in in {plane.root} is not running; bring it up with 'harness local up'")
             return plane
-        plane = DataPlane.for_project(self.config.rootpath, self.plan_path, self.env,
+        plane = StandIn.for_project(self.config.rootpath, self.plan_path, self.env,
                                       self.config.option.endpoint_url or LOCAL_ENDPOINT)
         # Whatever this session starts goes when it ends, killed included: the watchdog then runs `down`.
         token = proc.on_death([sys.executable, "-c", "import sys; from pathlib import Path; "
-                                   "from harness.local.dataplane import DataPlane; "
-                                   "DataPlane.attach(Path(sys.argv[1]), Path(sys.argv[2])).down()",
+                                   "from harness.local.stand_in import StandIn; "
+                                   "StandIn.attach(Path(sys.argv[1]), Path(sys.argv[2])).down()",
                                    str(plane.root), str(self.plan_path.resolve())], cwd=self.config.rootpath)
         try:
             started = plane.up()
@@ -432,7 +432,7 @@ class HarnessState:
         """Run the selected drills one after the other before the first test (the checks judge what they
         measured), each with live progress; Ctrl-C and SIGTERM stop the drill and its rollback still runs."""
         from harness.drills import engine
-        from harness.probes import Canary
+        from harness.smoke.probes import Canary
 
         opt = self.config.option
         assert self.plan is not None
@@ -522,7 +522,7 @@ class HarnessState:
                     backend: Any, dsn: str | None, service_interval_s: float, verify_version: Any,
                     load: BackgroundLoad | None) -> None:
         from harness.drills import engine
-        from harness.probes import ApiProbes, DatabaseProbe
+        from harness.smoke.probes import ApiProbes, DatabaseProbe
 
         assert self.plan is not None and self.endpoint is not None
         opt, endpoint, writer = self.config.option, self.endpoint, self.config.get_terminal_writer()
@@ -598,7 +598,7 @@ class HarnessState:
 
     def service_image(self) -> tuple[str, int]:
         """The image the service's task definition names, and the container port of the plan (ECS-03)."""
-        from harness.facts import container, the_one
+        from harness.compliance.facts import container, the_one
 
         assert self.inventory is not None and self.plan is not None
         port = int(self.plan.requirements["ECS-03"].expected(self.env)["container_port"])
@@ -1016,7 +1016,7 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         for rid, verdict in load["verdicts"].items():
             tr.line(f"  {rid} {verdict['status']}: {verdict['message']}")
     if summary.get("drills"):
-        from harness.report import drills_table
+        from harness.report.summary import drills_table
 
         for line in drills_table(summary["drills"]):
             tr.line(line)

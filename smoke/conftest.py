@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.smoke import GateResult, Verdict
+from harness.smoke.gate import GateResult, Verdict
 
 
 @pytest.fixture

@@ -131,14 +131,14 @@ class HttpLoop:
 
 @contextmanager
 def stand_in(prefix: str, env: str, port_offset: int, time_scale: float = 1.0) -> Iterator[Any]:
-    """A stand-in of the plan's `env` of its own (harness.local.dataplane.DataPlane), its ports shifted by
+    """A stand-in of the plan's `env` of its own (harness.local.stand_in.StandIn), its ports shifted by
     `port_offset`, brought up and afterwards down, by PID. Under /tmp, not pytest's tmp_path: PostgreSQL
     runs as its own user and needs traversable parents and a short path (socket names)."""
-    from harness.local.dataplane import DataPlane, Ports
+    from harness.local.stand_in import StandIn, Ports
 
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     root.chmod(0o755)
-    plane = DataPlane(root, ROOT / "plan" / "dougust.toml", env, f"http://127.0.0.1:{free_port()}",
+    plane = StandIn(root, ROOT / "plan" / "dougust.toml", env, f"http://127.0.0.1:{free_port()}",
                       Ports().offset(port_offset), time_scale=time_scale)
     try:
         assert plane.up() is True
@@ -150,11 +150,11 @@ def stand_in(prefix: str, env: str, port_offset: int, time_scale: float = 1.0) -
 
 @contextmanager
 def pair_in_tmp(prefix: str, password: str) -> Iterator[Any]:
-    """A started PostgreSQL pair (harness.local.database.PostgresPair) on two free ports under /tmp, stopped
+    """A started PostgreSQL pair (harness.local.postgres.PostgresPair) on two free ports under /tmp, stopped
     (its restores too) and removed afterwards; asserts that nothing of it still runs. Not pytest's tmp_path:
     its parents are 0700 root, which the `postgres` user cannot traverse; and short, as restores keep their
     unix sockets under it."""
-    from harness.local.database import DatabaseConfig, PostgresPair
+    from harness.local.postgres import DatabaseConfig, PostgresPair
 
     root = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     root.chmod(0o755)

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from conftest import pair_in_tmp
-from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair
+from harness.local.postgres import RELOCATION_BASE, DatabaseConfig, PostgresPair
 from harness.util.proc import process_alive
 
 PASSWORD = "p@ss:w/rd'%"  # URL- and SQL-special characters on purpose

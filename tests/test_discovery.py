@@ -6,7 +6,7 @@ account of its own, and shape the tagging API's answers (leave a type out, add a
 the call) with botocore event hooks on the snapshot's own client. The look-alike test, last in the file,
 builds prod under names nobody in the harness chose and dev under the provisioner's in moto's default
 account (the only one the suite, run apart, can use), after emptying the server, and fills that account
-with harness/neighbours.py's groups (the bench's).
+with harness/local/neighbours.py's groups (the bench's).
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from botocore.awsrequest import AWSResponse
 
 from conftest import ROOT, SuiteRun, run_suite
 from harness import cli
-from harness.drift import diff
-from harness.inventory import PARTS, PATHS, TAGGED_TYPES, Inventory, resource_type, tagging_blind_to, take_snapshot
+from harness.report.drift import diff
+from harness.compliance.inventory import PARTS, PATHS, TAGGED_TYPES, Inventory, resource_type, tagging_blind_to, take_snapshot
 from harness.local import provision as provisioner
-from harness.neighbours import KINDS, make_groups
+from harness.local.neighbours import KINDS, make_groups
 from harness.plan import load_plan
 from harness.target import Target
 

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from conftest import GOLDEN, run_suite
-from harness.drift import Change, diff, to_markdown
+from harness.report.drift import Change, diff, to_markdown
 from harness.util.redact import MASK
 
 BASE = json.loads(GOLDEN.read_text())

@@ -36,7 +36,7 @@ from harness.drills.backends.aws import AwsBackend, InjectFailed, image_version,
 from harness.drills import judges
 from harness.drills.model import (EXPIRY_S, TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec,
                                   PreflightFailed, Restored)
-from harness.inventory import Failure, Inventory, take_snapshot
+from harness.compliance.inventory import Failure, Inventory, take_snapshot
 from harness.local.provision import provision
 from harness.plan import load_plan
 from harness.target import READ_ONLY_PREFIXES, ReadOnlyViolation, Target

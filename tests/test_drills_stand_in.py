@@ -26,20 +26,20 @@ import psycopg
 import pytest
 
 from conftest import ROOT, HttpLoop, SuiteRun, run_suite, stand_in, wait_for
-from harness.local.dataplane import DataPlane, StandInRefused
-from harness.local.tasks import AGENT_FAULTS
+from harness.local.stand_in import StandIn, StandInRefused
+from harness.local.ecs_agent.supervisor import AGENT_FAULTS
 
 PORT_OFFSET = 6000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000, 4000)
 PLAN = ROOT / "plan" / "dougust.toml"
 
 
 @pytest.fixture(scope="module")
-def plane() -> Iterator[DataPlane]:
+def plane() -> Iterator[StandIn]:
     with stand_in("dg-drill-", "dev", PORT_OFFSET) as plane:
         yield plane
 
 
-def drill(plane: DataPlane, tmp_path: Path, ids: str, *extra: str) -> tuple[SuiteRun, dict[str, Any]]:
+def drill(plane: StandIn, tmp_path: Path, ids: str, *extra: str) -> tuple[SuiteRun, dict[str, Any]]:
     run = run_suite("--env", "dev", "--stand-in", str(plane.root), "--drill", ids, *extra, suite="dr",
                     reports=tmp_path / "reports", timeout=240)
     assert run.summary is not None, run.stdout[-3000:] + run.stderr[-2000:]
@@ -63,11 +63,11 @@ def observed_rto(observer: HttpLoop, fault_at: float, window_s: float) -> float 
     return None
 
 
-def pair_whole(plane: DataPlane) -> bool:
+def pair_whole(plane: StandIn) -> bool:
     return plane.database.healthy()
 
 
-def test_failover_passes_twice_and_an_independent_observer_agrees_on_rto(plane: DataPlane, tmp_path: Path) -> None:
+def test_failover_passes_twice_and_an_independent_observer_agrees_on_rto(plane: StandIn, tmp_path: Path) -> None:
     primaries = []
     for attempt in (1, 2):
         primaries.append(plane.database.roles()["primary"])
@@ -90,7 +90,7 @@ def test_failover_passes_twice_and_an_independent_observer_agrees_on_rto(plane: 
     assert primaries[0] != primaries[1] and plane.database.roles()["primary"] == primaries[0]
 
 
-def test_task_loss_under_background_load_is_measured_before_during_and_after(plane: DataPlane, tmp_path: Path) -> None:
+def test_task_loss_under_background_load_is_measured_before_during_and_after(plane: StandIn, tmp_path: Path) -> None:
     run, drills = drill(plane, tmp_path, "DRILL-03", "--with-load", "local", "--load-users", "4",
                         "--load-rate", "12", "--load-workers", "1")
     result = drills["DRILL-03"]
@@ -102,7 +102,7 @@ def test_task_loss_under_background_load_is_measured_before_during_and_after(pla
                 and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
 
 
-def untouched(plane: DataPlane) -> dict[str, Any]:
+def untouched(plane: StandIn) -> dict[str, Any]:
     """What a session must not change in a running stand-in: every server's PID, each node's ALTER SYSTEM
     settings (postgresql.auto.conf), the pair's roles."""
     pair = plane.database
@@ -113,12 +113,12 @@ def untouched(plane: DataPlane) -> dict[str, Any]:
             "roles": pair.roles()}
 
 
-def alter_system(plane: DataPlane, node: str, *settings: str) -> None:
+def alter_system(plane: StandIn, node: str, *settings: str) -> None:
     """ALTER SYSTEM on a node of the pair, as an operator would behind the harness's back, then reload."""
     plane.database._psql(node, "".join(f"ALTER SYSTEM SET {s};\n" for s in settings) + "SELECT pg_reload_conf();\n")
 
 
-def test_replication_broken_outside_the_harness_fails_drill_01_and_nothing_repairs_it(plane: DataPlane,
+def test_replication_broken_outside_the_harness_fails_drill_01_and_nothing_repairs_it(plane: StandIn,
                                                                                          tmp_path: Path) -> None:
     pair = plane.database
     primary = pair.roles()["primary"]
@@ -151,7 +151,7 @@ def test_replication_broken_outside_the_harness_fails_drill_01_and_nothing_repai
 
 
 def test_archiving_broken_outside_the_harness_fails_drill_02_and_leaves_the_standby_as_it_was(
-        plane: DataPlane, tmp_path: Path) -> None:
+        plane: StandIn, tmp_path: Path) -> None:
     pair = plane.database
     primary = pair.roles()["primary"]
     alter_system(plane, primary, "archive_command = '/bin/true'")  # every segment "archived" nowhere
@@ -171,7 +171,7 @@ def test_archiving_broken_outside_the_harness_fails_drill_02_and_leaves_the_stan
     pair.switch_wal()  # archiving works again
 
 
-def test_a_partly_running_stand_in_is_refused_and_repair_restores_it(plane: DataPlane) -> None:
+def test_a_partly_running_stand_in_is_refused_and_repair_restores_it(plane: StandIn) -> None:
     pair = plane.database
     standby = pair.roles()["standby"]
     pair._stop_node(standby)
@@ -189,7 +189,7 @@ def test_a_partly_running_stand_in_is_refused_and_repair_restores_it(plane: Data
     assert pair_whole(plane) and untouched(plane)["pids"][standby] is not None
 
 
-def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks(plane: DataPlane,
+def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks(plane: StandIn,
                                                                                   tmp_path: Path) -> None:
     run, drills = drill(plane, tmp_path / "ok", "DRILL-03")
     assert run.returncode == 0 and drills["DRILL-03"]["verdict"] == "pass", run.stdout[-4000:]
@@ -215,7 +215,7 @@ def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks
         time.sleep(0.5)
 
 
-def test_preflight_refuses_a_sick_system_and_injects_nothing(plane: DataPlane, tmp_path: Path) -> None:
+def test_preflight_refuses_a_sick_system_and_injects_nothing(plane: StandIn, tmp_path: Path) -> None:
     before = plane.database.roles()
     plane.set_faults(health_down=True)
     try:
@@ -228,7 +228,7 @@ def test_preflight_refuses_a_sick_system_and_injects_nothing(plane: DataPlane, t
     assert plane.database.roles() == before
 
 
-def test_ctrl_c_during_a_failover_leaves_the_pair_whole_and_no_process(plane: DataPlane, tmp_path: Path) -> None:
+def test_ctrl_c_during_a_failover_leaves_the_pair_whole_and_no_process(plane: StandIn, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
     code, output, _ = interrupted_run(plane, reports, "DRILL-01", "fault injected", signal.SIGINT)
     assert code != 0, output[-3000:]
@@ -237,7 +237,7 @@ def test_ctrl_c_during_a_failover_leaves_the_pair_whole_and_no_process(plane: Da
     assert json.loads((reports / "drills" / "DRILL-01.journal.json").read_text())["cleanup"]["ok"]
 
 
-def test_down_then_up_after_a_failover_brings_the_pair_back(plane: DataPlane, tmp_path: Path) -> None:
+def test_down_then_up_after_a_failover_brings_the_pair_back(plane: StandIn, tmp_path: Path) -> None:
     pair = plane.database
     if pair.roles()["primary"] == "primary":  # make sure the roles are swapped
         pair.fail_over()
@@ -276,7 +276,7 @@ def test_unconfirmed_protected_environment_and_unknown_drills_are_refused_in_one
     assert "Traceback" not in run.stderr + run.stdout
 
 
-def test_dry_run_on_aws_says_what_it_would_do_and_writes_nothing(plane: DataPlane, tmp_path: Path) -> None:
+def test_dry_run_on_aws_says_what_it_would_do_and_writes_nothing(plane: StandIn, tmp_path: Path) -> None:
     """The aws backend against the stand-in's emulator (dev, as the plan builds it), read-only as on a real
     account: the plan of each drill names what discovery found; nothing in the emulator changes."""
     ecs = plane.target.client("ecs")
@@ -309,13 +309,13 @@ def strict_plan(tmp_path: Path, rid: str, expect: str) -> list[str]:
     return ["--plan", str(path), "--waivers", str(ROOT / "plan" / "waivers.toml")]
 
 
-def no_restore_left(plane: DataPlane) -> None:
+def no_restore_left(plane: StandIn) -> None:
     assert plane.database.restores() == []
     state = plane.database.state / "restores"
     assert not state.exists() or list(state.iterdir()) == []
 
 
-def test_restore_passes_with_the_manifest_verified_and_fails_without_the_archive(plane: DataPlane,
+def test_restore_passes_with_the_manifest_verified_and_fails_without_the_archive(plane: StandIn,
                                                                                   tmp_path: Path) -> None:
     run, drills = drill(plane, tmp_path / "ok", "DRILL-02")
     result = drills["DRILL-02"]
@@ -335,7 +335,7 @@ def test_restore_passes_with_the_manifest_verified_and_fails_without_the_archive
         plane.database.take_base_backup()  # the WAL since the old one is gone: start the chain afresh
 
 
-def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plane: DataPlane, tmp_path: Path) -> None:
+def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plane: StandIn, tmp_path: Path) -> None:
     def start(reports: Path, *extra: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "pytest", "dr", "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports),
@@ -406,7 +406,7 @@ def test_sigint_during_a_restore_and_kill_9_then_sweep_leave_nothing_behind(plan
     no_restore_left(plane)
 
 
-def interrupted_run(plane: DataPlane, reports: Path, drills: str, when: str, sig: int,
+def interrupted_run(plane: StandIn, reports: Path, drills: str, when: str, sig: int,
                     delay_s: float = 0.0) -> tuple[int, str, dict[str, Any]]:
     """`pytest dr` with these drills, sent `sig` `delay_s` after the first line holding `when`; its exit code,
     output and summary."""
@@ -432,7 +432,7 @@ def interrupted_run(plane: DataPlane, reports: Path, drills: str, when: str, sig
 
 
 def test_sigint_during_drill_02_s_cleanup_lets_it_finish_and_ends_the_session_as_interrupted(
-        plane: DataPlane, tmp_path: Path) -> None:
+        plane: StandIn, tmp_path: Path) -> None:
     code, output, summary = interrupted_run(plane, tmp_path / "reports", "DRILL-02,DRILL-03",
                                             "DRILL-02 rolling back", signal.SIGINT)
     assert code == 2, output[-3000:]  # pytest's "interrupted"
@@ -446,7 +446,7 @@ def test_sigint_during_drill_02_s_cleanup_lets_it_finish_and_ends_the_session_as
 
 
 def test_sigterm_during_drill_02_s_restore_is_no_verdict_and_ends_the_session_as_interrupted(
-        plane: DataPlane, tmp_path: Path) -> None:
+        plane: StandIn, tmp_path: Path) -> None:
     code, output, summary = interrupted_run(plane, tmp_path / "reports", "DRILL-02",
                                             "restoring to the restore point", signal.SIGTERM, delay_s=0.2)
     assert code == 2 and "rollback done" in output, output[-3000:]
@@ -459,13 +459,13 @@ def test_sigterm_during_drill_02_s_restore_is_no_verdict_and_ends_the_session_as
 # --- DRILL-04: rollback to the previous revision ----------------------------------------------------------------
 
 
-def service(plane: DataPlane) -> dict[str, Any]:
+def service(plane: StandIn) -> dict[str, Any]:
     ecs = plane.target.client("ecs")
     cluster = ecs.list_clusters()["clusterArns"][0]
     return ecs.describe_services(cluster=cluster, services=ecs.list_services(cluster=cluster)["serviceArns"])["services"][0]
 
 
-def test_rollback_passes_and_fails_when_the_previous_revision_is_unhealthy(plane: DataPlane, tmp_path: Path) -> None:
+def test_rollback_passes_and_fails_when_the_previous_revision_is_unhealthy(plane: StandIn, tmp_path: Path) -> None:
     before = service(plane)["taskDefinition"]
     run, drills = drill(plane, tmp_path / "ok", "DRILL-04")
     result = drills["DRILL-04"]

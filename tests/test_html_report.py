@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from conftest import GOLDEN, ROOT, run_suite
-from harness import cli, html_report
-from harness.html_report import (ReportToolError, enrich, nodeid_of, requirement_case_id, same_run,
+from harness import cli
+from harness.report import html as html_report
+from harness.report.html import (ReportToolError, enrich, nodeid_of, requirement_case_id, same_run,
                                  without_analytics)
 from harness.plan import load_plan
 

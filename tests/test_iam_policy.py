@@ -27,7 +27,7 @@ from conftest import (ALLOW_ALL, ROOT, IamServer, SuiteRun, corrections_missing,
                       policy_document)
 from harness import cli, iam
 from harness.iam import IAM_PREFIX, DerivationError, actions_for, is_read, policy_for
-from harness.inventory import take_snapshot
+from harness.compliance.inventory import take_snapshot
 from harness.plan import load_plan
 from harness.target import Target
 
@@ -153,7 +153,7 @@ def test_committed_policies_write_only_the_drill_faults(path, writes):
     assert {sid: actions for sid, actions in found.items() if actions} == writes
 
 
-# Functions of harness/inventory.py that take the operation name of one fixed service.
+# Functions of harness/compliance/inventory/__init__.py that take the operation name of one fixed service.
 OPERATION_HELPERS = {"per_vpc": "ec2"}
 
 
@@ -189,8 +189,9 @@ def _ecr_calls() -> set[tuple[str, str]]:
 def test_policy_covers_every_call_the_snapshot_code_can_make():
     """The derivation sees the calls a compliant environment leads to; this reads them off the code, so a
     call made only on some other branch (a missing resource, a second page) cannot be left out."""
-    source = (ROOT / "harness" / "inventory.py").read_text(encoding="utf-8")
-    written = {call for node in ast.walk(ast.parse(source)) if (call := _named_call(node))} | _ecr_calls()
+    modules = sorted((ROOT / "harness" / "compliance" / "inventory").glob("*.py"))
+    written = {call for module in modules for node in ast.walk(ast.parse(module.read_text(encoding="utf-8")))
+               if (call := _named_call(node))} | _ecr_calls()
     assert {("ecr", "get_authorization_token"), ("ecr", "describe_image_scan_findings")} <= written
     session = botocore.session.get_session()
     operations = {}

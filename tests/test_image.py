@@ -495,7 +495,7 @@ def test_a_written_layout_reads_back_as_written(tmp_path):
 def test_without_the_task_definition_the_image_checks_error_or_skip_alone(pytestconfig, kind, outcome):
     """The service's image comes from the snapshot's task definition: a failed describe errors the image
     checks, an endpoint without ECS skips them (never an internal error of the whole run)."""
-    from harness.inventory import Failure, Inventory
+    from harness.compliance.inventory import Failure, Inventory
     from harness.plugin import HarnessState
 
     failure = Failure(kind, "ecs:DescribeTaskDefinition failed: AccessDeniedException: not authorized")

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import GOLDEN, ROOT, run_suite
 from test_image import PROVEN as IMAGE_PROVEN
-from harness.facts import AlarmCondition, alarm_misses
+from harness.compliance.facts import AlarmCondition, alarm_misses
 from harness.plan import load_plan
 
 Snapshot = dict[str, Any]

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from conftest import GOLDEN, ROOT, run_suite
-from harness.drift import diff, to_markdown
+from harness.report.drift import diff, to_markdown
 from harness.plan import load_plan
 from harness.util.redact import (MASK, credential_kind, mask_url_passwords, plain_credentials, plain_variables, redact,
                             redact_environment)
@@ -173,11 +173,11 @@ def test_every_writer_masks_what_reaches_it(tmp_path):
     """The snapshot file, summary.json, drift.json/.md, the harness's own Allure results and the HTML
     report's staged results: a URL's password is masked in each, and the snapshot file masks every container
     value its meta does not name plain (none, for a snapshot taken before it named them)."""
-    from harness.allure_results import Attachment, write_result
-    from harness.drift import Drift
-    from harness.html_report import _without_url_passwords
-    from harness.inventory import Inventory
-    from harness.report import write_drift, write_summary
+    from harness.report.allure import Attachment, write_result
+    from harness.report.drift import Drift
+    from harness.report.html import _without_url_passwords
+    from harness.compliance.inventory import Inventory
+    from harness.report.summary import write_drift, write_summary
 
     url, password = "postgresql://app:Wr1t3rsP4ss@db:5432/app", "Wr1t3rsP4ss"
     snapshot = json.loads(GOLDEN.read_text())

@@ -24,26 +24,26 @@ import requests
 
 from conftest import ROOT, SuiteRun, free_port, run_suite, stand_in
 from harness.util.proc import process_alive
-from harness.local.dataplane import SMOKE_EMAIL, AlbVariant, DataPlane, StandInError
+from harness.local.stand_in import SMOKE_EMAIL, AlbVariant, StandIn, StandInError
 from harness.target import endpoint_listening
 
 PORT_OFFSET = 300  # clear of the stand-in's defaults, so a developer's `harness local up` can keep running
 
 
 @pytest.fixture(scope="module")
-def plane() -> Iterator[DataPlane]:
+def plane() -> Iterator[StandIn]:
     with stand_in("dg-", "prod", PORT_OFFSET) as plane:
         yield plane
 
 
 @pytest.fixture(autouse=True)
-def no_faults(plane: DataPlane) -> Iterator[None]:
+def no_faults(plane: StandIn) -> Iterator[None]:
     plane.set_faults()
     yield
     plane.set_faults()
 
 
-def gate(plane: DataPlane, tmp_path: Path, *extra: str, version: str = "latest") -> SuiteRun:
+def gate(plane: StandIn, tmp_path: Path, *extra: str, version: str = "latest") -> SuiteRun:
     password = (plane.root / "secrets" / "smoke-password").read_text().strip()
     return run_suite("--base-url", plane.urls["https"], "--http-url", plane.urls["http"],
                      "--ca-bundle", str(plane.ca_file), "--expect-version", version,
@@ -111,7 +111,7 @@ def test_each_load_balancer_variant_fails_its_check_alone(plane, variant, tmp_pa
     assert seen in run.message(rid), run.message(rid)
 
 
-def _deploy(plane: DataPlane, tag: str) -> None:
+def _deploy(plane: StandIn, tag: str) -> None:
     """What the pipeline's deploy step does: a task definition revision with the new image, the service on it."""
     ecs = plane.target.client("ecs")
     cluster = next(c for c in ecs.list_clusters()["clusterArns"] if "prod" in c)
@@ -126,7 +126,7 @@ def _deploy(plane: DataPlane, tag: str) -> None:
     ecs.update_service(cluster=cluster, service=service["serviceName"], taskDefinition=revision["taskDefinitionArn"])
 
 
-def _requests_through_the_alb(plane: DataPlane) -> int:
+def _requests_through_the_alb(plane: StandIn) -> int:
     """Requests HAProxy has sent to the tasks so far (its stats' session totals; health checks not counted)."""
     with urllib.request.urlopen(plane.urls["stats"] + ";csv", timeout=2) as response:
         rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
@@ -232,6 +232,6 @@ def test_notes_are_scoped_to_their_owner(plane):
 
 
 def test_the_stand_in_refuses_to_serve_another_environment(plane):
-    other = DataPlane(plane.root, plane.plan_path, "dev", plane.endpoint_url, plane.ports)
+    other = StandIn(plane.root, plane.plan_path, "dev", plane.endpoint_url, plane.ports)
     with pytest.raises(StandInError, match="runs environment 'prod'; run 'harness local down' first"):
         other.up()

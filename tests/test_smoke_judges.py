@@ -11,8 +11,8 @@ import json
 import jwt
 import pytest
 
-from harness.probes import Exchange, Observations
-from harness.smoke import GateInput, judge, judge_version, tamper
+from harness.smoke.probes import Exchange, Observations
+from harness.smoke.gate import GateInput, judge, judge_version, tamper
 
 KEY = b"signing-key-of-the-backend-under-test"
 VERSION = {"path": "/api/version", "header": "X-App-Version", "task_header": "X-Task-Id", "every_response": False}

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from conftest import pair_in_tmp
-from harness.local.database import PostgresPair
+from harness.local.postgres import PostgresPair
 from harness.util.proc import process_alive
 
 PASSWORD = "drill'pw"

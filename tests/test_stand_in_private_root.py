@@ -19,7 +19,7 @@ from typing import Iterator
 import pytest
 
 from conftest import ROOT, free_port
-from harness.local.database import RELOCATION_BASE, DatabaseConfig, PostgresPair, state_dir
+from harness.local.postgres import RELOCATION_BASE, DatabaseConfig, PostgresPair, state_dir
 from harness.util.proc import process_alive
 from harness.target import endpoint_listening
 

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from conftest import free_port, pair_in_tmp
-from harness.local.database import PostgresPair
+from harness.local.postgres import PostgresPair
 from harness.util.proc import process_alive
 
 PASSWORD = "restore'pw%"

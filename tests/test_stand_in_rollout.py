@@ -28,9 +28,9 @@ import pytest
 import requests
 
 from conftest import HttpLoop, stand_in, wait_for
-from harness.local.dataplane import DataPlane
+from harness.local.stand_in import StandIn
 from harness.local.provision import CURRENT_IMAGE_TAG, PREVIOUS_IMAGE_TAG
-from harness.local.tasks import HEALTHY_WITHIN_S, Service, Supervisor, TaskSpec
+from harness.local.ecs_agent.supervisor import HEALTHY_WITHIN_S, Service, Supervisor, TaskSpec
 
 PORT_OFFSET = 8000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000, 4000, 6000, 7000)
 DESIRED = 2  # ECS-09 for dev
@@ -41,7 +41,7 @@ HOLD_S = 10.0  # how long the old tasks must keep serving beside a revision that
 
 
 @pytest.fixture(scope="module")
-def plane() -> Iterator[DataPlane]:
+def plane() -> Iterator[StandIn]:
     with stand_in("dg-roll-", "dev", PORT_OFFSET) as plane:
         yield plane
 
@@ -49,7 +49,7 @@ def plane() -> Iterator[DataPlane]:
 class Ecs:
     """The plan's service in the stand-in's emulator, and what the agent says of it."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: StandIn) -> None:
         self.plane = plane
         self.client = plane.target.client("ecs")
         self.cluster = self.client.list_clusters()["clusterArns"][0]
@@ -97,7 +97,7 @@ class Client(HttpLoop):
     the target group and the servers HAProxy counts UP are counted, so the fewest there were during the run
     is known."""
 
-    def __init__(self, plane: DataPlane, ecs: Ecs, path: str) -> None:
+    def __init__(self, plane: StandIn, ecs: Ecs, path: str) -> None:
         super().__init__(plane.urls["https"] + path, str(plane.ca_file), RATE_HZ)
         self.ecs, self.alb = ecs, plane.alb
         self.fewest_in_service = self.fewest_up = DESIRED
@@ -118,7 +118,7 @@ class Client(HttpLoop):
                 f"fewest tasks in service {self.fewest_in_service}, UP in HAProxy {self.fewest_up}")
 
 
-def versions_through_the_alb(plane: DataPlane, requests_: int = 12) -> dict[str, set[str]]:
+def versions_through_the_alb(plane: StandIn, requests_: int = 12) -> dict[str, set[str]]:
     """Task -> the versions `/api/version` reported through HAProxy, round robin without stickiness."""
     seen: dict[str, set[str]] = {}
     with requests.Session() as session:
@@ -130,7 +130,7 @@ def versions_through_the_alb(plane: DataPlane, requests_: int = 12) -> dict[str,
     return seen
 
 
-def roll(plane: DataPlane, ecs: Ecs, task_definition: str, version: str,
+def roll(plane: StandIn, ecs: Ecs, task_definition: str, version: str,
          record_property: Callable[[str, object], None], name: str) -> None:
     """Move the service to `task_definition` under a client at RATE_HZ; every task ends on it, no request fails."""
     with Client(plane, ecs, "/api/version") as client:
@@ -151,7 +151,7 @@ def roll(plane: DataPlane, ecs: Ecs, task_definition: str, version: str,
     assert set(seen) == in_service and all(v == {version} for v in seen.values()), (seen, ecs.seen())
 
 
-def test_the_service_has_a_deploy_history_and_runs_the_current_revision(plane: DataPlane) -> None:
+def test_the_service_has_a_deploy_history_and_runs_the_current_revision(plane: StandIn) -> None:
     ecs = Ecs(plane)
     revisions = ecs.revisions()
     assert len(revisions) >= 2, revisions
@@ -170,7 +170,7 @@ def test_the_service_has_a_deploy_history_and_runs_the_current_revision(plane: D
 
 
 def test_rollback_to_the_previous_revision_and_forward_again_drops_no_request(
-        plane: DataPlane, record_property: Callable[[str, object], None]) -> None:
+        plane: StandIn, record_property: Callable[[str, object], None]) -> None:
     ecs = Ecs(plane)
     previous, current = ecs.revisions()[-2:]
     roll(plane, ecs, previous, PREVIOUS_IMAGE_TAG, record_property, "rollback")
@@ -179,7 +179,7 @@ def test_rollback_to_the_previous_revision_and_forward_again_drops_no_request(
 
 
 def test_a_revision_that_never_gets_healthy_leaves_the_old_tasks_serving(
-        plane: DataPlane, record_property: Callable[[str, object], None]) -> None:
+        plane: StandIn, record_property: Callable[[str, object], None]) -> None:
     ecs = Ecs(plane)
     good = ecs.service()["taskDefinition"]
     assert ecs.rolled_to(good, CURRENT_IMAGE_TAG), ecs.seen()

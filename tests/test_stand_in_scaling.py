@@ -32,8 +32,8 @@ from conftest import ROOT, HttpLoop, stand_in
 from conftest import wait_for as wait_every
 from harness.local.autoscale import (DIMENSION, OUT_DATAPOINTS, Action, Cooldowns, Metric, Policy, decide,
                                      read_policy)
-from harness.local.dataplane import DataPlane
-from harness.local.tasks import POLL_S
+from harness.local.stand_in import StandIn
+from harness.local.ecs_agent.supervisor import POLL_S
 from harness.target import Target
 
 PORT_OFFSET = 4000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000)
@@ -152,7 +152,7 @@ def test_the_policy_is_read_time_scaled_and_gone_with_the_policy_or_the_target(m
 # --- a stand-in that scales --------------------------------------------------------------------------------
 
 @pytest.fixture
-def plane() -> Iterator[DataPlane]:
+def plane() -> Iterator[StandIn]:
     with stand_in("dg-scale-", "dev", PORT_OFFSET, time_scale=TIME_SCALE) as plane:
         yield plane
 
@@ -172,7 +172,7 @@ def lower_policy(aas: Any, resource: str) -> dict[str, Any]:
 
 
 def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
-        plane: DataPlane, record_property: Callable[[str, object], None]) -> None:
+        plane: StandIn, record_property: Callable[[str, object], None]) -> None:
     ecs, aas = plane.target.client("ecs"), plane.target.client("application-autoscaling")
     cluster = ecs.list_clusters()["clusterArns"][0]
     service_arn = ecs.list_services(cluster=cluster)["serviceArns"][0]
@@ -248,7 +248,7 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
 
 # --- LOAD-03 through the load suite ------------------------------------------------------------------------
 
-def load_03(plane: DataPlane, reports: Path) -> dict[str, Any]:
+def load_03(plane: StandIn, reports: Path) -> dict[str, Any]:
     """`pytest load` against the running stand-in: its `local` profile (30 requests/s) for 35 s; LOAD-03's
     verdict and what it saw."""
     done = subprocess.run([sys.executable, "-m", "pytest", "load", "-p", "no:cacheprovider", "--env", "dev",
@@ -260,7 +260,7 @@ def load_03(plane: DataPlane, reports: Path) -> dict[str, Any]:
             "output": done.stdout[-3000:]}
 
 
-def test_load_03_passes_when_the_service_scales_out_and_fails_without_the_policy(plane: DataPlane,
+def test_load_03_passes_when_the_service_scales_out_and_fails_without_the_policy(plane: StandIn,
                                                                                    tmp_path: Path) -> None:
     ecs, aas = plane.target.client("ecs"), plane.target.client("application-autoscaling")
     cluster = ecs.list_clusters()["clusterArns"][0]

@@ -22,7 +22,7 @@ from harness.drills.backends import FaultBackend
 from harness.drills.model import (Action, Clock, DrillRefused, DrillSpec, InjectFailed, PreflightFailed,
                                    Restored, Revisions, Verdict)
 from harness.plan import Plan
-from harness.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
+from harness.smoke.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
 
 # What each drill of the plan does, and which probes decide that the system has recovered. "db" is
 # dropped where the runner cannot reach the database (no --db-url on AWS).

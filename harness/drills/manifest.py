@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from harness.probes import CANARY_TABLE
+from harness.smoke.probes import CANARY_TABLE
 
 TABLES = sql.SQL(
     "SELECT c.relname, coalesce((SELECT array_agg(a.attname ORDER BY k.ord) FROM pg_index i "

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.inventory import tag_dict
+from harness.compliance.inventory import tag_dict
 from harness.plan import Plan
 from harness.target import Target
 

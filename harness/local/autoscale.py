@@ -1,5 +1,5 @@
 """Target tracking on the service's average CPU, as Application Auto Scaling applies it to an ECS service,
-for the local ECS agent (harness/local/tasks.py), so a load test sees the stand-in scale as AWS would.
+for the local ECS agent (harness/local/ecs_agent/supervisor.py), so a load test sees the stand-in scale as AWS would.
 
 What AWS does, and so what this does:
 - the metric is ECSServiceAverageCPUUtilization: each running task's CPU as a percentage of its
@@ -21,7 +21,7 @@ few per cent of its memory reservation, so it would never ask for more tasks).
 Time scale: one factor multiplies every period of the policy, the datapoint length (60 s) and both
 cooldowns, so a test can make a 300 s cooldown last 15 s (factor 0.05) and still see the policy's
 shape: 3 datapoints to scale out, 15 to scale in. The factor is the supervisor's `--time-scale`
-(DataPlane.time_scale); 1.0 is AWS's own timing.
+(StandIn.time_scale); 1.0 is AWS's own timing.
 """
 from __future__ import annotations
 

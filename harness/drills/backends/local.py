@@ -13,9 +13,9 @@ from harness.drills import judges
 from harness.drills.backends import FaultBackend, Journal
 from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, PreflightFailed, Restored, Revisions
 from harness.local.alb import AlbError
-from harness.local.database import DISCARD_TIMEOUT
+from harness.local.postgres import DISCARD_TIMEOUT
 from harness.util.proc import process_alive
-from harness.local.dataplane import DataPlane
+from harness.local.stand_in import StandIn
 
 SETTLE_S = 60.0  # the longest a rollback waits for the service to be whole again
 
@@ -24,7 +24,7 @@ class LocalBackend(FaultBackend):
     name = "local"
     discard_s = DISCARD_TIMEOUT
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: StandIn) -> None:
         self.plane = plane
         self.pair = plane.database
         self.reported: list[dict[str, Any]] = []  # what the stand-in "reported", as RDS events would be

@@ -35,7 +35,7 @@ import requests
 
 from harness.local.alb import Alb, AlbConfig, AlbError, admin_socket
 from harness.local.app import hash_password
-from harness.local.database import DatabaseConfig, PostgresPair
+from harness.local.postgres import DatabaseConfig, PostgresPair
 from harness.util.proc import process_alive
 from harness.local.provision import provision
 from harness.local.tls import ensure_certificates
@@ -85,7 +85,7 @@ class AlbVariant:
 
 
 @dataclass
-class DataPlane:
+class StandIn:
     root: Path
     plan_path: Path
     env: str
@@ -97,12 +97,12 @@ class DataPlane:
 
     @classmethod
     def for_project(cls, project: Path, plan_path: Path, env: str, endpoint_url: str, port_offset: int = 0,
-                    time_scale: float = 1.0) -> DataPlane:
+                    time_scale: float = 1.0) -> StandIn:
         return cls(project / ".stand-in", plan_path, env, endpoint_url, Ports().offset(port_offset),
                    time_scale=time_scale)
 
     @classmethod
-    def attach(cls, root: Path, plan_path: Path) -> DataPlane:
+    def attach(cls, root: Path, plan_path: Path) -> StandIn:
         """The stand-in whose state is in `root`, as its `up` recorded it (environment, emulator, ports)."""
         marker = root / "stand-in.json"
         try:
@@ -237,7 +237,7 @@ class DataPlane:
                          database.dsn())
         account = self._smoke_account(target, plan)
         if self._pid("tasks") is None:
-            self._spawn("tasks", [sys.executable, "-m", "harness.local.tasks", "--state", str(self.root),
+            self._spawn("tasks", [sys.executable, "-m", "harness.local.ecs_agent.supervisor", "--state", str(self.root),
                                   "--endpoint-url", self.endpoint_url, "--plan", str(self.plan_path.resolve()),
                                   "--env", self.env, "--ports", ",".join(map(str, self.ports.tasks)),
                                   "--admin-ports", ",".join(map(str, self.ports.admin)),
@@ -335,7 +335,7 @@ class DataPlane:
     def _in_service(self, name: str) -> bool:
         return any(t["task"] == name and not t["draining"] for t in self._tasks())
 
-    def with_alb(self, variant: AlbVariant) -> DataPlane:
+    def with_alb(self, variant: AlbVariant) -> StandIn:
         """The same stand-in with its ALB reconfigured (restarted) as `variant` says."""
         plane = replace(self, alb_variant=variant)
         plane.alb.start()
@@ -373,7 +373,7 @@ class DataPlane:
         (self.root / f"{name}.pid").unlink(missing_ok=True)
 
     def _task_state(self) -> dict[str, Any]:
-        """What the supervisor last wrote (harness/local/tasks.py): its tasks, desired count, scaling."""
+        """What the supervisor last wrote (harness/local/ecs_agent/supervisor.py): its tasks, desired count, scaling."""
         path = self.root / "tasks.json"
         return json.loads(path.read_text()) if path.exists() else {}
 

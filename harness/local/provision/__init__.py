@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from harness.inventory import elb_metric_id
+from harness.compliance.inventory import elb_metric_id
 from harness.plan import Plan
 from harness.target import is_unavailable
 

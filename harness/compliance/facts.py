@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 import pytest
 
-from harness.inventory import tag_dict
+from harness.compliance.inventory import tag_dict
 from harness.plan import Plan
 
 NOT_OBSERVABLE = "not observable on this target"

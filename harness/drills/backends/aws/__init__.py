@@ -36,7 +36,7 @@ from harness.drills import judges
 from harness.drills.backends import FaultBackend, Journal
 from harness.drills.model import (TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec, InjectFailed,
                                    PreflightFailed, Restored, Revisions)
-from harness.inventory import Inventory, PartFailed, PartUnavailable, take_snapshot
+from harness.compliance.inventory import Inventory, PartFailed, PartUnavailable, take_snapshot
 from harness.plan import Plan
 from harness.target import Target
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from harness.drift import Drift, summary_line, to_markdown
+from harness.report.drift import Drift, summary_line, to_markdown
 from harness.util.files import write_atomic
 from harness.plan import Plan
 from harness.util.redact import mask_url_passwords, plain_variables, redact

@@ -2,7 +2,7 @@
 drills' probe loops (health and canary writes through the load balancer, canary inserts straight to the
 database), which sample at a fixed rate into a Timeline.
 
-Probes fetch and record; they never judge (harness/smoke.py does). Every request is bounded by a
+Probes fetch and record; they never judge (harness/smoke/gate.py does). Every request is bounded by a
 timeout, an answer that never comes is recorded as an error, and token values in bodies are redacted
 before anything is kept. Nothing is retried: each request is one observation, and re-checking is the
 gate's business (--deadline), so a flaky load balancer shows up instead of being papered over.

@@ -34,7 +34,7 @@ moto counts a service's tasks as running from the moment its desiredCount is wri
 so the agent writes the desired count back once the tasks it started serve; on local, runningCount rises
 with desiredCount. The tasks the agent runs and each scaling action are in <state>/tasks.json.
 
-    python -m harness.local.tasks --state DIR --endpoint-url URL --plan FILE --env ENV \\
+    python -m harness.local.ecs_agent.supervisor --state DIR --endpoint-url URL --plan FILE --env ENV \\
         --ports 13001,...,13010 --admin-ports 13101,...,13110 [--alb-socket PATH] [--time-scale F]
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ from typing import Any, Callable, TypeVar
 import psutil
 import requests
 
-from harness.inventory import tag_dict
+from harness.compliance.inventory import tag_dict
 from harness.local.alb import FAIL_OPEN, AlbError, TargetGroup
 from harness.local.autoscale import DATAPOINT_S, Action, Cooldowns, Metric, Policy, decide, read_policy
 from harness.plan import Plan, load_plan
@@ -470,7 +470,7 @@ def _healthy(url: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m harness.local.tasks", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m harness.local.ecs_agent.supervisor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--state", required=True, type=Path)
     parser.add_argument("--endpoint-url", required=True)

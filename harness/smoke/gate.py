@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
-from harness.probes import Endpoint, Exchange, Observations, Probe, days_left, tls_report
+from harness.smoke.probes import Endpoint, Exchange, Observations, Probe, days_left, tls_report
 
 TLS_ORDER = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 

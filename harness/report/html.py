@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.allure_results import DRIFT_RESULT
+from harness.report.allure import DRIFT_RESULT
 from harness.util.files import write_atomic
 from harness.util.redact import mask_url_passwords
 
-TOOL_DIR = Path(__file__).resolve().parents[1] / "allure3"
+TOOL_DIR = Path(__file__).resolve().parents[2] / "allure3"
 CONFIG = TOOL_DIR / "allurerc.mjs"
 CLI = TOOL_DIR / "node_modules" / "allure" / "cli.js"
 NODE_MAJOR = 20
@@ -211,7 +211,7 @@ def without_analytics(html: str) -> str:
     stripped = ANALYTICS.sub("", html, count=1)
     if "googletagmanager" in stripped:
         raise ReportToolError("the report page still loads Google's tag manager; the Allure version changed its "
-                              "page, so update ANALYTICS in harness/html_report.py")
+                              "page, so update ANALYTICS in harness/report/html.py")
     return stripped
 
 
