@@ -32,10 +32,10 @@ import pytest
 import requests
 from moto.backends import get_backend
 
-from harness.drills.backends.aws import AwsBackend, InjectFailed, image_version, restore_id
+from harness.drills.backends.aws import AwsBackend, image_version, restore_id
 from harness.drills import judges
 from harness.drills.model import (EXPIRY_S, TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec,
-                                  PreflightFailed, Restored)
+                                  InjectFailed, PreflightFailed, Restored)
 from harness.compliance.inventory import Failure, Inventory, take_snapshot
 from harness.local.provision import provision
 from harness.plan import load_plan
