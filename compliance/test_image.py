@@ -20,8 +20,8 @@ def test_exposes_the_port_in_production_mode(image, expect, settle):
 
 
 @pytest.mark.requirement("IMG-03")
-def test_minimal_base(image, expect, settle, harness_state):
-    if harness_state.config.option.target == "local" and not harness_state.config.option.image:
+def test_minimal_base(image, expect, settle, pytestconfig):
+    if pytestconfig.option.target == "local" and not pytestconfig.option.image:
         pytest.skip("not observable on this target: the stand-in's image is not built from the plan's base (no "
                     "Alpine package is reachable here, so it is busybox); IMG-03 is judged on --image and on AWS")
     settle(judges.minimal_base(image, expect))

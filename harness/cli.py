@@ -269,34 +269,9 @@ def _report(reports_dir: Path) -> int:
         print(f"harness: {path} does not exist; run a suite first (make verify)", file=sys.stderr)
         return 2
     summary = json.loads(path.read_text(encoding="utf-8"))
-    print(f"{summary['target']} {summary['env']}: " + ", ".join(f"{n} {s}" for s, n in summary["counts"].items() if n)
-          + f"; api_calls {summary['api_calls']}, duration_s {summary['duration_s']}")
-    for row in summary["requirements"]:
-        if row["status"] != "pass":
-            print(f"  {row['status']:<13} {row['id']:<7} {row['severity']:<8} {row['message'][:160]}")
-    for line in discovery_lines(summary.get("discovery")):
-        print(line)
-    if summary.get("drift"):
-        print(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
-    load = summary.get("load")
-    if load:
-        from harness.load.session import table
+    from harness.report.text import render
 
-        print(f"load profile {load['profile']} on {load['base_url']} ({load['workers']} worker(s)): "
-              + ("complete" if load["complete"] else f"INCOMPLETE ({load['problem']})"))
-        for line in table(load):
-            print(f"  {line}")
-        generator = load["generator"]
-        print(f"  generator: cpu max {generator['cpu_max']}, loop busy max {generator['busy_max']}, "
-              f"schedule lag p99 {generator['lag_p99_ms']} ms")
-        for rid, verdict in load["verdicts"].items():
-            print(f"  {rid} {verdict['status']}: {verdict['message'][:200]}")
-    if summary.get("drills"):
-        from harness.report.summary import drills_table
-
-        print("drills:")
-        for line in drills_table(summary["drills"]):
-            print(f"  {line}")
+    print("\n".join(render(summary)))
     return 0
 
 

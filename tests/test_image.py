@@ -492,17 +492,16 @@ def test_a_written_layout_reads_back_as_written(tmp_path):
 
 
 @pytest.mark.parametrize("kind, outcome", [("error", pytest.fail.Exception), ("unavailable", pytest.skip.Exception)])
-def test_without_the_task_definition_the_image_checks_error_or_skip_alone(pytestconfig, kind, outcome):
+def test_without_the_task_definition_the_image_checks_error_or_skip_alone(kind, outcome):
     """The service's image comes from the snapshot's task definition: a failed describe errors the image
     checks, an endpoint without ECS skips them (never an internal error of the whole run)."""
     from harness.compliance.inventory import Failure, Inventory
-    from harness.plugin import HarnessState
+    from harness.image.plugin import service_image
 
     failure = Failure(kind, "ecs:DescribeTaskDefinition failed: AccessDeniedException: not authorized")
-    state = HarnessState(pytestconfig, plan=PLAN, env="prod",
-                         inventory=Inventory(meta={}, failures={"task_definitions": failure}))
+    inventory = Inventory(meta={}, failures={"task_definitions": failure})
     with pytest.raises(outcome, match="AccessDeniedException"):
-        state.service_image()
+        service_image(inventory, PLAN.requirements["ECS-03"].expected("prod"))
 
 
 def test_an_oci_layout_with_several_images_needs_a_tag(tmp_path):
