@@ -24,6 +24,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 from harness.util.net import free_port
+from support.zygote import Zygote
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "tests" / "data" / "golden-prod.json"
@@ -55,16 +56,20 @@ class SuiteRun:
 
 def run_suite(*args: str, reports: Path, suite: str = "compliance", env: dict[str, str | None] | None = None,
               timeout: float = 300) -> SuiteRun:
-    """`pytest <suite> ARGS` in a subprocess from the project root, its summary read from `reports`;
-    `env` adds variables to the environment, or removes those it maps to None."""
+    """`pytest <suite> ARGS` as a process of its own from the project root (forked from a warm one, see
+    support/zygote.py), its summary read from `reports`; `env` adds variables to the environment, or removes
+    those it maps to None."""
     environ = {**os.environ, **(env or {})}
-    cmd = [sys.executable, "-m", "pytest", suite, "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports),
-           *args]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={k: v for k, v in environ.items() if v is not None})
+    environ.pop("PYTEST_XDIST_WORKER", None)
+    environ.pop("PYTEST_CURRENT_TEST", None)
+    cmd = [suite, "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports), *args]
+    returncode, stdout, stderr = SUITES.run(cmd, ROOT, {k: v for k, v in environ.items() if v is not None}, timeout)
     path = reports / "summary.json"
     summary = json.loads(path.read_text()) if path.exists() else None
-    return SuiteRun(proc.returncode, proc.stdout, proc.stderr, summary)
+    return SuiteRun(returncode, stdout, stderr, summary)
+
+
+SUITES = Zygote()
 
 
 @pytest.fixture

@@ -115,7 +115,7 @@ def untouched(plane: StandIn) -> dict[str, Any]:
 
 def alter_system(plane: StandIn, node: str, *settings: str) -> None:
     """ALTER SYSTEM on a node of the pair, as an operator would behind the harness's back, then reload."""
-    plane.database._psql(node, "".join(f"ALTER SYSTEM SET {s};\n" for s in settings) + "SELECT pg_reload_conf();\n")
+    plane.database.cluster.psql(node, "".join(f"ALTER SYSTEM SET {s};\n" for s in settings) + "SELECT pg_reload_conf();\n")
 
 
 def test_replication_broken_outside_the_harness_fails_drill_01_and_nothing_repairs_it(plane: StandIn,
@@ -174,7 +174,7 @@ def test_archiving_broken_outside_the_harness_fails_drill_02_and_leaves_the_stan
 def test_a_partly_running_stand_in_is_refused_and_repair_restores_it(plane: StandIn) -> None:
     pair = plane.database
     standby = pair.roles()["standby"]
-    pair._stop_node(standby)
+    pair.cluster.stop_node(standby)
     before = untouched(plane)
     try:
         with pytest.raises(StandInRefused) as refused:
