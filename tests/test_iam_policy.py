@@ -153,7 +153,7 @@ def test_committed_policies_write_only_the_drill_faults(path, writes):
     assert {sid: actions for sid, actions in found.items() if actions} == writes
 
 
-# Functions of harness/compliance/inventory/__init__.py that take the operation name of one fixed service.
+# Functions of harness/compliance/inventory/*.py that take the operation name of one fixed service.
 OPERATION_HELPERS = {"per_vpc": "ec2"}
 
 
