@@ -27,6 +27,7 @@ import pytest
 
 from conftest import ROOT, HttpLoop, SuiteRun, run_suite, stand_in, wait_for
 from harness.local.stand_in import StandIn, StandInRefused
+from harness.local.ecs_agent.state import TaskState
 from harness.local.ecs_agent.supervisor import AGENT_FAULTS
 
 PORT_OFFSET = 6000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000, 4000)
@@ -211,7 +212,7 @@ def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks
     assert "did not recover" in result["message"] and "hard timeout of 15 s reached" in result["message"], \
         result["message"]
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len([t for t in plane.status()["tasks"]["tasks"] if t["registered"]]) < 2:
+    while time.monotonic() < deadline and len([t for t in TaskState.read(plane.root).tasks if t.registered]) < 2:
         time.sleep(0.5)
 
 
@@ -471,7 +472,7 @@ def test_rollback_passes_and_fails_when_the_previous_revision_is_unhealthy(plane
     result = drills["DRILL-04"]
     assert run.returncode == 0 and result["verdict"] == "pass", run.stdout[-4000:]
     assert service(plane)["taskDefinition"] == before
-    assert {t["task_definition"] for t in plane.status()["tasks"]["tasks"]} == {before}
+    assert {t.task_definition for t in TaskState.read(plane.root).tasks} == {before}
 
     ecs = plane.target.client("ecs")
     good = ecs.describe_task_definition(taskDefinition=before)["taskDefinition"]
@@ -489,8 +490,8 @@ def test_rollback_passes_and_fails_when_the_previous_revision_is_unhealthy(plane
     latest = register()
     ecs.update_service(cluster=service(plane)["clusterArn"], service=service(plane)["serviceName"], taskDefinition=latest)
     deadline = time.monotonic() + 60
-    while {t["task_definition"] for t in plane.status()["tasks"]["tasks"]} != {latest}:
-        assert time.monotonic() < deadline, plane.status()["tasks"]
+    while {t.task_definition for t in TaskState.read(plane.root).tasks} != {latest}:
+        assert time.monotonic() < deadline, TaskState.read(plane.root)
         time.sleep(0.5)
     options = strict_plan(tmp_path, "DRILL-04", "{ rto_s = 300, timeout_s = 15 }")
     run, drills = drill(plane, tmp_path / "sick", "DRILL-04", *options)

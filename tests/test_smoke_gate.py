@@ -24,6 +24,7 @@ import requests
 
 from conftest import ROOT, SuiteRun, free_port, run_suite, stand_in
 from harness.util.proc import process_alive
+from harness.local.ecs_agent.state import TaskState
 from harness.local.stand_in import SMOKE_EMAIL, AlbVariant, StandIn, StandInError
 from harness.target import endpoint_listening
 
@@ -162,12 +163,12 @@ def test_gate_that_never_converges_fails_with_what_it_last_saw(plane, tmp_path):
 
 
 def test_a_dead_task_is_restarted(plane):
-    victim = json.loads((plane.root / "tasks.json").read_text())["tasks"][0]["pid"]
+    victim = TaskState.read(plane.root).tasks[0].pid
     os.kill(victim, signal.SIGKILL)
     start = time.monotonic()
     while time.monotonic() - start < 30:
-        now = json.loads((plane.root / "tasks.json").read_text())
-        if now["restarts"] >= 1 and now["tasks"][0]["pid"] != victim and _answers(plane.ports.tasks[0]) \
+        now = TaskState.read(plane.root)
+        if now.restarts >= 1 and now.tasks[0].pid != victim and _answers(plane.ports.tasks[0]) \
                 and _answers(plane.ports.admin[0], "/faults"):
             break
         time.sleep(0.2)

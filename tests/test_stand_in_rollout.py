@@ -21,7 +21,6 @@ import http.cookiejar
 import json
 import threading
 import time
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -30,7 +29,8 @@ import requests
 from conftest import HttpLoop, stand_in, wait_for
 from harness.local.stand_in import StandIn
 from harness.local.provision import CURRENT_IMAGE_TAG, PREVIOUS_IMAGE_TAG
-from harness.local.ecs_agent.supervisor import HEALTHY_WITHIN_S, Service, Supervisor, TaskSpec
+from harness.local.ecs_agent.rollout import HEALTHY_WITHIN_S, Rollout, Service, TaskSpec
+from harness.local.ecs_agent.state import TaskRecord, TaskState
 
 PORT_OFFSET = 8000  # clear of the defaults and of the other stand-in tests (300, 1000, 2000, 4000, 6000, 7000)
 DESIRED = 2  # ECS-09 for dev
@@ -71,24 +71,29 @@ class Ecs:
     def update(self, task_definition: str) -> None:
         self.client.update_service(cluster=self.cluster, service=self.arn, taskDefinition=task_definition)
 
-    def agent(self) -> dict[str, Any]:
-        return json.loads((self.plane.root / "tasks.json").read_text())
+    def agent(self) -> TaskState:
+        return TaskState.read(self.plane.root)
 
-    def in_service(self) -> list[dict[str, Any]]:
+    def in_service(self) -> list[TaskRecord]:
         """The agent's tasks in the target group."""
-        return [t for t in self.agent()["tasks"] if t["registered"] and not t["draining"]]
+        return [t for t in self.agent().tasks if t.registered and not t.draining]
 
     def rolled_to(self, task_definition: str, version: str) -> bool:
         state = self.agent()
-        deployment, tasks = state.get("deployment") or {}, [t for t in state["tasks"] if not t["draining"]]
-        return (deployment.get("task_definition") == task_definition and deployment.get("rolled") is True
-                and len(tasks) == DESIRED and all(t["registered"] and t["running"] and t["version"] == version
-                                                  and t["task_definition"] == task_definition for t in tasks))
+        deployment, tasks = state.deployment, [t for t in state.tasks if not t.draining]
+        return (deployment is not None and deployment.task_definition == task_definition and deployment.rolled
+                and len(tasks) == DESIRED and all(t.registered and t.running and t.version == version
+                                                  and t.task_definition == task_definition for t in tasks))
+
+    def failed_tasks(self) -> int:
+        """The new tasks the agent replaced in its current deployment for not getting healthy."""
+        deployment = self.agent().deployment
+        return deployment.failed_tasks if deployment else 0
 
     def seen(self) -> str:
         state = self.agent()
-        return (f"service on {self.service()['taskDefinition']}; deployment {state.get('deployment')}; tasks "
-                f"{[(t['task'], t['version'], t['registered'], t['draining']) for t in state['tasks']]}; "
+        return (f"service on {self.service()['taskDefinition']}; deployment {state.deployment}; tasks "
+                f"{[(t.task, t.version, t.registered, t.draining) for t in state.tasks]}; "
                 f"HAProxy {self.plane.alb.status()}")
 
 
@@ -109,7 +114,7 @@ class Client(HttpLoop):
                 self.fewest_in_service = min(self.fewest_in_service, len(self.ecs.in_service()))
                 up = sum(state == "UP" for state in self.alb.status()["servers"].values())
                 self.fewest_up = min(self.fewest_up, up)
-            except (OSError, ValueError):  # tasks.json between writes: it is replaced, never half-written
+            except (OSError, ValueError):  # HAProxy's stats not answering (tasks.json is never half-written)
                 pass
             self.stop.wait(0.1)
 
@@ -146,7 +151,7 @@ def roll(plane: StandIn, ecs: Ecs, task_definition: str, version: str,
     assert client.errors == [], client.summary()
     assert client.fewest_in_service >= DESIRED and client.fewest_up >= DESIRED, client.summary()
     assert {a[3] for a in client.answers if a[0] > rolled} == {version}  # once rolled, only it answers
-    in_service = {t["task"] for t in ecs.in_service()}
+    in_service = {t.task for t in ecs.in_service()}
     seen = versions_through_the_alb(plane)
     assert set(seen) == in_service and all(v == {version} for v in seen.values()), (seen, ecs.seen())
 
@@ -166,7 +171,7 @@ def test_the_service_has_a_deploy_history_and_runs_the_current_revision(plane: S
     assert previous == current
     assert ecs.rolled_to(revisions[-1], CURRENT_IMAGE_TAG), ecs.seen()
     seen = versions_through_the_alb(plane)
-    assert set(seen) == {t["task"] for t in ecs.in_service()} and all(v == {CURRENT_IMAGE_TAG} for v in seen.values())
+    assert set(seen) == {t.task for t in ecs.in_service()} and all(v == {CURRENT_IMAGE_TAG} for v in seen.values())
 
 
 def test_rollback_to_the_previous_revision_and_forward_again_drops_no_request(
@@ -183,7 +188,7 @@ def test_a_revision_that_never_gets_healthy_leaves_the_old_tasks_serving(
     ecs = Ecs(plane)
     good = ecs.service()["taskDefinition"]
     assert ecs.rolled_to(good, CURRENT_IMAGE_TAG), ecs.seen()
-    old_tasks = {t["task"]: t["pid"] for t in ecs.in_service()}
+    old_tasks = {t.task: t.pid for t in ecs.in_service()}
     current = ecs.task_definition(good)
     container = current["containerDefinitions"][0]
     container["image"] = container["image"].rsplit(":", 1)[0] + f":{BAD_TAG}"
@@ -195,31 +200,32 @@ def test_a_revision_that_never_gets_healthy_leaves_the_old_tasks_serving(
     with Client(plane, ecs, "/api/health") as client:
         ecs.update(bad)
         # The bad revision's task starts beside the old ones and fails its health check.
-        wait_for(lambda: any(t["task_definition"] == bad and t["running"] for t in ecs.agent()["tasks"]), 10, ecs.seen)
+        wait_for(lambda: any(t.task_definition == bad and t.running for t in ecs.agent().tasks), 10, ecs.seen)
         held = time.monotonic()
         # Until it has been given up and started again, and at least HOLD_S: nothing of the old service goes.
-        wait_for(lambda: (ecs.agent()["deployment"]["failed_tasks"] >= 1 and time.monotonic() - held >= HOLD_S),
+        wait_for(lambda: (ecs.failed_tasks() >= 1 and time.monotonic() - held >= HOLD_S),
                  HEALTHY_WITHIN_S + 15, ecs.seen)
         held_s = time.monotonic() - held
         state = ecs.agent()
-        assert state["deployment"]["task_definition"] == bad and state["deployment"]["rolled"] is False, ecs.seen()
-        assert {t["task"]: t["pid"] for t in ecs.in_service()} == old_tasks, ecs.seen()
-        assert all(t["version"] == CURRENT_IMAGE_TAG for t in ecs.in_service())
-        assert not any(t["registered"] for t in state["tasks"] if t["task_definition"] == bad), ecs.seen()
+        assert state.deployment is not None, ecs.seen()
+        assert state.deployment.task_definition == bad and state.deployment.rolled is False, ecs.seen()
+        assert {t.task: t.pid for t in ecs.in_service()} == old_tasks, ecs.seen()
+        assert all(t.version == CURRENT_IMAGE_TAG for t in ecs.in_service())
+        assert not any(t.registered for t in state.tasks if t.task_definition == bad), ecs.seen()
         assert client.errors == [], client.summary()
-        failed_tasks = state["deployment"]["failed_tasks"]
+        replaced = state.deployment.failed_tasks
 
         # Back on the good revision, which the old tasks run: the bad task goes and the deployment has rolled.
         ecs.update(good)
-        recovered = wait_for(lambda: ecs.rolled_to(good, CURRENT_IMAGE_TAG) and len(ecs.agent()["tasks"]) == DESIRED,
+        recovered = wait_for(lambda: ecs.rolled_to(good, CURRENT_IMAGE_TAG) and len(ecs.agent().tasks) == DESIRED,
                              ROLL_WITHIN_S, ecs.seen)
-    assert {t["task"]: t["pid"] for t in ecs.in_service()} == old_tasks, ecs.seen()
+    assert {t.task: t.pid for t in ecs.in_service()} == old_tasks, ecs.seen()
     assert client.errors == [], client.summary()
     assert client.fewest_in_service >= DESIRED and client.fewest_up >= DESIRED, client.summary()
     record_property("bad_revision_held_s", round(held_s, 1))
-    record_property("bad_revision_failed_tasks", failed_tasks)
+    record_property("bad_revision_failed_tasks", replaced)
     record_property("recovered_s", round(recovered, 1))
-    print(f"bad revision: old tasks kept serving {held_s:.1f} s, {failed_tasks} new task(s) replaced; "
+    print(f"bad revision: old tasks kept serving {held_s:.1f} s, {replaced} new task(s) replaced; "
           f"recovered in {recovered:.1f} s; {client.summary()}")
 
 
@@ -230,23 +236,17 @@ class FakeTask:
         return None
 
 
-class Agent(Supervisor):
-    """The supervisor's decisions alone: a started task is a placeholder, healthy when the test says so."""
+class Agent(Rollout[FakeTask]):
+    """The agent's rolling decisions alone: a started task is a placeholder, healthy when the test says so."""
 
-    def start_task(self, slot: int, spec: TaskSpec) -> None:
-        self.processes[slot], self.specs[slot], self.started[slot] = FakeTask(), spec, time.monotonic()  # type: ignore[assignment]
-
-    def stop_task(self, slot: int) -> None:
-        self.processes.pop(slot, None)
-        self.started.pop(slot, None)
+    def __init__(self, slots: int) -> None:
+        super().__init__(slots, lambda slot, spec: FakeTask(), lambda slot, task: None)
 
     def poll(self, service: Service) -> None:
-        """One poll as run() does it, with every started task healthy at once and every drain immediate."""
+        """One poll as the supervisor runs it, with every started task healthy at once and every drain immediate."""
         self.converge(service)
         self.registered |= set(self.active)
-        for slot in list(self.draining):
-            del self.draining[slot]
-            self.stop_task(slot)
+        self.finish_draining(None)
 
 
 def spec(name: str) -> TaskSpec:
@@ -255,38 +255,36 @@ def spec(name: str) -> TaskSpec:
 
 @pytest.mark.parametrize("slots, max_percent, most_tasks", [(10, 200, 4), (2, 200, 2), (4, 100, 2)])
 def test_a_roll_keeps_the_desired_count_in_service_and_within_maximum_percent(
-        tmp_path: Path, slots: int, max_percent: int, most_tasks: int) -> None:
+        slots: int, max_percent: int, most_tasks: int) -> None:
     """With room for a new task beside the old ones, the service never has fewer than its 2 tasks in the
     target group, and at most 4 run (200 %: an old one draining, one old and one new serving, the next new
     one starting); with every slot busy (2 slots) or no room allowed (maximumPercent 100) it falls back to
     stop-then-start, one task at a time, never fewer than 1 in the target group."""
-    agent = Agent(None, None, "dev", list(range(slots)), list(range(slots)), tmp_path)  # type: ignore[arg-type]
+    agent = Agent(slots)
     old, new = Service("c", "s", 2, spec("1")), Service("c", "s", 2, spec("2"), max_percent=max_percent)
     agent.poll(old)
     assert sorted(agent.registered) == [0, 1]
     fewest, most = 2, 2
     for _ in range(10):
         agent.converge(new)  # what the target group holds after the step, before new tasks get healthy
-        fewest, most = min(fewest, len(agent.registered)), max(most, len(agent.processes))
+        fewest, most = min(fewest, len(agent.registered)), max(most, len(agent.tasks))
         agent.registered |= set(agent.active)
-        for slot in list(agent.draining):
-            del agent.draining[slot]
-            agent.stop_task(slot)
+        agent.finish_draining(None)
     assert agent.rolled() and {agent.specs[s].version for s in agent.active} == {"2"} and len(agent.active) == 2
     assert most == most_tasks
     assert fewest == (2 if most_tasks > 2 else 1)
 
 
-def test_a_new_task_never_healthy_is_replaced_and_the_old_ones_stay(tmp_path: Path) -> None:
-    agent = Agent(None, None, "dev", list(range(10)), list(range(10)), tmp_path)  # type: ignore[arg-type]
+def test_a_new_task_never_healthy_is_replaced_and_the_old_ones_stay() -> None:
+    agent = Agent(10)
     agent.poll(Service("c", "s", 2, spec("1")))
     bad = Service("c", "s", 2, spec("bad"))
     agent.converge(bad)
-    assert sorted(agent.registered) == [0, 1] and sorted(agent.processes) == [0, 1, 2]
+    assert sorted(agent.registered) == [0, 1] and sorted(agent.tasks) == [0, 1, 2]
     for _ in range(3):
         agent.started[2] -= HEALTHY_WITHIN_S + 1
         agent.converge(bad)
-    assert agent.deployment["failed_tasks"] == 3 and not agent.rolled()
-    assert sorted(agent.registered) == [0, 1] and sorted(agent.processes) == [0, 1, 2] and not agent.draining
+    assert agent.deployment is not None and agent.deployment.failed_tasks == 3 and not agent.rolled()
+    assert sorted(agent.registered) == [0, 1] and sorted(agent.tasks) == [0, 1, 2] and not agent.draining
     agent.converge(Service("c", "s", 2, spec("1")))  # back: the never-healthy task goes, the old ones stay
     assert list(agent.draining) == [2] and agent.rolled()

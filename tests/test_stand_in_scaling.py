@@ -33,6 +33,7 @@ from conftest import wait_for as wait_every
 from harness.local.autoscale import (DIMENSION, OUT_DATAPOINTS, Action, Cooldowns, Metric, Policy, decide,
                                      read_policy)
 from harness.local.stand_in import StandIn
+from harness.local.ecs_agent.state import Scaling, TaskState
 from harness.local.ecs_agent.supervisor import POLL_S
 from harness.target import Target
 
@@ -180,13 +181,18 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
     def service() -> dict[str, Any]:
         return ecs.describe_services(cluster=cluster, services=[service_arn])["services"][0]
 
-    def agent() -> dict[str, Any]:
-        return json.loads((plane.root / "tasks.json").read_text())
+    def agent() -> TaskState:
+        return TaskState.read(plane.root)
+
+    def scaling() -> Scaling:
+        written = agent().scaling
+        assert written is not None  # the agent writes it every poll
+        return written
 
     def seen() -> str:
-        state = agent()
+        state = scaling()
         return (f"desired {service()['desiredCount']}; HAProxy {plane.alb.status()['servers']}; datapoints "
-                f"{state['scaling']['datapoints'][-5:]}; actions {state['scaling']['actions']}; "
+                f"{list(state.datapoints[-5:])}; actions {[a.to_json() for a in state.actions]}; "
                 f"{load.done / (time.time() - load.started):.1f} requests/s; errors {load.errors[:5]}")
 
     # THREADS clients, each at most PER_THREAD_RATE requests/s, balanced over every task in service.
@@ -199,7 +205,7 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
     plane.set_faults(cpu_ms=CPU_MS)
     # The tasks' own start (imports, the smoke account's password hash) costs CPU too: once the newest
     # datapoint is below the target, any 3 above it are the load's.
-    wait_for(lambda: (agent()["scaling"]["datapoints"][-1] or TARGET) < TARGET, 15, seen)
+    wait_for(lambda: (scaling().datapoints[-1] or TARGET) < TARGET, 15, seen)
 
     with load:
         # With the policy: the service's CPU stays above the target for 3 datapoints, and it scales out.
@@ -209,11 +215,12 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
         assert took <= budget, f"scaled out after {took:.1f} s, the time-scaled budget is {budget:.1f} s"
         scaled = service()
         assert scaled["runningCount"] == scaled["desiredCount"]
-        wait_for(lambda: agent()["scaling"]["actions"], 5, seen)  # written at the end of the agent's poll
-        action = agent()["scaling"]["actions"][-1]
-        assert (action["from"], action["to"], action["metric"] > TARGET) == (2, scaled["desiredCount"], True), action
-        assert action["to"] == min(MAX_TASKS, math.ceil(2 * action["metric"] / TARGET)), action
-        assert plane.status()["tasks"]["scaling"]["actions"] == [action]
+        wait_for(lambda: scaling().actions, 5, seen)  # written at the end of the agent's poll
+        action = scaling().actions[-1]
+        assert (action.from_desired, action.to_desired, action.metric > TARGET) == (2, scaled["desiredCount"], True), \
+            action
+        assert action.to_desired == min(MAX_TASKS, math.ceil(2 * action.metric / TARGET)), action
+        assert plane.status()["tasks"]["scaling"]["actions"] == [action.to_json()]
         assert isinstance(plane.service_cpu(), float)  # what LOAD-03 reads as the service's CPU on local
         wait_for(lambda: sum(s == "UP" for s in plane.alb.status()["servers"].values()) == scaled["desiredCount"],
                  15, seen)
@@ -223,25 +230,24 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
         aas.delete_scaling_policy(PolicyName=cpu_policy["PolicyName"], ServiceNamespace="ecs", ResourceId=resource,
                                   ScalableDimension=DIMENSION)
         ecs.update_service(cluster=cluster, service=service_arn, desiredCount=2)
-        wait_for(lambda: set(plane.alb.status()["servers"]) == {"task-1", "task-2"} and len(agent()["tasks"]) == 2,
+        wait_for(lambda: set(plane.alb.status()["servers"]) == {"task-1", "task-2"} and len(agent().tasks) == 2,
                  15, seen)
-        scaled_at = dt.datetime.fromisoformat(action["at"]).timestamp()
+        scaled_at = dt.datetime.fromisoformat(action.at).timestamp()
 
         def would_have_scaled() -> bool:
             """A poll after the cooldown found no policy and 3 datapoints above the target, and left 2 tasks."""
-            path = plane.root / "tasks.json"
-            written = path.stat().st_mtime  # before reading: a newer file can only make it later than said
-            state = json.loads(path.read_text())
-            recent = state["scaling"]["datapoints"][-OUT_DATAPOINTS:]
-            return (written > scaled_at + cooldown_s and state["scaling"]["policy"] is None and state["desired"] == 2
+            state = agent()
+            assert state.written_at is not None and state.scaling is not None
+            recent = state.scaling.datapoints[-OUT_DATAPOINTS:]
+            return (state.written_at > scaled_at + cooldown_s and state.scaling.policy is None and state.desired == 2
                     and all(d is not None and d > TARGET for d in recent))
 
         wait_for(would_have_scaled, 30, seen)
         time.sleep(2 * POLL_S)  # two more polls, in case one were to act late
-        assert service()["desiredCount"] == 2 and len(agent()["scaling"]["actions"]) == 1, seen()
+        assert service()["desiredCount"] == 2 and len(scaling().actions) == 1, seen()
     assert load.errors == [], f"{len(load.errors)} of {load.done} requests failed: {load.errors[:5]}"
     record_property("requests", load.done)
-    print(f"scaled out {action['from']} -> {action['to']} after {took:.1f} s at {action['metric']} % CPU; "
+    print(f"scaled out {action.from_desired} -> {action.to_desired} after {took:.1f} s at {action.metric} % CPU; "
           f"{load.done} requests, none failed")
 
 
@@ -277,8 +283,7 @@ def test_load_03_passes_when_the_service_scales_out_and_fails_without_the_policy
     aas.delete_scaling_policy(PolicyName=cpu_policy["PolicyName"], ServiceNamespace="ecs", ResourceId=resource,
                               ScalableDimension=DIMENSION)
     ecs.update_service(cluster=cluster, service=service_arn, desiredCount=2)
-    wait_for(lambda: len(json.loads((plane.root / "tasks.json").read_text())["tasks"]) == 2, 30,
-             lambda: (plane.root / "tasks.json").read_text()[:500])
+    wait_for(lambda: len(TaskState.read(plane.root).tasks) == 2, 30, lambda: str(TaskState.read(plane.root))[:500])
     plane.set_faults(cpu_ms=CPU_MS)
     stayed = load_03(plane, tmp_path / "without-policy")
     assert stayed["status"] == "fail", stayed

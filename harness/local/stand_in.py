@@ -15,6 +15,9 @@ against AWS.
 harness/local/autoscale.py): 1.0 is AWS's timing, 0.05 makes a 300 s cooldown 15 s. A running stand-in
 keeps the factor it was started with; `status()["tasks"]["time_scale"]` says which, so a caller can scale
 its own waits by it.
+
+The parts a caller uses (plan, target, database, alb, urls, ca_file) are values made once with the
+StandIn; what reads or changes the running system (task_state, status, up, down) is a method.
 """
 from __future__ import annotations
 
@@ -25,25 +28,27 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 import requests
 
 from harness.local.alb import Alb, AlbConfig, AlbError, admin_socket
 from harness.local.app import hash_password
+from harness.local.ecs_agent.state import TaskState
 from harness.local.postgres import DatabaseConfig, PostgresPair
 from harness.util.proc import process_alive
 from harness.local.provision import provision
 from harness.local.tls import ensure_certificates
 from harness.plan import Plan, load_plan
 from harness.target import Target, endpoint_listening
+from harness.util.wait import WaitTimeout, until
 
 SMOKE_EMAIL = "smoke@dougust.local"
 WAIT_S = 30.0
+TERMINATE_S = 15.0  # SIGTERM to a process the stand-in started, then this long before SIGKILL
 
 
 class StandInError(Exception):
@@ -94,6 +99,26 @@ class StandIn:
     host: str = "localhost"
     alb_variant: AlbVariant = field(default_factory=AlbVariant)
     time_scale: float = 1.0  # factor on the scaling policy's periods, for the supervisor this plane starts
+    plan: Plan = field(init=False, repr=False, compare=False)
+    target: Target = field(init=False, repr=False, compare=False)  # its emulator, the plan's region
+    database: PostgresPair = field(init=False, repr=False, compare=False)
+    alb: Alb = field(init=False, repr=False, compare=False)  # HAProxy as last started (_start_alb)
+    urls: dict[str, str] = field(init=False, repr=False, compare=False)
+    ca_file: Path = field(init=False, repr=False, compare=False)  # what a client passes as --ca-bundle
+
+    def __post_init__(self) -> None:
+        self.plan = load_plan(self.plan_path)
+        self.target = Target("localstack", self.plan.environment(self.env).region, endpoint_url=self.endpoint_url)
+        self.database = self._pair()
+        # Every task slot is a backend. The certificate and which slots start out of the target group are
+        # settled when HAProxy is started (_start_alb); finding, inspecting and stopping it needs neither.
+        backends = tuple((f"task-{i + 1}", p) for i, p in enumerate(self.ports.tasks))
+        self.alb = Alb(AlbConfig(self.root, self.ports.http, self.ports.https, self.ports.stats, backends,
+                                 certificate=self.root / "tls" / "server.pem", redirect=self.alb_variant.redirect,
+                                 stickiness=self.alb_variant.stickiness))
+        self.urls = {"https": f"https://{self.host}:{self.ports.https}", "http": f"http://{self.host}:{self.ports.http}",
+                     "stats": f"http://127.0.0.1:{self.ports.stats}/", "emulator": self.endpoint_url}
+        self.ca_file = self.root / "tls" / "ca.pem"
 
     @classmethod
     def for_project(cls, project: Path, plan_path: Path, env: str, endpoint_url: str, port_offset: int = 0,
@@ -108,49 +133,31 @@ class StandIn:
         try:
             recorded = json.loads(marker.read_text())
             ports = Ports(**{k: tuple(v) if isinstance(v, list) else v for k, v in recorded["ports"].items()})
-            return cls(root, plan_path, recorded["env"], recorded["endpoint"], ports,
-                       time_scale=float(recorded.get("time_scale", 1.0)))
+            env, endpoint, time_scale = recorded["env"], recorded["endpoint"], float(recorded.get("time_scale", 1.0))
         except (OSError, ValueError, KeyError, TypeError):
             raise StandInError(f"{root} holds no stand-in brought up by this version ({marker} missing or old); "
                                f"bring one up there with 'harness local up'") from None
+        return cls(root, plan_path, env, endpoint, ports, time_scale=time_scale)
 
     # -- parts ----------------------------------------------------------------------------------------------
 
-    @property
-    def plan(self) -> Plan:
-        return load_plan(self.plan_path)
-
-    @property
-    def target(self) -> Target:
-        return Target("localstack", self.plan.environment(self.env).region, endpoint_url=self.endpoint_url)
-
-    @property
-    def database(self) -> PostgresPair:
-        return PostgresPair(DatabaseConfig(self.root, self._secret_file("db-password"), self.ports.db_primary,
-                                           self.ports.db_standby))
-
-    @property
-    def ca_file(self) -> Path:
-        return self.root / "tls" / "ca.pem"
-
-    @property
-    def alb(self) -> Alb:
-        """Every task slot is a backend; those whose task the supervisor has not registered start disabled
-        (the supervisor keeps HAProxy's registrations up to date after that)."""
+    def _start_alb(self) -> None:
+        """Start HAProxy (or reload it) as the variant says, with the certificate it asks for (issued when the
+        one on disk is not that) and the slots whose task the supervisor has not registered disabled (the
+        supervisor keeps HAProxy's registrations up to date after that)."""
         variant = self.alb_variant
         certificate = ensure_certificates(self.root / "tls", variant.certificate_host or self.host,
                                           days=variant.certificate_days)
-        backends = tuple((f"task-{i + 1}", p) for i, p in enumerate(self.ports.tasks))
-        registered = {t["task"] for t in self._tasks() if t.get("registered")}
-        return Alb(AlbConfig(self.root, self.ports.http, self.ports.https, self.ports.stats, backends,
-                             certificate=certificate.server_pem, redirect=variant.redirect,
-                             stickiness=variant.stickiness,
-                             deregistered=frozenset(name for name, _ in backends if name not in registered)))
+        registered = {t.task for t in TaskState.read(self.root).tasks if t.registered}
+        config = self.alb.config
+        self.alb = Alb(replace(config, certificate=certificate.server_pem, deregistered=frozenset(
+            name for name, _ in config.backends if name not in registered)))
+        self.alb.start()
 
-    @property
-    def urls(self) -> dict[str, str]:
-        return {"https": f"https://{self.host}:{self.ports.https}", "http": f"http://{self.host}:{self.ports.http}",
-                "stats": f"http://127.0.0.1:{self.ports.stats}/", "emulator": self.endpoint_url}
+    def _pair(self) -> PostgresPair:
+        """The PostgreSQL pair; where its state lives depends on whether the root is traversable."""
+        return PostgresPair(DatabaseConfig(self.root, self._secret_file("db-password"), self.ports.db_primary,
+                                           self.ports.db_standby))
 
     def _secret_file(self, name: str) -> str:
         """A value made once and kept, owner-readable only, under the state dir."""
@@ -202,8 +209,8 @@ class StandIn:
         if running_env not in (None, self.env) and (self._pid("tasks") or self.alb.status().get("running")):
             raise StandInRefused(f"the stand-in in {self.root} runs environment '{running_env}'; "
                                  f"run 'harness local down' first, or use --env {running_env}")
-        supervisor, written = self._pid("tasks"), self._task_state()
-        if supervisor is not None and written.get("supervisor") == supervisor and "slots" not in written:
+        supervisor, written = self._pid("tasks"), TaskState.read(self.root)
+        if supervisor is not None and written.supervisor == supervisor and written.slots is None:
             raise StandInRefused(f"the stand-in's ECS agent (pid {supervisor}) predates task scaling; "
                                  "run 'harness local down', then 'up' again")
         parts = self.parts_running()
@@ -216,6 +223,7 @@ class StandIn:
                 "asking: run 'harness local up --repair' to start what is down and re-attach the standby, or "
                 "'harness local down' to start afresh")
         self.root.chmod(0o755)  # the database runs as another user and must reach its directory
+        self.database = self._pair()
         marker.write_text(json.dumps({"env": self.env, "endpoint": self.endpoint_url, "ports": asdict(self.ports),
                                       "time_scale": self.time_scale}))
         started = False
@@ -245,31 +253,29 @@ class StandIn:
             started = True
         self._wait(self._tasks_serving, "tasks", "tasks.log and task-*.log")
         self._register(account, database)
-        alb = self.alb
-        if not alb.status().get("running"):
+        if not self.alb.status().get("running"):
             started = True
         try:
-            alb.start()
+            self._start_alb()
         except AlbError as exc:
             raise StandInError(f"HAProxy: {exc}") from None
-        self._wait(lambda: all(s == "UP" for s in alb.status().get("servers", {}).values())
-                   and bool(alb.status().get("servers")), "load balancer", "haproxy/")
+        self._wait(lambda: all(s == "UP" for s in self.alb.status().get("servers", {}).values())
+                   and bool(self.alb.status().get("servers")), "load balancer", "haproxy/")
         return started
 
-    def _wait(self, ready: Any, what: str, log: str) -> None:
-        deadline = time.monotonic() + WAIT_S
-        while not ready():
-            if time.monotonic() > deadline:
-                raise StandInError(f"the {what} of the stand-in did not come up within {WAIT_S:.0f} s; "
-                                   f"see {self.root / log}")
-            time.sleep(0.1)
+    def _wait(self, ready: Callable[[], bool], what: str, log: str) -> None:
+        try:
+            until(ready, WAIT_S, what)
+        except WaitTimeout:
+            raise StandInError(f"the {what} of the stand-in did not come up within {WAIT_S:.0f} s; "
+                               f"see {self.root / log}") from None
 
     def _tasks_serving(self) -> bool:
         """The running supervisor has the service's desired count of tasks up and registered."""
-        state = self._task_state()
-        tasks = state.get("tasks", [])
-        return (state.get("supervisor") is not None and state.get("supervisor") == self._pid("tasks") and bool(tasks)
-                and len(tasks) == min(state["desired"], state["slots"]) and all(t["registered"] for t in tasks))
+        state = TaskState.read(self.root)
+        return (state.supervisor is not None and state.supervisor == self._pid("tasks") and bool(state.tasks)
+                and state.desired is not None and state.slots is not None
+                and len(state.tasks) == min(state.desired, state.slots) and all(t.registered for t in state.tasks))
 
     @staticmethod
     def _healthy(url: str) -> bool:
@@ -299,7 +305,7 @@ class StandIn:
 
     def _register(self, account: dict[str, str], database: PostgresPair) -> None:
         """Register the smoke account through the API; if it exists, give it the secret's password."""
-        port = next(t["port"] for t in self._tasks() if t["registered"])
+        port = next(t.port for t in TaskState.read(self.root).tasks if t.registered)
         url = f"http://127.0.0.1:{port}/api/auth/register"
         try:
             response = requests.post(url, json=account, timeout=10)
@@ -317,28 +323,28 @@ class StandIn:
     def set_faults(self, **faults: Any) -> None:
         """Switch faults on in every task of the service (harness/local/app.py FAULTS); no argument clears
         them. A fault lives in its task's process: a task started later (scale-out, restart, deploy) has none."""
-        for task in self._tasks():
-            if task["draining"]:
+        for task in TaskState.read(self.root).tasks:
+            if task.draining:
                 continue
-            url = f"http://127.0.0.1:{task['admin_port']}/faults"
+            url = f"http://127.0.0.1:{task.admin_port}/faults"
             # A task the supervisor has just restarted may not listen yet; one it is scaling in never will.
-            self._wait(lambda: self._healthy(url) or not self._in_service(task["task"]), "task admin port",
+            self._wait(lambda: self._healthy(url) or not self._in_service(task.task), "task admin port",
                        "task-*.log")
             try:
                 response = requests.post(url, json=faults, timeout=5) if faults else requests.delete(url, timeout=5)
             except requests.RequestException:
-                if self._in_service(task["task"]):
+                if self._in_service(task.task):
                     raise
                 continue
             response.raise_for_status()
 
     def _in_service(self, name: str) -> bool:
-        return any(t["task"] == name and not t["draining"] for t in self._tasks())
+        return any(t.task == name and not t.draining for t in TaskState.read(self.root).tasks)
 
     def with_alb(self, variant: AlbVariant) -> StandIn:
         """The same stand-in with its ALB reconfigured (restarted) as `variant` says."""
         plane = replace(self, alb_variant=variant)
-        plane.alb.start()
+        plane._start_alb()
         plane._wait(lambda: all(s == "UP" for s in plane.alb.status().get("servers", {}).values()),
                     "load balancer", "haproxy/")
         return plane
@@ -351,9 +357,9 @@ class StandIn:
         the next `up` initialises a fresh pair and registers the smoke account again."""
         self.alb.stop()
         self._terminate("tasks")
-        for task in self._tasks():
-            if task.get("pid") and process_alive(task["pid"]):
-                os.kill(task["pid"], signal.SIGTERM)
+        for task in TaskState.read(self.root).tasks:
+            if task.pid and process_alive(task.pid):
+                os.kill(task.pid, signal.SIGTERM)
         database = self.database
         database.sweep_restores(float("inf"))  # a restore drill's temporary servers go with the stand-in
         database.stop()
@@ -365,27 +371,24 @@ class StandIn:
         pid = self._pid(name)
         if pid is not None:
             os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            while process_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if process_alive(pid):
+            try:
+                until(lambda: not process_alive(pid), TERMINATE_S, f"{name} (pid {pid}) to exit")
+            except WaitTimeout:
                 os.kill(pid, signal.SIGKILL)
         (self.root / f"{name}.pid").unlink(missing_ok=True)
 
-    def _task_state(self) -> dict[str, Any]:
-        """What the supervisor last wrote (harness/local/ecs_agent/supervisor.py): its tasks, desired count, scaling."""
-        path = self.root / "tasks.json"
-        return json.loads(path.read_text()) if path.exists() else {}
-
-    def _tasks(self) -> list[dict[str, Any]]:
-        return self._task_state().get("tasks", [])
+    def task_state(self) -> TaskState | None:
+        """What the running ECS agent stand-in last wrote (its tasks, the service's desired count, its
+        deployment and scaling); None while no agent runs."""
+        return TaskState.read(self.root) if self._pid("tasks") else None
 
     def service_cpu(self) -> float | None:
         """The service's average CPU in its latest complete datapoint, in % of the tasks' reservation: what
         the scaling policy judges, as CloudWatch's AWS/ECS CPUUtilization is on AWS; None without one."""
-        if self._pid("tasks") is None:
+        state = self.task_state()
+        if state is None:
             return None
-        datapoints = (self._task_state().get("scaling") or {}).get("datapoints") or [None]
+        datapoints = (state.scaling.datapoints if state.scaling else None) or [None]
         return datapoints[-1]
 
     def status(self) -> dict[str, Any]:
@@ -393,10 +396,11 @@ class StandIn:
         time scale it runs with (this plane's own when none runs) and its scaling policy, datapoints and
         actions (each: at, from, to, metric, reason)."""
         supervisor = self._pid("tasks")
-        state = self._task_state() if supervisor else {}
-        tasks = {"supervisor": supervisor, "tasks": state.get("tasks", []), "desired": state.get("desired"),
-                 "slots": len(self.ports.tasks), "time_scale": state.get("time_scale", self.time_scale),
-                 "scaling": state.get("scaling")}
+        state = (TaskState.read(self.root) if supervisor else TaskState()).to_json()
+        tasks = {"supervisor": supervisor, "tasks": state["tasks"], "desired": state["desired"],
+                 "slots": len(self.ports.tasks),
+                 "time_scale": self.time_scale if state["time_scale"] is None else state["time_scale"],
+                 "scaling": state["scaling"]}
         return {
             "emulator": {"listening": endpoint_listening(self.endpoint_url), "pid": self._pid("emulator"),
                          "url": self.endpoint_url},

@@ -13,6 +13,7 @@ from harness.drills import judges
 from harness.drills.backends import FaultBackend, Journal
 from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, PreflightFailed, Restored, Revisions
 from harness.local.alb import AlbError
+from harness.local.ecs_agent.state import TaskRecord
 from harness.local.postgres import DISCARD_TIMEOUT
 from harness.util.proc import process_alive
 from harness.local.stand_in import StandIn
@@ -90,29 +91,29 @@ class LocalBackend(FaultBackend):
             return hit
         if drill.fault != "task_loss":
             raise DrillRefused(f"the local backend cannot inject '{drill.fault}'")
-        tasks = [t for t in self._running() if t["registered"]]
+        tasks = [t for t in self._running() if t.registered]
         if not tasks:
             raise DrillRefused("no registered running task to stop")
         victim = tasks[-1]
-        os.kill(victim["pid"], signal.SIGKILL)
-        hit = {"task": victim["task"], "pid": victim["pid"], "killed_at": time.time()}
-        self.reported.append({"at": hit["killed_at"], "message": f"task {victim['task']} (pid {victim['pid']}) killed"})
+        os.kill(victim.pid, signal.SIGKILL)
+        hit = {"task": victim.task, "pid": victim.pid, "killed_at": time.time()}
+        self.reported.append({"at": hit["killed_at"], "message": f"task {victim.task} (pid {victim.pid}) killed"})
         journal("fault", hit)
         return hit
 
     def service_state(self) -> tuple[bool, str]:
-        state = self.plane.status()["tasks"]
-        if not state["supervisor"]:
+        state = self.plane.task_state()
+        if state is None:
             return False, "the ECS agent stand-in does not run"
-        desired = state["desired"] or 0
-        tasks = [t for t in state["tasks"] if not t["draining"]]
-        running = [t for t in tasks if t["running"] and process_alive(t["pid"])]
-        registered = [t for t in running if t["registered"]]
+        desired = state.desired or 0
+        tasks = [t for t in state.tasks if not t.draining]
+        running = [t for t in tasks if t.running and process_alive(t.pid)]
+        registered = [t for t in running if t.registered]
         try:
             servers = self.plane.alb.status().get("servers", {})
         except AlbError as exc:
             return False, f"HAProxy's stats do not answer: {exc}"
-        up = [t for t in registered if servers.get(t["task"]) == "UP"]
+        up = [t for t in registered if servers.get(t.task) == "UP"]
         line = f"running {len(running)}/{desired}, targets healthy {len(up)}/{desired}"
         return desired > 0 and len(running) == desired and len(up) == desired, line
 
@@ -138,8 +139,9 @@ class LocalBackend(FaultBackend):
         journal("rollback", {"service": line, "ok": ok})
         return {"ok": ok, "detail": line}
 
-    def _running(self) -> list[dict[str, Any]]:
-        return [t for t in self.plane.status()["tasks"]["tasks"] if t["running"] and not t["draining"]]
+    def _running(self) -> list[TaskRecord]:
+        state = self.plane.task_state()
+        return [t for t in state.tasks if t.running and not t.draining] if state else []
 
 
     # -- DRILL-02 --------------------------------------------------------------------------------------------
@@ -181,8 +183,9 @@ class LocalBackend(FaultBackend):
     def deployed(self, task_definition: str) -> tuple[bool, str]:
         """What the ECS agent stand-in runs: every task on `task_definition`, the desired count, all UP."""
         ok, line = self.service_state()
-        tasks = [t for t in self.plane.status()["tasks"]["tasks"] if not t["draining"]]
-        on = [t for t in tasks if t["task_definition"] == task_definition]
+        state = self.plane.task_state()
+        tasks = [t for t in state.tasks if not t.draining] if state else []
+        on = [t for t in tasks if t.task_definition == task_definition]
         revision = task_definition.rsplit(":", 1)[-1]
         return ok and len(on) == len(tasks), f"rev {revision}: {len(on)}/{len(tasks)} tasks on it, {line}"
 
