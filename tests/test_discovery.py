@@ -273,7 +273,7 @@ def shared(moto_endpoint: str) -> Iterator[Target]:
     of what another module run in this process left there, and afterwards, of the look-alikes."""
     requests.post(f"{moto_endpoint}/moto-api/reset", timeout=10).raise_for_status()
     target = Target("localstack", REGION, endpoint_url=moto_endpoint)
-    with mock.patch.object(provisioner._Run, "name", lambda run, suffix: f"{FOREIGN}-{run.env[0]}-{suffix}"):
+    with mock.patch.object(provisioner.Run, "name", lambda run, suffix: f"{FOREIGN}-{run.env[0]}-{suffix}"):
         assert provisioner.provision(target.client, PLAN, "prod").skipped == {}
     assert provisioner.provision(target.client, PLAN, "dev").skipped == {}
     yield target

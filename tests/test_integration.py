@@ -35,7 +35,7 @@ def endpoint(moto_endpoint: str) -> str:
 def target(endpoint: str) -> Target:
     plan = load_plan(ROOT / "plan" / "dougust.toml")
     target = Target("localstack", "us-east-1", endpoint_url=endpoint)
-    with mock.patch.object(provisioner._Run, "name", lambda run, suffix: f"{FOREIGN}-{run.env[0]}-{suffix}"):
+    with mock.patch.object(provisioner.Run, "name", lambda run, suffix: f"{FOREIGN}-{run.env[0]}-{suffix}"):
         assert provisioner.provision(target.client, plan, "prod").skipped == {}
     assert provisioner.provision(target.client, plan, "dev").skipped == {}
     return target
