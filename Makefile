@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed-$(shell { echo "$(PYTHON)"; cat pyproject.toml uv.lo
 ALLURE_STAMP := allure3/node_modules/.installed-$(shell cat allure3/package-lock.json | cksum | cut -d' ' -f1)
 REPORTS := reports
 
-.PHONY: setup venv verify test lock lock-upgrade localstack-setup system-deps clean
+.PHONY: setup venv verify test test-unit lock lock-upgrade localstack-setup system-deps clean
 
 setup: $(STAMP) system-deps $(ALLURE_STAMP)
 
@@ -60,6 +60,10 @@ localstack-setup: $(UV)
 
 test: setup localstack-setup
 	$(BIN)/pytest tests -n 2 --dist loadfile --junitxml $(REPORTS)/self-tests.xml
+
+# The unit tier alone (pure, in-process): seconds, no server started, nothing to install but the venv.
+test-unit: venv
+	$(BIN)/pytest tests/unit -q
 
 clean:
 	rm -rf $(VENV) $(UV_VENV) .venv-localstack .stand-in $(REPORTS)/allure-results $(REPORTS)/*.xml $(REPORTS)/summary.json

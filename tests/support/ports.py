@@ -20,7 +20,8 @@ LOCKS = Path("/tmp/harness-test-ports")
 EPHEMERAL_START = 32768
 
 
-def _ports(offset: int) -> set[int]:
+def ports_of(offset: int) -> set[int]:
+    """Every port a stand-in shifted by `offset` listens on."""
     shifted = Ports().offset(offset)
     return {shifted.db_primary, shifted.db_standby, *shifted.tasks, *shifted.admin, shifted.http, shifted.https,
             shifted.stats}
@@ -31,7 +32,7 @@ def _offsets() -> list[int]:
     chosen: list[int] = []
     used: set[int] = set()
     for offset in range(300, EPHEMERAL_START, 100):
-        ports = _ports(offset)
+        ports = ports_of(offset)
         if max(ports) < EPHEMERAL_START and not ports & used:
             chosen.append(offset)
             used |= ports
@@ -52,7 +53,7 @@ def port_offset() -> Iterator[int]:
         except BlockingIOError:
             os.close(fd)
             continue
-        if any(accepts(port, timeout_s=0.2) for port in _ports(offset)):  # someone else's server, unlocked
+        if any(accepts(port, timeout_s=0.2) for port in ports_of(offset)):  # someone else's server, unlocked
             os.close(fd)
             continue
         try:

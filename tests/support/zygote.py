@@ -24,10 +24,11 @@ from pathlib import Path
 
 
 def _warm() -> None:
-    import boto3  # noqa: F401
-    import pytest  # noqa: F401
+    """Import what every suite run imports: pytest's plugins (the harness's among them) and boto3."""
+    import boto3
+    import pytest
 
-    import harness.plugin  # noqa: F401
+    del boto3, pytest
     for entry in importlib.metadata.entry_points(group="pytest11"):
         try:
             entry.load()
