@@ -21,7 +21,7 @@ def tagged(plan: Plan, env_name: str) -> dict[str, Any]:
 
 @pytest.fixture
 def settle(evidence: Callable[[str, Any], None]) -> Callable[[Any], None]:
-    """Conclude a judge's verdict (harness.load.judges.Verdict): its evidence recorded, then pass, fail, or
+    """Conclude a judge's verdict (harness.verdict.Verdict): its evidence recorded, then pass, fail, or
     skip with what could not be looked at."""
     def conclude(verdict: Any) -> None:
         evidence("evidence", verdict.evidence)

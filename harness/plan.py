@@ -118,7 +118,7 @@ class Environment(_Strict):
     region: str = "us-east-1"
 
 
-JOURNEYS = ("health", "me", "browse", "write")  # the load journeys of the API contract (load/journeys.py)
+JOURNEYS = ("health", "me", "browse", "write")  # the load journeys of the API contract (harness/load/generator/journeys.py)
 
 
 class StopValues(_Strict):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.load.judges import Verdict
+from harness.verdict import Verdict
 
 
 @pytest.fixture

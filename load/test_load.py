@@ -9,6 +9,7 @@ import pytest
 
 from harness.load import judges
 from harness.load.session import table
+from harness.verdict import Verdict
 
 
 @pytest.mark.requirement("LOAD-01")
@@ -37,9 +38,9 @@ def test_planned_throughput_reached_by_an_unsaturated_generator(load_run, expect
 def test_service_scales_out_under_sustained_load(load_run, expect, evidence, conclude) -> None:
     observer = load_run.scaling
     if observer is None:
-        conclude(judges.Verdict("skip", "the service's scaling cannot be observed on this target"))
+        conclude(Verdict("skip", "the service's scaling cannot be observed on this target"))
     if observer.problem:
-        conclude(judges.Verdict("error", observer.problem))
+        conclude(Verdict("error", observer.problem))
     budget = float(expect["scale_out_within_s"]) * load_run.time_scale
     steady_s = load_run.profile.steady_s
     verdict = judges.scale_out(observer.samples, load_run.load_start_s, budget, steady_s, load_run.cpu_target,

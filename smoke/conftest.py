@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.smoke.gate import GateResult, Verdict
+from harness.smoke.gate import GateResult
+from harness.verdict import Verdict
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from typing import Any, Callable, Iterator
 from harness.drills import judges, manifest
 from harness.drills.backends import FaultBackend
 from harness.drills.model import (Action, Clock, DrillRefused, DrillSpec, InjectFailed, PreflightFailed,
-                                   Restored, Revisions, Verdict)
+                                   Restored, Revisions)
+from harness.verdict import Verdict
 from harness.plan import Plan
 from harness.smoke.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
 
@@ -79,12 +80,12 @@ class DrillResult:
         self.load = phases
         if problem:  # the generator failed: the system cannot be judged under load, never passed
             self.verdict = Verdict("error" if self.verdict.status == "pass" else self.verdict.status,
-                                   f"{self.verdict.message}; under load: {problem}", self.verdict.figures)
+                                   f"{self.verdict.message}; under load: {problem}", figures=self.verdict.figures)
             return
         broken = judges.load_phases(phases, slo)
         if broken:
             self.verdict = Verdict("fail" if self.verdict.status == "pass" else self.verdict.status,
-                                   "; ".join([self.verdict.message, *broken]), self.verdict.figures)
+                                   "; ".join([self.verdict.message, *broken]), figures=self.verdict.figures)
 
 
 class DrillRun:
@@ -235,7 +236,7 @@ class DrillRun:
         drill = self.drill
         samples, writes = self.timeline.copy()
         if self.fault_t is None:
-            return Verdict("error", self.aborted or "the fault was never injected", _no_figures(drill))
+            return Verdict("error", self.aborted or "the fault was never injected", figures=_no_figures(drill))
         wants_writes = any(k in drill.expect for k in ("rpo_s", "max_lost_writes"))
         lost = judges.lost_writes(writes, self.present) if wants_writes and not self.readback_problem else None
         end = (self.recovered_t + drill.recovery_window_s) if self.recovered_t is not None else self.observed_end_t
@@ -503,15 +504,16 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
                 close()
         verdict = method.verdict(run)
         if failed:
-            verdict = Verdict("fail", failed, _no_figures(drill))
+            verdict = Verdict("fail", failed, figures=_no_figures(drill))
         if broke:
-            verdict = Verdict("error", f"the drill could not be completed: {broke}", verdict.figures)
+            verdict = Verdict("error", f"the drill could not be completed: {broke}", figures=verdict.figures)
         if run.interrupted and not run.measured:  # never a pass, nor a fail measured on half the evidence
             verdict = Verdict("error", f"interrupted ({run.interrupted}) before the measurement was complete",
-                              verdict.figures)
+                              figures=verdict.figures)
         if not cleanup.get("ok"):
             verdict = Verdict("fail" if verdict.status == "pass" else verdict.status,
-                              f"{verdict.message}; the rollback failed: {cleanup.get('detail')}", verdict.figures)
+                              f"{verdict.message}; the rollback failed: {cleanup.get('detail')}",
+                              figures=verdict.figures)
         events = backend.events(run.clock.epoch)
         out_dir.mkdir(parents=True, exist_ok=True)
         journal = run.journal(verdict, cleanup, events)
@@ -565,7 +567,8 @@ def _utc(epoch: float) -> str:
 
 def refused(drill: DrillSpec, reason: str) -> DrillResult:
     """A drill that preflight refused before anything ran: could not be judged, never a pass."""
-    return DrillResult(drill, Verdict("error", f"refused before any fault: {reason}", _no_figures(drill)), "refused")
+    return DrillResult(drill, Verdict("error", f"refused before any fault: {reason}", figures=_no_figures(drill)),
+                       "refused")
 
 
 def dry_run(drill: DrillSpec, backend: FaultBackend) -> DrillResult:
@@ -574,7 +577,7 @@ def dry_run(drill: DrillSpec, backend: FaultBackend) -> DrillResult:
     except DrillRefused as exc:
         return refused(drill, str(exc))
     return DrillResult(drill, Verdict("skip", "dry run: nothing was done; it would " + "; then ".join(lines),
-                                      _no_figures(drill)), "dry-run", dry_run=lines)
+                                      figures=_no_figures(drill)), "dry-run", dry_run=lines)
 
 
 def _no_figures(drill: DrillSpec) -> dict[str, Any]:

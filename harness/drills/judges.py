@@ -29,8 +29,8 @@ from collections import defaultdict
 from statistics import median
 from typing import Any, Iterable, Mapping
 
-from harness.drills.model import (EXPIRY_S, PHASES, TAG_ENV, TAG_EXPIRES, DrillSpec, Sample, Verdict,
-                                   Write)
+from harness.drills.model import EXPIRY_S, PHASES, TAG_ENV, TAG_EXPIRES, DrillSpec, Sample, Write
+from harness.verdict import Verdict
 
 EPS = 1e-6  # seconds: sample times that differ by less are the same instant (float arithmetic, not physics)
 FIGURES = ("rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "acknowledged_writes", "lost_writes",
@@ -225,13 +225,13 @@ def judge(drill: DrillSpec, *, rto_s: float | None, resolution_s: float, writes:
 
     if fails:
         so_far = f"; so far: {'; '.join(said)}" if aborted and said else ""
-        return Verdict("fail", "; ".join(fails + errors) + so_far, figures)
+        return Verdict("fail", "; ".join(fails + errors) + so_far, figures=figures)
     if errors:
-        return Verdict("error", "; ".join(errors), figures)
+        return Verdict("error", "; ".join(errors), figures=figures)
     if wants_writes and not acknowledged:
         return Verdict("inconclusive", "no canary write was acknowledged: nothing to measure the RPO on"
-                       + (f"; {'; '.join(said)}" if said else ""), figures)
-    return Verdict("pass", "; ".join(said), figures)
+                       + (f"; {'; '.join(said)}" if said else ""), figures=figures)
+    return Verdict("pass", "; ".join(said), figures=figures)
 
 
 def phases(fault_t: float | None, recovered_t: float | None, observed_end_t: float | None,
@@ -283,10 +283,10 @@ def judge_restore(drill: DrillSpec, *, rto_s: float | None, rpo_s: float | None,
                "rto_target_s": rto_target, "rpo_s": None if rpo_s is None else round(rpo_s, 3),
                "rpo_target_s": rpo_target, "resolution_s": round(resolution_s, 3)}
     if restore_problem:
-        return Verdict("fail", f"the restore failed: {restore_problem}", figures)
+        return Verdict("fail", f"the restore failed: {restore_problem}", figures=figures)
     if not verified:
         return Verdict("inconclusive", "restored, not verified: the runner has no path to the restored database "
-                                       "(pass --restore-dsn-template from inside the VPC)", figures)
+                                       "(pass --restore-dsn-template from inside the VPC)", figures=figures)
     fails = list(diffs)
     said = []
     if canary_rows == 0 or rpo_s is None:
@@ -301,7 +301,7 @@ def judge_restore(drill: DrillSpec, *, rto_s: float | None, rpo_s: float | None,
         said.insert(0, f"restored and verified in {_s(rto_s, 1)} s ≤ {_s(rto_target)} s")
     if not diffs:
         said.append("every application table matches the manifest")
-    return Verdict("fail", "; ".join(fails), figures) if fails else Verdict("pass", "; ".join(said), figures)
+    return Verdict("fail" if fails else "pass", "; ".join(fails or said), figures=figures)
 
 
 def judge_rollback(drill: DrillSpec, *, rto_s: float | None, back: tuple[bool, str] | None,
@@ -324,7 +324,7 @@ def judge_rollback(drill: DrillSpec, *, rto_s: float | None, back: tuple[bool, s
                      f"{forward[1] if forward else 'it never ran'}")
     else:
         said.append(f"rolled forward and verified ({forward[1]})")
-    return Verdict("fail", "; ".join(fails), figures) if fails else Verdict("pass", "; ".join(said), figures)
+    return Verdict("fail" if fails else "pass", "; ".join(fails or said), figures=figures)
 
 
 def load_phases(phases: dict[str, dict[str, Any]], slo: dict[str, Any]) -> list[str]:

@@ -98,19 +98,6 @@ class Clock:
 
 
 @dataclass
-class Verdict:
-    """pass, fail, error (could not be measured), inconclusive (measured, but not enough to judge: never a
-    pass) or skip; the figures go to the `drills` section of the summary."""
-    status: str
-    message: str
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "pass"
-
-
-@dataclass
 class Restored:
     """A temporary database a restore drill made: its name (data directory or DB instance id), how to reach
     it (None: no path from the runner, so it cannot be verified), and what the platform said."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.image.inspect import ImageFacts, user_part
 from harness.image.unpack import deleted_by
-from harness.load.judges import Verdict
+from harness.verdict import Verdict
 from harness.util.redact import MASK, secret_variable
 
 # Files that hold credentials by their name; a private key is also found by its content (unpack.py).

@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 
+from harness.load.credentials import usable_accounts
 from harness.plan import Plan
 from harness.target import Target, TargetError
 
@@ -24,11 +25,10 @@ LOCAL_ACCOUNTS = 20
 
 
 def validate(accounts: Any, source: str) -> list[dict[str, str]]:
-    if not isinstance(accounts, list) or not accounts or not all(
-            isinstance(a, dict) and isinstance(a.get("email"), str) and isinstance(a.get("password"), str)
-            and a["email"] and a["password"] for a in accounts):
+    usable = usable_accounts(accounts)
+    if usable is None:
         raise TargetError(f'{source}: expected a JSON list of {{"email", "password"}} accounts; fix its content')
-    return [{"email": a["email"], "password": a["password"]} for a in accounts]
+    return usable
 
 
 def from_file(path: Path) -> list[dict[str, str]]:

@@ -6,25 +6,15 @@ have caused it, and LOAD-02 says the generator was the bottleneck rather than bl
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from harness.load.exact import RAMP, STEADY
 from harness.load.stop import stop_line
+from harness.verdict import Verdict
 
-RAMP = "ramp"
+LATENCY_SLO = ("p95_ms", "p99_ms", "max_error_ratio")  # what LOAD-01 reads from its plan entry, per endpoint too
 # Requests the users make for themselves, not arrivals of the profile's schedule.
 AUTH_ENDPOINTS = ("POST /api/auth/login", "POST /api/auth/refresh")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: str  # pass, fail, inconclusive (a failing figure the generator may have caused), error, skip
-    message: str
-    evidence: Any = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "pass"
 
 
 def saturation(results: dict[str, Any], expect: dict[str, Any]) -> str | None:
@@ -69,7 +59,7 @@ def latency(results: dict[str, Any], expect: dict[str, Any]) -> Verdict:
     for phase in phases:
         rows = {"overall": results["overall"][phase], **results["endpoints"].get(phase, {})}
         for name, row in rows.items():
-            slo = {**{k: expect[k] for k in ("p95_ms", "p99_ms", "max_error_ratio")}, **overrides.get(name, {})}
+            slo = {**{k: expect[k] for k in LATENCY_SLO}, **overrides.get(name, {})}
             figures[f"{phase} {name}"] = {k: row[k] for k in ("requests", "p95_ms", "p99_ms", "error_ratio")}
             for key, limit in (("p95_ms", slo["p95_ms"]), ("p99_ms", slo["p99_ms"])):
                 if row["requests"] and row[key] > limit:
@@ -94,11 +84,11 @@ def latency(results: dict[str, Any], expect: dict[str, Any]) -> Verdict:
 def throughput(results: dict[str, Any], rate_per_s: float, expect: dict[str, Any]) -> Verdict:
     """LOAD-02: the steady phase reached min_throughput_ratio of the planned arrival rate, and the
     generator was not the bottleneck. Unpaced runs plan no rate: only the generator is judged."""
-    steady = results.get("overall", {}).get("steady")
+    steady = results.get("overall", {}).get(STEADY)
     if not steady or not steady["requests"]:
         return Verdict("error", "no request completed in the steady phase: throughput could not be measured")
-    span = next((p["end_s"] - p["start_s"] for p in results["phases"] if p["name"] == "steady"), 0.0)
-    auth = sum(row["requests"] for name, row in results["endpoints"].get("steady", {}).items() if name in AUTH_ENDPOINTS)
+    span = next((p["end_s"] - p["start_s"] for p in results["phases"] if p["name"] == STEADY), 0.0)
+    auth = sum(row["requests"] for name, row in results["endpoints"].get(STEADY, {}).items() if name in AUTH_ENDPOINTS)
     achieved = (steady["requests"] - auth) / span if span > 0 else 0.0
     late = results.get("schedule", {})
     figures = {"achieved_rps": round(achieved, 2), "planned_rps": rate_per_s,

@@ -8,12 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from harness.load.judges import LATENCY_SLO
 from harness.load.stop import Stop
 from harness.plan import JOURNEYS, Plan, PlanError
 
 REQUIRED = ("users", "spawn_rate", "duration_s", "ramp_s", "rate_per_s", "mix")
 # The numbers each load check reads from its plan entry (`expect`), and LOAD-01's per-endpoint overrides.
-SLO_KEYS = {"LOAD-01": ("p95_ms", "p99_ms", "max_error_ratio"),
+SLO_KEYS = {"LOAD-01": LATENCY_SLO,
             "LOAD-02": ("min_throughput_ratio", "max_generator_cpu", "max_lag_p99_ms"),
             "LOAD-03": ("scale_out_within_s",)}
 

@@ -1,19 +1,19 @@
 """Runs Locust in processes of its own and collects what it measured.
 
 Locust patches its process with gevent, so the pytest process (boto3, psycopg) only starts it and reads
-the files it writes: the results (exact statistics, load/exact_stats.py), the progress lines, Locust's
-HTML report and each process's log. One standalone process (workers = 1), a master with N local workers
-(workers = N > 1), or a master that waits for workers started elsewhere
-(`locust -f load/locustfile.py --worker --master-host ...`).
+the files it writes: the results (exact statistics, harness/load/generator/stats.py), the progress lines,
+Locust's HTML report and each process's log. One standalone process (workers = 1), a master with N local
+workers (workers = N > 1), or a master that waits for workers started elsewhere
+(`locust -f harness/load/generator/locustfile.py --worker --master-host ...`).
 
 Every run is bounded: Locust stops itself after the profile's duration plus a drain, and the runner kills
 what is still running past a grace period. Ctrl-C stops the processes and keeps whatever results were
 written, marked incomplete. Every Locust process is bound to the harness (harness.util.proc): however the
 pytest process ends, SIGKILL included, none outlives it by more than a few seconds.
 
-The brakes: Locust stops the run itself when the profile's stop conditions hold (load/exact_stats.py); a
-`stop_check` given to `run` (CloudWatch alarms, polled here) stops it through a stop file Locust watches.
-Either way the results say why and when, and the run counts as stopped.
+The brakes: Locust stops the run itself when the profile's stop conditions hold
+(harness/load/generator/brakes.py); a `stop_check` given to `run` (CloudWatch alarms, polled here) stops it
+through a stop file Locust watches. Either way the results say why and when, and the run counts as stopped.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from harness.load.profile import Profile
 from harness.load.stop import stop_line
 
 ROOT = Path(__file__).resolve().parents[2]
-LOCUSTFILE = ROOT / "load" / "locustfile.py"
+LOCUSTFILE = ROOT / "harness" / "load" / "generator" / "locustfile.py"
 # Locust runs this much past the measurement window: requests in flight when it closes finish, and the
 # workers' next reports (every 3 s) bring them to the master before it stops.
 DRAIN_S = 5
@@ -152,8 +152,8 @@ def run(spec: RunSpec, report: Callable[[str], None] = print, stop: threading.Ev
                 processes.append((f"worker-{i + 1}", worker))
             if spec.expect_workers:
                 report(f"load {p.name}: waiting up to {spec.workers_wait_s} s for {spec.expect_workers} worker(s) "
-                       f"at {spec.master_bind} (locust -f load/locustfile.py --worker --master-host HOST "
-                       f"--master-port {port})")
+                       f"at {spec.master_bind} (locust -f harness/load/generator/locustfile.py --worker "
+                       f"--master-host HOST --master-port {port})")
         else:
             processes.append(("locust", _spawn(common, spec.out_dir / "locust.log")))
         main = processes[0][1]

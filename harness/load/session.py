@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.load.judges import Verdict
+from harness.verdict import Verdict
 from harness.load.profile import Profile
 from harness.load.runner import RunResult
 from harness.load.scaling import ScalingObserver

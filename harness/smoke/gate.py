@@ -17,17 +17,10 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from harness.verdict import Verdict, failed, passed
 from harness.smoke.probes import Endpoint, Exchange, Observations, Probe, days_left, tls_report
 
 TLS_ORDER = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
-
-
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    message: str
-    evidence: Any = None
-    observed: bool = True  # False: the gate could not observe the check (ERROR, neither pass nor fail)
 
 
 @dataclass(frozen=True)
@@ -191,44 +184,44 @@ def _seen(exchange: Exchange | None) -> str:
 def judge_health(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     health = obs.first("health")
     if health is None or health.status != 200:
-        return Verdict(False, f"{_seen(health)} with {health.body if health else None}", health and health.evidence())
+        return failed(f"{_seen(health)} with {health.body if health else None}", health and health.evidence())
     body = health.body if isinstance(health.body, dict) else {}
     dependency = body.get("info", {}).get(expect["dependency"], {}).get("status")
     if body.get("status") != "ok" or dependency != "up":
-        return Verdict(False, f"health says status {body.get('status')!r}, {expect['dependency']} {dependency!r}",
+        return failed(f"health says status {body.get('status')!r}, {expect['dependency']} {dependency!r}",
                        health.evidence())
-    return Verdict(True, "app and database up", health.evidence())
+    return passed("app and database up", health.evidence())
 
 
 def judge_redirect(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     redirect = obs.first("redirect")
     if redirect is None or redirect.status not in expect["statuses"]:
-        return Verdict(False, f"{_seen(redirect)}, not a redirect ({expect['statuses']})",
+        return failed(f"{_seen(redirect)}, not a redirect ({expect['statuses']})",
                        redirect and redirect.evidence())
     location = redirect.header("location") or ""
     got, asked, base = urlsplit(location), urlsplit(redirect.url), urlsplit(obs.base_url)
     if (got.scheme, got.hostname, got.port or 443, got.path, got.query) != \
             ("https", asked.hostname, base.port or 443, asked.path, asked.query):
-        return Verdict(False, f"HTTP redirects to {location!r}, not to the HTTPS URL of the same path",
+        return failed(f"HTTP redirects to {location!r}, not to the HTTPS URL of the same path",
                        redirect.evidence())
-    return Verdict(True, f"{redirect.status} to {location}", redirect.evidence())
+    return passed(f"{redirect.status} to {location}", redirect.evidence())
 
 
 def judge_tls(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     tls = obs.tls
     if tls is None:
-        return Verdict(False, "no TLS handshake was made")
+        return failed("no TLS handshake was made")
     evidence = tls.__dict__
     if not tls.verified:
-        return Verdict(False, f"certificate of {tls.host}:{tls.port} not valid: {tls.error} "
+        return failed(f"certificate of {tls.host}:{tls.port} not valid: {tls.error} "
                               f"(names {tls.subject_names})", evidence)
     if TLS_ORDER.index(tls.protocol or "SSLv3") < TLS_ORDER.index(expect["min_tls"]):
-        return Verdict(False, f"negotiated {tls.protocol}, the plan wants {expect['min_tls']} or later", evidence)
+        return failed(f"negotiated {tls.protocol}, the plan wants {expect['min_tls']} or later", evidence)
     left = days_left(tls.not_after) if tls.not_after else -1
     if left < expect["min_days"]:
-        return Verdict(False, f"certificate expires in {left:.1f} days ({tls.not_after}), "
+        return failed(f"certificate expires in {left:.1f} days ({tls.not_after}), "
                               f"the margin is {expect['min_days']} days", evidence)
-    return Verdict(True, f"{tls.protocol}, {left:.0f} days left, valid for {tls.host}", evidence)
+    return passed(f"{tls.protocol}, {left:.0f} days left, valid for {tls.host}", evidence)
 
 
 def _app_responses(obs: Observations) -> list[Exchange]:
@@ -239,7 +232,7 @@ def _app_responses(obs: Observations) -> list[Exchange]:
 def judge_headers(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     responses = _app_responses(obs)
     if not responses:
-        return Verdict(False, f"no API response to read headers from: {_seen(obs.first('health'))}")
+        return failed(f"no API response to read headers from: {_seen(obs.first('health'))}")
     problems = set()
     for e in responses:
         problems |= {f"{name} missing" for name in expect["present"] if not e.header(name)}
@@ -248,8 +241,8 @@ def judge_headers(obs: Observations, expect: dict[str, Any], given: GateInput) -
         problems |= {f"{name} present ({e.header(name)!r})" for name in expect["absent"] if e.header(name)}
     headers = {e.name: {k: v for k, v in e.headers.items()} for e in responses[:3]}
     if problems:
-        return Verdict(False, "security headers: " + "; ".join(sorted(problems)), headers)
-    return Verdict(True, f"security headers right on {len(responses)} responses", headers)
+        return failed("security headers: " + "; ".join(sorted(problems)), headers)
+    return passed(f"security headers right on {len(responses)} responses", headers)
 
 
 def judge_latency(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
@@ -257,20 +250,20 @@ def judge_latency(obs: Observations, expect: dict[str, Any], given: GateInput) -
     # Latency only: an answer of any status counts (whether health is right is SMK-01's question).
     failed = [e for e in samples if e.status is None]
     if not samples or failed:
-        return Verdict(False, f"{len(failed)} of {len(samples)} health requests got no answer: "
+        return failed(f"{len(failed)} of {len(samples)} health requests got no answer: "
                               f"{_seen(failed[0] if failed else None)}")
     times = sorted(e.elapsed_ms for e in samples)
     p95 = times[max(0, math.ceil(0.95 * len(times)) - 1)]
     evidence = {"p95_ms": round(p95, 1), "median_ms": round(times[len(times) // 2], 1), "max_ms": round(times[-1], 1),
                 "requests": len(times)}
     if p95 > expect["p95_ms"]:
-        return Verdict(False, f"p95 {p95:.0f} ms over {len(times)} requests, the budget is {expect['p95_ms']} ms", evidence)
-    return Verdict(True, f"p95 {p95:.0f} ms over {len(times)} requests", evidence)
+        return failed(f"p95 {p95:.0f} ms over {len(times)} requests, the budget is {expect['p95_ms']} ms", evidence)
+    return passed(f"p95 {p95:.0f} ms over {len(times)} requests", evidence)
 
 
 def judge_auth(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     if given.account is None:
-        return Verdict(False, f"no smoke account: {given.account_problem or 'none given'}; pass "
+        return failed(f"no smoke account: {given.account_problem or 'none given'}; pass "
                               f"--smoke-user/--smoke-password or create the secret <env>/dougust/{expect['account_secret']}")
     steps = [("login", (200, 201)), ("protected", (200,)), ("refresh", (200, 201)),
              ("protected after refresh", (200,)), ("forged token", (401,)), ("no token", (401,))]
@@ -278,26 +271,26 @@ def judge_auth(obs: Observations, expect: dict[str, Any], given: GateInput) -> V
     for name, statuses in steps:
         exchange = obs.first(name)
         if exchange is None:
-            return Verdict(False, f"the round trip stopped before '{name}': {_seen(obs.first('login'))} "
+            return failed(f"the round trip stopped before '{name}': {_seen(obs.first('login'))} "
                                   f"/ {_seen(obs.first('refresh'))}", evidence)
         if exchange.status not in statuses:
             forged = f" ({obs.forgery})" if name == "forged token" and obs.forgery else ""
-            return Verdict(False, f"{name}{forged}: {_seen(exchange)}, expected {statuses}", evidence)
-    return Verdict(True, "login, protected call, refresh, protected call; forged and missing tokens get 401", evidence)
+            return failed(f"{name}{forged}: {_seen(exchange)}, expected {statuses}", evidence)
+    return passed("login, protected call, refresh, protected call; forged and missing tokens get 401", evidence)
 
 
 def judge_stickiness(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     sticky = obs.named("sticky")
     if not sticky or sticky[0].status is None:
-        return Verdict(False, _seen(sticky[0] if sticky else None))
+        return failed(_seen(sticky[0] if sticky else None))
     if len(sticky) == 1:
-        return Verdict(False, f"no {expect['cookie']} cookie was set: Set-Cookie {sticky[0].header('set-cookie')!r}",
+        return failed(f"no {expect['cookie']} cookie was set: Set-Cookie {sticky[0].header('set-cookie')!r}",
                        sticky[0].evidence())
     tasks = [e.header("x-task-id") for e in sticky[1:]]
     evidence = {"cookie": expect["cookie"], "tasks": tasks}
     if len(set(tasks)) != 1 or None in tasks:
-        return Verdict(False, f"requests carrying {expect['cookie']} reached tasks {tasks}", evidence)
-    return Verdict(True, f"{len(tasks)} requests with {expect['cookie']} all reached {tasks[0]}", evidence)
+        return failed(f"requests carrying {expect['cookie']} reached tasks {tasks}", evidence)
+    return passed(f"{len(tasks)} requests with {expect['cookie']} all reached {tasks[0]}", evidence)
 
 
 def judge_version(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
@@ -315,24 +308,24 @@ def judge_version(obs: Observations, expect: dict[str, Any], given: GateInput) -
                 "served": served}
     if unexplained:
         tasks = sorted({e.header(expect["task_header"]) or f"(no {expect['task_header']})" for e in unexplained})
-        return Verdict(False, f"{len(unexplained)} of {len(responses)} responses carry no {expect['header']}: "
+        return failed(f"{len(unexplained)} of {len(responses)} responses carry no {expect['header']}: "
                               + ", ".join(sorted({f'{e.method} {urlsplit(e.url).path} {e.status}'
                                                   for e in unexplained})) + f" (from {', '.join(tasks)})", evidence)
     if not carrying:
-        return Verdict(False, f"no response carries {expect['header']} ({len(responses)} read): "
+        return failed(f"no response carries {expect['header']} ({len(responses)} read): "
                               f"{_seen(obs.first('version'))}", evidence)
     seen = sorted(served)
     by_task = "; ".join(f"{version} from {', '.join(tasks)}" for version, tasks in sorted(served.items()))
     if given.expected_version is not None:
         wrong = [e for e in carrying if e.header(expect["header"]) != given.expected_version]
         if wrong:
-            return Verdict(False, f"{len(wrong)} of {len(carrying)} responses are not version "
+            return failed(f"{len(wrong)} of {len(carrying)} responses are not version "
                                   f"{given.expected_version}: seen {seen}; {by_task}", evidence)
-        return Verdict(True, f"all {len(carrying)} responses that carry {expect['header']} are version "
+        return passed(f"all {len(carrying)} responses that carry {expect['header']} are version "
                              f"{given.expected_version} ({by_task})", evidence)
     if len(seen) != 1:
-        return Verdict(False, f"responses report versions {seen}: {by_task}", evidence)
-    return Verdict(True, f"all {len(carrying)} responses that carry {expect['header']} report version {seen[0]} "
+        return failed(f"responses report versions {seen}: {by_task}", evidence)
+    return passed(f"all {len(carrying)} responses that carry {expect['header']} report version {seen[0]} "
                          f"(no --expect-version given)", evidence)
 
 
@@ -348,12 +341,12 @@ def _served_by(responses: list[Exchange], expect: dict[str, Any]) -> dict[str, l
 def judge_unknown_route(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     unknown = obs.first("unknown route")
     if unknown is None or unknown.status != 404:
-        return Verdict(False, f"{_seen(unknown)}, not 404", unknown and unknown.evidence())
+        return failed(f"{_seen(unknown)}, not 404", unknown and unknown.evidence())
     content_type = unknown.header("content-type") or ""
     if "json" not in content_type or not isinstance(unknown.body, dict) or unknown.body.get("statusCode") != 404:
-        return Verdict(False, f"404 without the JSON error body ({content_type}): {str(unknown.body)[:120]!r}",
+        return failed(f"404 without the JSON error body ({content_type}): {str(unknown.body)[:120]!r}",
                        unknown.evidence())
-    return Verdict(True, "404 with a JSON error body", unknown.evidence())
+    return passed("404 with a JSON error body", unknown.evidence())
 
 
 JUDGES: dict[str, Callable[[Observations, dict[str, Any], GateInput], Verdict]] = {
@@ -366,12 +359,11 @@ JUDGES: dict[str, Callable[[Observations, dict[str, Any], GateInput], Verdict]] 
 def judge(obs: Observations, rid: str, given: GateInput) -> Verdict:
     """The verdict on one check for one round; a check whose step or judge broke is an ERROR of its own."""
     if rid in obs.broken:
-        return Verdict(False, f"{rid} could not be observed: {obs.broken[rid]}", observed=False)
+        return Verdict("error", f"{rid} could not be observed: {obs.broken[rid]}")
     try:
         return JUDGES[rid](obs, given.expects[rid], given)
     except Exception as exc:  # noqa: BLE001 - an answer in a shape the judge did not foresee: this check only
-        return Verdict(False, f"{rid} could not be judged: {type(exc).__name__}: {exc}".splitlines()[0][:300],
-                       observed=False)
+        return Verdict("error", f"{rid} could not be judged: {type(exc).__name__}: {exc}".splitlines()[0][:300])
 
 
 def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, interval_s: float = 2.0) -> GateResult:

@@ -5,7 +5,8 @@ an interval for opaque tokens, and after any 401), then repeats journeys picked 
 Every journey is one request, so with a target rate each arrival of the open model is one request: the
 user keeps a schedule of intended starts and the request carries its intended start for the
 coordinated-omission corrected histogram (harness.load.exact). Requests are named by route template so
-statistics group per endpoint.
+statistics group per endpoint. The settings the users share are a Pool on the Environment, made at each
+test start.
 """
 from __future__ import annotations
 
@@ -17,42 +18,54 @@ import logging
 import random
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gevent
 import gevent.ssl
-from locust import FastHttpUser, constant, events, task
+from locust import FastHttpUser, constant, task
 from locust.env import Environment
+from locust.event import Events
 from locust.runners import WorkerRunner
 
-import exact_stats
+from harness.load.credentials import usable_accounts
+from harness.load.generator.state import run_of
 from harness.load.tokens import refresh_due_at
+from harness.plan import JOURNEYS
 
-DEFAULT_MIX = {"health": 1, "me": 1, "browse": 6, "write": 2}
+DEFAULT_MIX = {"health": 1, "me": 1, "browse": 6, "write": 2}  # weights of JOURNEYS when --mix is not given
 NOTE_IDS_KEPT = 50
+POOL = "harness_pool"  # the Environment attribute holding its Pool
 
 
+@dataclass
 class Pool:
-    """Accounts handed to users in turn, and the mix they share; set up at each test start."""
-    accounts: list[dict[str, str]] = []
-    turn = itertools.count()
-    mix: dict[str, float] = dict(DEFAULT_MIX)
-    names: list[str] = list(DEFAULT_MIX)  # the mix as cumulative weights, built once per test
-    cumulative: list[float] = list(itertools.accumulate(DEFAULT_MIX.values()))
-    user_interval_s = 0.0
-    refresh_interval_s = 300.0
+    """What the users of one test share: the accounts, handed out in turn, and the mix they pick from."""
+    accounts: list[dict[str, str]]
+    turn: Iterator[int]
+    mix: dict[str, float]
+    user_interval_s: float
+    refresh_interval_s: float
+    names: list[str] = field(init=False)  # the mix as cumulative weights, built once per test
+    cumulative: list[float] = field(init=False)
 
-    @classmethod
-    def pick(cls) -> str:
+    def __post_init__(self) -> None:
+        self.names = list(self.mix)
+        self.cumulative = list(itertools.accumulate(self.mix.values()))
+
+    @property
+    def logs_in(self) -> bool:
+        return bool(set(self.mix) - {"health"})  # the health journey needs no account
+
+    def pick(self) -> str:
         """A journey by the mix's weights (as random.choices picks, without the list it builds each time:
         at thousands of requests per second that list cost the generator 2 % of its throughput)."""
-        if len(cls.names) == 1:
-            return cls.names[0]
-        return cls.names[bisect.bisect(cls.cumulative, random.random() * cls.cumulative[-1], 0, len(cls.names) - 1)]
+        if len(self.names) == 1:
+            return self.names[0]
+        return self.names[bisect.bisect(self.cumulative, random.random() * self.cumulative[-1], 0, len(self.names) - 1)]
 
 
-@events.init_command_line_parser.add_listener
 def add_arguments(parser: Any) -> None:
     group = parser.add_argument_group("journeys")
     group.add_argument("--accounts-file", default="", env_var="HARNESS_LOAD_ACCOUNTS",
@@ -69,15 +82,15 @@ def add_arguments(parser: Any) -> None:
 
 def parse_mix(text: str) -> dict[str, float]:
     mix = json.loads(text) if text else dict(DEFAULT_MIX)
-    unknown = set(mix) - set(DEFAULT_MIX)
+    unknown = set(mix) - set(JOURNEYS)
     if unknown or not any(w > 0 for w in mix.values()):
-        raise ValueError(f"mix {text!r}: journeys are {sorted(DEFAULT_MIX)}, with at least one positive weight")
+        raise ValueError(f"mix {text!r}: journeys are {sorted(JOURNEYS)}, with at least one positive weight")
     return {name: float(weight) for name, weight in mix.items() if weight > 0}
 
 
 def load_accounts(path: str) -> list[dict[str, str]]:
-    accounts = json.loads(Path(path).read_text()) if path else []
-    if not accounts or not all(isinstance(a, dict) and a.get("email") and a.get("password") for a in accounts):
+    accounts = usable_accounts(json.loads(Path(path).read_text())) if path else None
+    if accounts is None:
         raise ValueError(f"accounts file {path!r}: need a JSON list of {{\"email\", \"password\"}}")
     return accounts
 
@@ -101,7 +114,6 @@ def refusal(options: Any) -> str | None:
     return None
 
 
-@events.init.add_listener
 def refuse_unusable_options(environment: Environment, **_: Any) -> None:
     """Before any user starts, on the master or a standalone process (a worker gets the master's options
     with the test): options the journeys cannot run with end Locust with one line, not a traceback per user."""
@@ -113,22 +125,25 @@ def refuse_unusable_options(environment: Environment, **_: Any) -> None:
         sys.exit(1)
 
 
-@events.test_start.add_listener
 def configure(environment: Environment, **_: Any) -> None:
+    """At each test start: the users' Pool, from the options (a worker's come from its master)."""
     options = environment.parsed_options
     runner = environment.runner
     if not isinstance(runner, WorkerRunner):
         # Only the master knows the total user count; the per-user interval reaches workers with the options.
         rate = float(options.rate_per_s or 0.0)
         options.load_user_interval_s = options.num_users / rate if rate > 0 else 0.0
-    Pool.user_interval_s = float(getattr(options, "load_user_interval_s", 0.0) or 0.0)
-    Pool.refresh_interval_s = float(options.refresh_interval_s)
-    Pool.mix = parse_mix(options.mix)
-    Pool.names = list(Pool.mix)
-    Pool.cumulative = list(itertools.accumulate(Pool.mix.values()))
-    Pool.accounts = load_accounts(options.accounts_file) if set(Pool.mix) - {"health"} else [{}]
-    Pool.turn = itertools.count(getattr(runner, "worker_index", 0) or 0)
-    ApiUser.ssl_context_factory = staticmethod(functools.partial(trusting, options.ca_bundle or None))
+    mix = parse_mix(options.mix)
+    setattr(environment, POOL, Pool(
+        accounts=load_accounts(options.accounts_file) if set(mix) - {"health"} else [{}],
+        turn=itertools.count(getattr(runner, "worker_index", 0) or 0), mix=mix,
+        user_interval_s=float(getattr(options, "load_user_interval_s", 0.0) or 0.0),
+        refresh_interval_s=float(options.refresh_interval_s)))
+
+
+def pool_of(environment: Environment) -> Pool:
+    """The Pool `configure` put on this environment at the test's start."""
+    return getattr(environment, POOL)
 
 
 def trusting(ca_bundle: str | None, cafile: str | None = None, **_: Any) -> gevent.ssl.SSLContext:
@@ -165,26 +180,34 @@ class ApiUser(FastHttpUser):
     # Locust's FastHttpUser does not verify certificates by default; the harness always does.
     insecure = False
 
+    def __init__(self, environment: Environment) -> None:
+        options = environment.parsed_options
+        self.ssl_context_factory = functools.partial(trusting, getattr(options, "ca_bundle", "") or None)
+        super().__init__(environment)
+
     def on_start(self) -> None:
-        self.account = Pool.accounts[next(Pool.turn) % len(Pool.accounts)]
-        self.schedule = Schedule(Pool.user_interval_s) if Pool.user_interval_s > 0 else None
+        self.pool = pool_of(self.environment)
+        self.measured = run_of(self.environment)
+        self.account = self.pool.accounts[next(self.pool.turn) % len(self.pool.accounts)]
+        interval_s = self.pool.user_interval_s
+        self.schedule = Schedule(interval_s) if interval_s > 0 else None
         self.journeys: dict[str, Callable[[float | None], None]] = {
             "health": self.health, "me": self.me, "browse": self.browse, "write": self.write}
         self.note_ids: list[int] = []
         self.access = self.refresh_token = ""
         self.refresh_at = 0.0
-        if set(Pool.mix) - {"health"}:  # the health journey needs no account
+        if self.pool.logs_in:
             self.login()
 
     @task
     def journey(self) -> None:
-        if time.time() >= exact_stats.run.window_end:
+        if time.time() >= self.measured.window_end:
             gevent.sleep(0.5)  # the measurement is over: let the requests in flight finish and be reported
             return
         intended = self.schedule.wait() if self.schedule else None
         if self.access and time.time() >= self.refresh_at:
             self.refresh()
-        self.journeys[Pool.pick()](intended)
+        self.journeys[self.pool.pick()](intended)
 
     def keep_tokens(self, response: Any) -> bool:
         try:
@@ -195,7 +218,7 @@ class ApiUser(FastHttpUser):
         if not isinstance(access, str) or not isinstance(refresh, str):
             return False
         self.access, self.refresh_token = access, refresh
-        self.refresh_at = refresh_due_at(access, time.time(), Pool.refresh_interval_s)
+        self.refresh_at = refresh_due_at(access, time.time(), self.pool.refresh_interval_s)
         return True
 
     def login(self) -> None:
@@ -246,3 +269,11 @@ class ApiUser(FastHttpUser):
                              json={"title": f"load {random.getrandbits(32):08x}", "body": "written by the load run"})
         if response.status_code in (200, 201):
             self.keep_ids(response.json())
+
+
+def add_listeners(events: Events) -> None:
+    """Register the journeys' options and start-up checks with a Locust process's events (its locustfile
+    does, at import)."""
+    events.init_command_line_parser.add_listener(add_arguments)
+    events.init.add_listener(refuse_unusable_options)
+    events.test_start.add_listener(configure)

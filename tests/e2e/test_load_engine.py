@@ -20,8 +20,10 @@ import pytest
 from harness.load import exact
 from harness.load.tokens import refresh_due_at
 from harness.util.net import free_port
+from support.suites import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.locust
+
 # 1000 handling times spread geometrically over 300..450 ms: neighbouring values differ by 0.04 %, so a
 # percentile never sits on a jump of the distribution, and the generator's own few milliseconds on a busy
 # machine stay well inside the 5 % tolerance. GET /api/notes/:id takes 300 ms more.
@@ -136,7 +138,7 @@ def target(tmp_path: Path) -> Iterator[tuple[str, Truth, Path]]:
 
 
 def locust(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "locust", "-f", "load/locustfile.py", *args], cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "locust", "-f", "harness/load/generator/locustfile.py", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

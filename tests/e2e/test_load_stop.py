@@ -18,7 +18,8 @@ from typing import Any, Iterator
 import boto3
 import psutil
 import pytest
-from conftest import free_port, run_suite
+from harness.util.net import free_port
+from support.suites import ROOT, run_suite
 from moto import mock_aws
 
 from harness.load import judges, runner
@@ -26,7 +27,8 @@ from harness.load.profile import Profile, resolve
 from harness.load.stop import Figures, Stop, alarm_check, alarms_in_alarm, fired
 from harness.plan import PlanError, load_plan
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.locust
+
 HEALTH_PROFILE_END = "mix = { health = 1 }\n"
 
 
@@ -435,7 +437,7 @@ def test_a_worker_started_elsewhere_stops_when_its_master_is_gone(endpoint_facto
     heartbeats."""
     endpoint = endpoint_factory()
     port = free_port()
-    locust = [sys.executable, "-m", "locust", "-f", "load/locustfile.py"]
+    locust = [sys.executable, "-m", "locust", "-f", "harness/load/generator/locustfile.py"]
     master = subprocess.Popen([*locust, "--headless", "--host", endpoint.url, "-u", "4", "-r", "4", "-t", "60s",
                                "--mix", '{"health": 1}', "--rate-per-s", "40", "--only-summary", "--master",
                                "--expect-workers", "1", "--master-bind-host", "127.0.0.1",
@@ -468,10 +470,10 @@ def test_a_worker_started_elsewhere_stops_when_its_master_is_gone(endpoint_facto
 # -- Locust by hand ---------------------------------------------------------------------------------------------
 
 def test_plain_locust_without_accounts_is_refused_in_one_line(endpoint_factory) -> None:
-    """`locust -f load/locustfile.py --host URL` as a new user types it: one line naming --accounts-file and
+    """`locust -f harness/load/generator/locustfile.py --host URL` as a new user types it: one line naming --accounts-file and
     the health-only mix, before any user starts; the health-only mix runs without accounts."""
     endpoint = endpoint_factory()
-    locust = [sys.executable, "-m", "locust", "-f", "load/locustfile.py", "--host", endpoint.url]
+    locust = [sys.executable, "-m", "locust", "-f", "harness/load/generator/locustfile.py", "--host", endpoint.url]
     refused = subprocess.run([*locust, "--headless", "-t", "5s"], cwd=ROOT, capture_output=True, text=True,
                              timeout=60)
     output = refused.stdout + refused.stderr
