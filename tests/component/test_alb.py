@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterator, NamedTuple
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ import pytest
 from harness.util.net import free_port
 from harness.local.alb import Alb, AlbConfig
 from harness.local.tls import Certificates, ensure_certificates
+from support.http import JsonHandler
 
 pytestmark = pytest.mark.haproxy
 
@@ -38,7 +39,7 @@ class Task(ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
 
-class _TaskHandler(BaseHTTPRequestHandler):
+class _TaskHandler(JsonHandler):
     server: Task
 
     def do_GET(self) -> None:
@@ -49,15 +50,7 @@ class _TaskHandler(BaseHTTPRequestHandler):
                                  "for": self.headers["X-Forwarded-For"]}
         else:
             status, body = 404, {"statusCode": 404, "message": "Not Found"}
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(status, body)
 
 
 class Response(NamedTuple):

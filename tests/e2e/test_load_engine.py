@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,6 +20,7 @@ import pytest
 from harness.load import exact
 from harness.load.tokens import refresh_due_at
 from harness.util.net import free_port
+from support.http import JsonHandler
 from support.suites import ROOT
 
 pytestmark = pytest.mark.locust
@@ -63,13 +64,10 @@ class Truth:
 
 
 def serve(truth: Truth) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         protocol_version = "HTTP/1.1"
         # Headers and body go out in two writes; with Nagle on, the body would wait for a delayed ACK.
         disable_nagle_algorithm = True
-
-        def log_message(self, *args: Any) -> None:
-            pass
 
         def answer(self) -> None:
             began = time.perf_counter()
@@ -78,12 +76,7 @@ def serve(truth: Truth) -> ThreadingHTTPServer:
                 self.rfile.read(length)
             name, status, body, delay = self.route()
             time.sleep(delay)
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_json(status, body)
             self.wfile.flush()
             truth.add(name, (time.perf_counter() - began) * 1000, status)
 

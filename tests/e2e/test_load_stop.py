@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -19,6 +19,7 @@ import boto3
 import psutil
 import pytest
 from harness.util.net import free_port
+from support.http import JsonHandler
 from support.suites import ROOT, run_suite
 from moto import mock_aws
 
@@ -194,21 +195,12 @@ class Endpoint:
         self.arrivals: list[float] = []
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
 
-            def log_message(self, *args: Any) -> None:
-                pass
-
             def do_GET(self) -> None:  # noqa: N802
-                status = endpoint.arrived(time.time())
-                data = b'{"status":"ok"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.send_json(endpoint.arrived(time.time()), b'{"status":"ok"}')
 
         class Server(ThreadingHTTPServer):
             daemon_threads = True

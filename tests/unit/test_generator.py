@@ -29,7 +29,7 @@ import random  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 from argparse import Namespace  # noqa: E402
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer  # noqa: E402
+from http.server import ThreadingHTTPServer  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any, Iterator  # noqa: E402
 
@@ -47,6 +47,7 @@ from harness.load.generator.state import MARKS_MESSAGE, MASTER, WORKER, Run, att
 from harness.load.profile import Profile  # noqa: E402
 from harness.load.runner import RunSpec, locust_args  # noqa: E402
 from harness.plan import JOURNEYS  # noqa: E402
+from support.http import JsonHandler  # noqa: E402
 
 
 def environment(role: str | None = None, **options: Any) -> Environment:
@@ -187,7 +188,7 @@ def test_a_worker_takes_its_masters_marks() -> None:
 
 # -- journeys ---------------------------------------------------------------------------------------------------
 
-class Api(BaseHTTPRequestHandler):
+class Api(JsonHandler):
     """The smoke API contract's routes the journeys use, answering at once."""
     protocol_version = "HTTP/1.1"
     routes = {("POST", "/api/auth/login"): (201, {"accessToken": "opaque", "refreshToken": "r"}),
@@ -199,21 +200,13 @@ class Api(BaseHTTPRequestHandler):
         status, body = self.routes.get((method, self.path), (404, {}))
         if method == "GET" and self.path.startswith("/api/notes/"):
             status, body = 200, {"id": int(self.path.rsplit("/", 1)[1])}
-        payload = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        self.send_json(status, body)
 
     def do_GET(self) -> None:  # noqa: N802 (the handler's naming)
         self.answer("GET")
 
     def do_POST(self) -> None:  # noqa: N802
         self.answer("POST")
-
-    def log_message(self, *_: Any) -> None:
-        pass
 
 
 @pytest.fixture
