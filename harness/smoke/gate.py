@@ -248,10 +248,10 @@ def judge_headers(obs: Observations, expect: dict[str, Any], given: GateInput) -
 def judge_latency(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
     samples = obs.named("latency")
     # Latency only: an answer of any status counts (whether health is right is SMK-01's question).
-    failed = [e for e in samples if e.status is None]
-    if not samples or failed:
-        return failed(f"{len(failed)} of {len(samples)} health requests got no answer: "
-                              f"{_seen(failed[0] if failed else None)}")
+    unanswered = [e for e in samples if e.status is None]
+    if not samples or unanswered:
+        return failed(f"{len(unanswered)} of {len(samples)} health requests got no answer: "
+                      f"{_seen(unanswered[0] if unanswered else None)}")
     times = sorted(e.elapsed_ms for e in samples)
     p95 = times[max(0, math.ceil(0.95 * len(times)) - 1)]
     evidence = {"p95_ms": round(p95, 1), "median_ms": round(times[len(times) // 2], 1), "max_ms": round(times[-1], 1),

@@ -21,7 +21,7 @@ import pytest
 from harness.util.net import free_port
 from harness.local.alb import Alb, AlbConfig
 from harness.local.tls import Certificates, ensure_certificates
-from support.http import JsonHandler
+from support.servers import JsonHandler
 
 pytestmark = pytest.mark.haproxy
 

@@ -152,4 +152,4 @@ def test_cli_snapshot_is_judged_offline_like_a_live_run(target, endpoint, tmp_pa
         {r["id"]: r["status"] for r in live.summary["requirements"]}
     report = subprocess.run([sys.executable, "-m", "harness.cli", "report", "--reports-dir", str(tmp_path / "replay")],
                             cwd=ROOT, capture_output=True, text=True, timeout=60)
-    assert report.returncode == 0 and report.stdout.startswith("localstack prod: ")
+    assert report.returncode == 0 and report.stdout.startswith("target localstack env prod: ")

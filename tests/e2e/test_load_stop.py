@@ -19,7 +19,7 @@ import boto3
 import psutil
 import pytest
 from harness.util.net import free_port
-from support.http import JsonHandler
+from support.servers import JsonHandler
 from support.suites import ROOT, run_suite
 from moto import mock_aws
 

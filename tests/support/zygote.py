@@ -1,8 +1,8 @@
-"""Whole suites run as processes of their own, forked from one that has imported pytest and the harness once.
+"""Whole suites run as processes of their own, forked from one that has imported their libraries once.
 
-A suite run in a subprocess spends most of its time importing (pytest's plugins, boto3, the harness): about
-2 s of a replayed snapshot's 3. The zygote pays that once per test worker: it imports them, then forks a
-child for each run. The child is a fresh process as `python -m pytest` would be (its own PID, environment,
+A suite run in a subprocess spends most of its time importing (pytest, boto3 and the other libraries the
+harness uses). The zygote pays that once per test worker: it imports them, then forks a child for each
+run. The child is a fresh process as `python -m pytest` would be (its own PID, environment,
 working directory, output files; nothing of the test process's state), running `pytest.main`.
 
 Protocol, one JSON line each way: {"args", "cwd", "env", "out", "err", "timeout"} -> {"rc"} or
@@ -10,7 +10,7 @@ Protocol, one JSON line each way: {"args", "cwd", "env", "out", "err", "timeout"
 """
 from __future__ import annotations
 
-import importlib.metadata
+import importlib
 import json
 import os
 import select
@@ -23,16 +23,18 @@ import time
 from pathlib import Path
 
 
-def _warm() -> None:
-    """Import what every suite run imports: pytest's plugins (the harness's among them) and boto3."""
-    import boto3
-    import pytest
+# What a suite run imports that takes long: third-party libraries only. pytest's plugins themselves (the
+# harness among them) are left for each run to import, so that pytest rewrites their asserts as it would in
+# a process of its own.
+WARM = ("pytest", "boto3", "botocore.session", "requests", "allure_commons", "pydantic", "cryptography.x509", "psycopg",
+        "jwt", "execnet", "yaml", "psutil")
 
-    del boto3, pytest
-    for entry in importlib.metadata.entry_points(group="pytest11"):
+
+def _warm() -> None:
+    for name in WARM:
         try:
-            entry.load()
-        except Exception:  # noqa: BLE001 (a plugin that cannot load here will say so in the child)
+            importlib.import_module(name)
+        except ImportError:  # not installed here: a run that needs it says so itself
             pass
 
 
@@ -44,6 +46,9 @@ def _child(request: dict) -> None:
         os.environ.update(request["env"])
         os.chdir(request["cwd"])
         sys.path[0] = request["cwd"]  # as `python -m pytest` run there would have it
+        # PYTHONPATH is read when an interpreter starts: the run's own goes where that start puts it.
+        for entry in reversed([p for p in request["env"].get("PYTHONPATH", "").split(os.pathsep) if p]):
+            sys.path.insert(1, entry)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         for fd, path in ((1, request["out"]), (2, request["err"])):
@@ -136,8 +141,9 @@ class Zygote:
 
     def _started(self) -> subprocess.Popen[str]:
         if self._process is None or self._process.poll() is not None:
-            self._process = subprocess.Popen([sys.executable, __file__], stdin=subprocess.PIPE,
-                                             stdout=subprocess.PIPE, text=True)
+            # As a module from tests/, so that no name in support/ can shadow a module of Python's own.
+            self._process = subprocess.Popen([sys.executable, "-m", "support.zygote"], cwd=Path(__file__).parents[1],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             assert self._process.stdout is not None
             if not json.loads(self._process.stdout.readline() or "{}").get("ready"):
                 raise RuntimeError(f"the zygote did not start: exit code {self._process.wait()}")

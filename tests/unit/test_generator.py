@@ -47,7 +47,7 @@ from harness.load.generator.state import MARKS_MESSAGE, MASTER, WORKER, Run, att
 from harness.load.profile import Profile  # noqa: E402
 from harness.load.runner import RunSpec, locust_args  # noqa: E402
 from harness.plan import JOURNEYS  # noqa: E402
-from support.http import JsonHandler  # noqa: E402
+from support.servers import JsonHandler  # noqa: E402
 
 
 def environment(role: str | None = None, **options: Any) -> Environment:

@@ -7,12 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 import jwt
 import pytest
 
 from harness.smoke.probes import Exchange, Observations
-from harness.smoke.gate import GateInput, judge, judge_version, tamper
+from harness.plan import load_plan
+from harness.smoke.gate import JUDGES, GateInput, judge, judge_version, tamper
 
 KEY = b"signing-key-of-the-backend-under-test"
 VERSION = {"path": "/api/version", "header": "X-App-Version", "task_header": "X-Task-Id", "every_response": False}
@@ -117,3 +119,30 @@ def test_a_judge_that_raises_errors_its_own_check_only():
     verdict = judge(obs, "SMK-01", given)
     assert not verdict.observed and verdict.message.startswith("SMK-01 could not be judged: AttributeError")
     assert judge(obs, "SMK-08", given).ok
+
+
+def latency(*elapsed_ms: float | None) -> list[Exchange]:
+    return [Exchange("latency", "GET", "https://alb.example/api/health", status=None if ms is None else 200,
+                     elapsed_ms=ms or 0.0, error=None if ms is not None else "timed out") for ms in elapsed_ms]
+
+
+@pytest.mark.parametrize("samples, status, message", [
+    (latency(*[100.0] * 19, 900.0), "pass", "p95 100 ms over 20 requests"),
+    (latency(*[100.0] * 18, 900.0, 900.0), "fail", "p95 900 ms over 20 requests, the budget is 500 ms"),
+    (latency(*[100.0] * 19, None), "fail", "1 of 20 health requests got no answer: GET https://alb.example"),
+    ([], "fail", "0 of 0 health requests got no answer"),
+], ids=["one slow of twenty", "two slow of twenty", "one unanswered", "none sent"])
+def test_latency_judge(samples, status, message):
+    given = GateInput(expects={"SMK-05": {"p95_ms": 500}})
+    verdict = judge(Observations(exchanges=samples), "SMK-05", given)
+    assert (verdict.status, message in verdict.message) == (status, True), verdict.message
+
+
+def test_every_judge_fails_on_a_round_that_observed_nothing():
+    """Nothing answered: each check is a failure of the deployment, said in its own words; none is an error
+    of the judge (a judge that breaks on its own failure path would be one)."""
+    plan = load_plan(Path(__file__).resolve().parents[2] / "plan" / "dougust.toml")
+    expects = {rid: plan.requirements[rid].expected("prod") for rid in JUDGES}
+    given = GateInput(expects=expects, expected_version="2.0.0", account=("a@b.c", "secret"))
+    verdicts = {rid: judge(Observations(), rid, given) for rid in JUDGES}
+    assert {rid: v.status for rid, v in verdicts.items()} == dict.fromkeys(JUDGES, "fail"), verdicts
