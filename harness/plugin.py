@@ -29,9 +29,9 @@ from harness.session import SESSION, Session, SessionPlan
 from harness.smoke import plugin as smoke
 from harness.target import TargetError
 
-SUITES = (compliance, smoke, load, drills, image)  # each: add_options(parser), KEY, its fixtures
-SUITE_CLASSES = {compliance: compliance.ComplianceSuite, smoke: smoke.SmokeSuite, load: load.LoadSuite,
-                 drills: drills.DrillsSuite, image: image.ImageSuite}
+# Each suite's plugin module (add_options, KEY, its fixtures) and the object it keeps in the config's stash.
+SUITES = ((compliance, compliance.ComplianceSuite), (smoke, smoke.SmokeSuite), (load, load.LoadSuite),
+          (drills, drills.DrillsSuite), (image, image.ImageSuite))
 ALLURE_SEVERITY = {"critical": "blocker", "high": "critical", "medium": "normal", "low": "minor"}
 OUTCOMES = pytest.StashKey[dict[str, Outcome]]()
 EVIDENCE = pytest.StashKey[list]()
@@ -53,17 +53,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--profile", default=None,
                     help="AWS profile: the account's on aws; on an emulator, one that enforces IAM")
     group.addoption("--reports-dir", default="reports", help="where summary.json goes (default: reports)")
-    for suite in SUITES:
-        suite.add_options(parser)
+    for module, _ in SUITES:
+        module.add_options(parser)
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(id): the plan requirement this test verifies, e.g. DB-02")
     session = config.stash[SESSION] = Session(config)
     config.stash[OUTCOMES] = {}
-    for suite in SUITES:
-        config.stash[suite.KEY] = SUITE_CLASSES[suite](session)
-        config.pluginmanager.register(suite, f"harness-{suite.__name__.split('.')[1]}")
+    for module, suite in SUITES:
+        config.stash[module.KEY] = suite(session)
+        config.pluginmanager.register(module, f"harness-{module.__name__.split('.')[1]}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
