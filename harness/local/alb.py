@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.util.net import accepts
+from harness.util.wait import WaitTimeout, until
+
 BACKEND = "app"  # HAProxy's name for the target group; its servers are the tasks
 FAIL_OPEN = "-fail-open"  # suffix of the unchecked backup servers that make the ALB fail open
 START_TIMEOUT_S = 10.0
@@ -131,12 +134,12 @@ class Alb:
         self._reap()
         self.pid_file.unlink(missing_ok=True)
         ports = self._ports()
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while any(_listening(p) for p in ports):
-            if time.monotonic() > deadline:
-                busy = [p for p in ports if _listening(p)]
-                raise AlbError(f"HAProxy of {self.state_dir} is stopped, but something still listens on {busy}")
-            time.sleep(0.02)
+        try:
+            until(lambda: not any(accepts(p, timeout_s=0.2) for p in ports), STOP_TIMEOUT_S,
+                  f"{ports} to refuse connections", poll_s=0.02)
+        except WaitTimeout:
+            busy = [p for p in ports if accepts(p, timeout_s=0.2)]
+            raise AlbError(f"HAProxy of {self.state_dir} is stopped, but something still listens on {busy}") from None
 
     def status(self) -> dict[str, Any]:
         """Whether HAProxy runs, its master's PID, and the health of each task in the target group as
@@ -170,35 +173,52 @@ class Alb:
             self._process = subprocess.Popen(
                 [_haproxy(), "-W", "-db", "-f", str(self.config_file), "-p", str(self.pid_file)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while self._running_pid() != self._process.pid:
-            if self._process.poll() is not None:
-                self._process = None
-                raise AlbError(f"HAProxy exited at start; {self._log_tail()}")
-            if time.monotonic() > deadline:
-                raise AlbError(f"HAProxy wrote no pid file within {START_TIMEOUT_S:.0f} s; {self._log_tail()}")
-            time.sleep(0.01)
+        try:
+            until(self._wrote_pid_file, START_TIMEOUT_S, "the pid file", poll_s=0.01)
+        except WaitTimeout:
+            raise AlbError(f"HAProxy wrote no pid file within {START_TIMEOUT_S:.0f} s; {self._log_tail()}") from None
+
+    def _wrote_pid_file(self) -> bool:
+        """The master just launched wrote its PID; AlbError as soon as it has exited instead."""
+        if self._running_pid() == self._process.pid:
+            return True
+        if self._process.poll() is not None:
+            self._process = None
+            raise AlbError(f"HAProxy exited at start; {self._log_tail()}")
+        return False
 
     def _reload(self, pid: int) -> None:
         """Seamless reload: the master re-reads the configuration and starts a new worker, the old one
         hands over its listeners and goes. Done when every worker is one the reload started."""
         old = _children(pid)
         os.kill(pid, signal.SIGUSR2)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
+
+        def reloaded() -> bool:
             current = _children(pid)
-            if current and not current & old:
-                return
-            if time.monotonic() > deadline:
-                raise AlbError(f"HAProxy (pid {pid}) did not finish reloading {self.config_file}; {self._log_tail()}")
-            time.sleep(0.01)
+            return bool(current) and not current & old
+
+        try:
+            until(reloaded, START_TIMEOUT_S, f"HAProxy (pid {pid}) to reload", poll_s=0.01)
+        except WaitTimeout:
+            raise AlbError(f"HAProxy (pid {pid}) did not finish reloading {self.config_file}; "
+                           f"{self._log_tail()}") from None
 
     def _wait_listening(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not all(_listening(p) for p in self._ports()):
-            if self._running_pid() is None or time.monotonic() > deadline:
-                raise AlbError(f"HAProxy does not listen on {self._ports()}; {self._log_tail()}")
-            time.sleep(0.01)
+        """Until every port accepts; AlbError once START_TIMEOUT_S has passed or HAProxy is gone."""
+        def not_listening() -> AlbError:
+            return AlbError(f"HAProxy does not listen on {self._ports()}; {self._log_tail()}")
+
+        def listening() -> bool:
+            if all(accepts(p, timeout_s=0.2) for p in self._ports()):
+                return True
+            if self._running_pid() is None:
+                raise not_listening()
+            return False
+
+        try:
+            until(listening, START_TIMEOUT_S, "HAProxy to listen", poll_s=0.01)
+        except WaitTimeout:
+            raise not_listening() from None
 
     def _running_pid(self) -> int | None:
         """The master's PID from the pid file, if that process lives and is HAProxy on this config."""
@@ -395,9 +415,3 @@ def _kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0

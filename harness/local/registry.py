@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -23,6 +22,7 @@ from harness.util import proc
 from harness.util.files import write_atomic
 from harness.image.ecr import EcrImage
 from harness.util.net import free_port
+from harness.util.wait import WaitTimeout, until
 from harness.local.image import stand_in_image
 from harness.target import Target
 
@@ -51,17 +51,25 @@ def serving(root: Path) -> Iterator[str]:
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     process = proc.spawn(["docker-registry", "serve", str(_config(root, port))], log=root / "registry.log")
+
+    def not_started() -> RegistryError:
+        return RegistryError(f"the local registry did not start; see {root / 'registry.log'}")
+
+    def answers() -> bool:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        if process.poll() is not None:
+            raise not_started()
+        return False
+
     try:
-        deadline = time.monotonic() + START_S
-        while True:
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RegistryError(f"the local registry did not start; see {root / 'registry.log'}")
-            time.sleep(0.05)
+        try:
+            until(answers, START_S, "the local registry to answer", poll_s=0.05)
+        except WaitTimeout:
+            raise not_started() from None
         yield f"127.0.0.1:{port}"
     finally:
         proc.stop(process, timeout_s=10)

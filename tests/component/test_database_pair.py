@@ -9,28 +9,20 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import psycopg
 import pytest
 
 from support.stand_in import pair_in_tmp
+from support.waiting import wait_for
 from harness.local.postgres import RELOCATION_BASE, DatabaseConfig, PostgresPair
 from harness.util.proc import process_alive
 
 pytestmark = pytest.mark.postgres
 
 PASSWORD = "p@ss:w/rd'%"  # URL- and SQL-special characters on purpose
-
-
-def eventually(check: Callable[[], object], timeout: float = 10.0) -> object:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{check.__name__} still false after {timeout} s"
-        time.sleep(0.05)
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +70,8 @@ def test_a_commit_on_the_primary_is_read_on_the_standby(pair: PostgresPair) -> N
                 return standby.execute("SELECT item FROM orders WHERE id = 1").fetchall()
             except psycopg.errors.UndefinedTable:
                 return None
-        assert eventually(row_on_standby) == [("before failover",)]
+        wait_for(row_on_standby, 10.0, lambda: "the row on the standby", poll_s=0.05)
+        assert row_on_standby() == [("before failover",)]
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             standby.execute("INSERT INTO orders VALUES (2, 'on a standby')")
 
@@ -103,7 +96,7 @@ def test_after_promotion_the_dsn_reaches_the_new_primary(pair: PostgresPair) -> 
     assert pair.status()["standby"]["role"] == "primary"
     old_primary = pair.status()["primary"]["pid"]
     os.kill(old_primary, signal.SIGINT)  # fast shutdown: the drill fences the old primary
-    eventually(lambda: not pair.status()["primary"]["running"])
+    wait_for(lambda: not pair.status()["primary"]["running"], 10.0, lambda: "the old primary to stop", poll_s=0.05)
     with psycopg.connect(pair.dsn(), autocommit=True) as conn:
         assert conn.execute("SELECT inet_server_port()").fetchone() == (pair.config.standby_port,)
         conn.execute("INSERT INTO orders VALUES (2, 'after failover')")  # would hang if it still wanted a sync standby

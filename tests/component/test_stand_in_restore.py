@@ -21,6 +21,7 @@ import pytest
 from harness.util.net import free_port
 
 from support.stand_in import pair_in_tmp
+from support.waiting import wait_for
 from harness.local.postgres import PostgresPair
 from harness.util.proc import process_alive
 
@@ -178,10 +179,8 @@ def test_the_sweep_removes_expired_restores_only_even_a_killed_one(pair: Postgre
     socket_dir = Path(next(r for r in pair.restores() if r["name"] == long_name)["socket_dir"])
     assert socket_dir.parent == Path("/tmp") and socket_dir.is_dir()
     os.kill(expired["pid"], signal.SIGKILL)  # the drill that made it was kill -9ed with it
-    deadline = time.monotonic() + 10
-    while {r["name"]: r["running"] for r in pair.restores()} != {"old": False, long_name: True}:
-        assert time.monotonic() < deadline, pair.restores()
-        time.sleep(0.05)
+    wait_for(lambda: {r["name"]: r["running"] for r in pair.restores()} == {"old": False, long_name: True}, 10,
+             lambda: f"the killed restore seen as not running: {pair.restores()}", poll_s=0.05)
 
     report = pair.sweep_restores(now)
     assert [(r["name"], r["run_id"], r["drill"], r["removed"]) for r in report] == [

@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -33,6 +34,7 @@ from support.waiting import wait_for
 from harness.local.stand_in import StandIn, StandInRefused
 from harness.local.ecs_agent.state import TaskState
 from harness.local.ecs_agent.supervisor import AGENT_FAULTS
+from harness.util.wait import WaitTimeout, until
 
 pytestmark = pytest.mark.stand_in
 
@@ -131,10 +133,7 @@ def test_replication_broken_outside_the_harness_fails_drill_01_and_nothing_repai
     # The primary waits for a standby of another name, and acknowledges commits locally meanwhile: the real
     # standby still streams, but asynchronously.
     alter_system(plane, primary, "synchronous_standby_names = '\"standby-b\"'", "synchronous_commit = 'local'")
-    deadline = time.monotonic() + 15
-    while pair.status()[primary]["standby_sync_state"] != "async":
-        assert time.monotonic() < deadline, pair.status()
-        time.sleep(0.1)
+    wait_for(lambda: pair.status()[primary]["standby_sync_state"] == "async", 15, lambda: str(pair.status()))
     before = untouched(plane)
     try:
         assert plane.up() is False  # what a session's start does with a running stand-in: nothing
@@ -216,9 +215,9 @@ def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks
     # The task is never replaced: the service probe fails until the drill's 15 s hard timeout stops it.
     assert "did not recover" in result["message"] and "hard timeout of 15 s reached" in result["message"], \
         result["message"]
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and len([t for t in TaskState.read(plane.root).tasks if t.registered]) < 2:
-        time.sleep(0.5)
+    with suppress(WaitTimeout):
+        until(lambda: len([t for t in TaskState.read(plane.root).tasks if t.registered]) >= 2, 30,
+              "two registered tasks", poll_s=0.5)
 
 
 def test_preflight_refuses_a_sick_system_and_injects_nothing(plane: StandIn, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,6 +22,7 @@ from harness.load import exact, judges
 from harness.load.tokens import refresh_due_at
 from harness.plan import load_plan
 from harness.util.net import free_port
+from harness.util.wait import WaitTimeout, until
 from support.servers import JsonHandler
 from support.suites import ROOT
 
@@ -434,9 +436,9 @@ def test_interrupted_run_stops_locust_and_writes_a_partial_report(target, tmp_pa
     host, _, accounts = target
     process = pytest_load(host, accounts, tmp_path / "reports", "--load-workers", "2")
     progress = tmp_path / "reports" / "load" / "progress.jsonl"
-    deadline = time.monotonic() + 60
-    while not (progress.exists() and progress.read_text().count("\n") >= 3) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    with suppress(WaitTimeout):
+        until(lambda: progress.exists() and progress.read_text().count("\n") >= 3, 60, "three progress lines",
+              poll_s=0.5)
     children = psutil.Process(process.pid).children(recursive=True)
     assert len(children) >= 3  # the master and its two workers
     process.send_signal(2)  # SIGINT, as Ctrl-C

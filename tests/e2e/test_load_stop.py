@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Iterator
@@ -19,6 +20,7 @@ import boto3
 import psutil
 import pytest
 from harness.util.net import free_port
+from harness.util.wait import WaitTimeout, until
 from support.servers import JsonHandler
 from support.suites import ROOT, run_suite
 from moto import mock_aws
@@ -369,9 +371,9 @@ def test_a_sigkilled_harness_leaves_no_locust_process_and_no_load(endpoint_facto
             "--load-duration", "60", "--load-workers", "2", "--load-master-bind", f"127.0.0.1:{port}"]
     harness = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (endpoint.arrivals and time.time() - endpoint.arrivals[0] > 6):
-            time.sleep(0.2)
+        with suppress(WaitTimeout):
+            until(lambda: endpoint.arrivals and time.time() - endpoint.arrivals[0] > 6, 60, "6 s of load",
+                  poll_s=0.2)
         assert endpoint.arrivals, "the load never reached the endpoint"
         results = str(reports / "load" / "results.json")
         master = locust_processes(results)
@@ -381,9 +383,8 @@ def test_a_sigkilled_harness_leaves_no_locust_process_and_no_load(endpoint_facto
         harness.send_signal(signal.SIGKILL)
         killed = time.time()
         harness.wait(10)
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and any(alive(p) for p in master + workers):
-            time.sleep(0.1)
+        with suppress(WaitTimeout):
+            until(lambda: not any(alive(p) for p in master + workers), 5, "Locust to exit")
         gone_after = time.time() - killed
         assert not [p for p in master + workers if alive(p)], "Locust outlived the harness by more than 5 s"
         assert not locust_processes(results) and not locust_processes(f"--master-port {port}")
@@ -439,9 +440,9 @@ def test_a_worker_started_elsewhere_stops_when_its_master_is_gone(endpoint_facto
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not (endpoint.arrivals and time.time() - endpoint.arrivals[0] > 4):
-            time.sleep(0.2)
+        with suppress(WaitTimeout):
+            until(lambda: endpoint.arrivals and time.time() - endpoint.arrivals[0] > 4, 60, "4 s of load",
+                  poll_s=0.2)
         assert endpoint.arrivals, "the load never reached the endpoint"
         master.kill()
         killed = time.time()

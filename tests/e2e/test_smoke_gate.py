@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import suppress
 from pathlib import Path
 from typing import Iterator
 
@@ -31,6 +32,7 @@ from harness.util.proc import process_alive
 from harness.local.ecs_agent.state import TaskState
 from harness.local.stand_in import SMOKE_EMAIL, AlbVariant, StandIn, StandInError
 from harness.target import endpoint_listening
+from harness.util.wait import WaitTimeout, until
 
 pytestmark = pytest.mark.stand_in
 
@@ -87,9 +89,8 @@ def test_each_fault_fails_its_check_alone(plane, fault, tmp_path):
     if switches.get("health_down"):
         # Judge the settled state (every target unhealthy, the ALB failing open), not the seconds in which
         # the health checks take the tasks out one by one.
-        deadline = time.monotonic() + 10
-        while set(plane.alb.status()["servers"].values()) != {"DOWN"} and time.monotonic() < deadline:
-            time.sleep(0.1)
+        with suppress(WaitTimeout):
+            until(lambda: set(plane.alb.status()["servers"].values()) == {"DOWN"}, 10, "every target DOWN")
     run = gate(plane, tmp_path)
     assert run.returncode == 1
     assert failing(run) == {rid}, run.summary["counts"]
@@ -145,9 +146,9 @@ def test_gate_waits_for_a_rollout_that_converges_within_the_deadline(plane, tmp_
     before = _requests_through_the_alb(plane)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(gate, plane, tmp_path, "--deadline", "60", version="v2")
-        deadline = time.monotonic() + 60
-        while _requests_through_the_alb(plane) < before + 5 and not running.done() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with suppress(WaitTimeout):
+            until(lambda: _requests_through_the_alb(plane) >= before + 5 or running.done(), 60,
+                  "the gate's first round", poll_s=0.05)
         _deploy(plane, "v2")
         run = running.result()
     try:
