@@ -16,6 +16,7 @@ import boto3
 import botocore.exceptions
 import moto
 
+from harness.util import proc
 from harness.util.net import accepts, free_port
 from harness.util.wait import until
 from support.suites import ROOT, SuiteRun, run_suite
@@ -67,7 +68,8 @@ def iam_enforcing_server(users: Mapping[str, dict[str, Any]], directory: Path, *
     else:
         command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(BOOTSTRAP_CALLS)}
-    server = subprocess.Popen(command, env=env, cwd=ROOT / "tests", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Bound to the test process (harness.util.proc): a test run that is killed leaves no server behind.
+    server = proc.spawn(command, env=env, cwd=ROOT / "tests", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         until(lambda: accepts(port, timeout_s=0.5) or server.poll() is not None, 30, "moto server to start")
         assert server.poll() is None, "moto server did not start"
@@ -87,8 +89,7 @@ def iam_enforcing_server(users: Mapping[str, dict[str, Any]], directory: Path, *
                                        for user, (key, secret) in keys.items()))
         yield IamServer(endpoint, credentials, admin_iam)
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        proc.stop(server, timeout_s=10)
 
 
 def _iam(endpoint: str, key: tuple[str, str]) -> Any:
