@@ -31,8 +31,10 @@ $(UV): uv.lock
 	  --only-binary :all: -r $(UV_VENV)/requirement.txt
 	touch $@
 
+# --compile-bytecode: every process the harness starts (the smoke gate, the stand-in's servers, Locust) reads
+# its libraries' bytecode instead of compiling them again, whatever PYTHONDONTWRITEBYTECODE says.
 $(STAMP): pyproject.toml uv.lock $(UV)
-	$(UV) sync --quiet --locked --python "$(PYTHON_PATH)"
+	$(UV) sync --quiet --locked --compile-bytecode --python "$(PYTHON_PATH)"
 	rm -f $(VENV)/.installed-* && touch $@
 
 # Re-resolve uv.lock and localstack/uv.lock after a change of pyproject.toml, keeping every other pin;
@@ -58,8 +60,12 @@ verify: setup
 localstack-setup: $(UV)
 	scripts/localstack setup
 
+# Four workers, each handed whole files, the slowest first (tests/conftest.py); the tests wait on servers much
+# of the time. The self-tests start some 500 Python processes: with PYTHONDONTWRITEBYTECODE set, each would
+# compile the harness's modules (and pytest rewrite them) anew; __pycache__ is ignored by git.
 test: setup localstack-setup
-	$(BIN)/pytest tests -n 2 --dist loadfile --junitxml $(REPORTS)/self-tests.xml
+	env -u PYTHONDONTWRITEBYTECODE $(BIN)/pytest tests -n 4 --dist loadfile --no-loadscope-reorder \
+	  --junitxml $(REPORTS)/self-tests.xml
 
 # The unit tier alone (pure, in-process): seconds, no server started, nothing to install but the venv.
 test-unit: venv

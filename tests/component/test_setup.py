@@ -132,9 +132,9 @@ def test_system_deps_names_what_is_missing_when_a_normal_user_cannot_install(ope
     assert out.returncode == 2, out.stdout + out.stderr
     assert out.stdout == ""
     assert out.stderr.splitlines() == [
-        "scripts/system-deps: missing Debian packages: chromium skopeo busybox-static docker-registry bubblewrap; "
-        "as root run: apt-get install --no-install-recommends chromium skopeo busybox-static docker-registry "
-        "bubblewrap"]
+        "scripts/system-deps: missing Debian packages: chromium skopeo busybox-static docker-registry bubblewrap "
+        "faketime; as root run: apt-get install --no-install-recommends chromium skopeo busybox-static "
+        "docker-registry bubblewrap faketime"]
 
 
 # --- the workflows -----------------------------------------------------------------------------------------
