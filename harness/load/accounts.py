@@ -3,7 +3,8 @@
 Elsewhere they come from `--accounts-file` or the secret `<env>/dougust/load-accounts` (a JSON list of
 {"email", "password"}, read only). On the local stand-in the harness makes them: it registers them
 through the API and keeps them in that same secret in the emulator, so both paths read the same way.
-Locust gets them in a private file (mode 0600) that is removed after the run; they never reach a report.
+Locust gets them in a private file (mode 0600) that is removed after the run, or by the harness's
+watchdog when the harness is killed first (SIGKILL included); they never reach a report.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 import os
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ import requests
 from harness.load.credentials import usable_accounts
 from harness.plan import Plan
 from harness.target import Target, TargetError
+from harness.util import proc
 
 SECRET = "load-accounts"
 LOCAL_ACCOUNTS = 20
@@ -80,9 +83,22 @@ def for_stand_in(target: Target, plan: Plan, env: str, base_url: str, ca_file: s
     return accounts
 
 
-def private_file(accounts: list[dict[str, str]]) -> Path:
-    """The accounts in a file only this user can read, for the Locust processes; the caller removes it."""
+@dataclass(frozen=True)
+class AccountsFile:
+    """The accounts in a file only this user can read, for the Locust processes."""
+
+    path: Path
+    token: int  # the watchdog's removal, should the harness die before `remove()`
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        proc.cancel(self.token)
+
+
+def private_file(accounts: list[dict[str, str]]) -> AccountsFile:
+    """The accounts in a private file; the caller calls `remove()` when the run is over."""
     fd, path = tempfile.mkstemp(prefix="harness-load-accounts-", suffix=".json")
+    token = proc.on_death(["rm", "-f", path])
     with os.fdopen(fd, "w") as out:
         json.dump(accounts, out)
-    return Path(path)
+    return AccountsFile(Path(path), token)

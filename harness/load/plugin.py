@@ -100,7 +100,7 @@ class LoadSuite:
         stop_check = self._stop_check(profile)
         out_dir = Path(opt.reports_dir) / "load"
         accounts_file = load_accounts.private_file(accounts)
-        spec = RunSpec(base_url, profile, accounts_file, out_dir, ca_bundle=ca_bundle,
+        spec = RunSpec(base_url, profile, accounts_file.path, out_dir, ca_bundle=ca_bundle,
                        expect_workers=opt.load_expect_workers, master_bind=opt.load_master_bind,
                        phase_file=Path(opt.load_phase_file) if opt.load_phase_file else None,
                        workers_wait_s=opt.load_workers_wait)
@@ -110,7 +110,7 @@ class LoadSuite:
         try:
             result = run(spec, report=session.say, stop_check=stop_check)
         finally:
-            accounts_file.unlink(missing_ok=True)
+            accounts_file.remove()
             if observer is not None:
                 observer.stop()
         self.run = LoadRun(profile, base_url, result, observer, time_scale, load_start_s=profile.ramp_s,
@@ -170,7 +170,7 @@ class LoadSuite:
         phase_file.write_text("")
         accounts_file = load_accounts.private_file(self.accounts(profile, plane, endpoint.base_url,
                                                                  endpoint.ca_bundle))
-        spec = RunSpec(endpoint.base_url, profile, accounts_file, out_dir, ca_bundle=endpoint.ca_bundle,
+        spec = RunSpec(endpoint.base_url, profile, accounts_file.path, out_dir, ca_bundle=endpoint.ca_bundle,
                        phase_file=phase_file, workers_wait_s=opt.load_workers_wait)
         stop, outcome = threading.Event(), {}
         thread = threading.Thread(target=lambda: outcome.update(result=run(spec, report=self.session.say, stop=stop)),
@@ -197,7 +197,7 @@ class BackgroundLoad:
     thread: threading.Thread
     outcome: dict[str, RunResult]
     phase_file: Path
-    accounts_file: Path
+    accounts_file: load_accounts.AccountsFile
     ramp_s: float
 
     def mark(self, phase: str) -> None:
@@ -211,7 +211,7 @@ class BackgroundLoad:
     def finish(self) -> None:
         self.stop.set()
         self.thread.join(timeout=120)
-        self.accounts_file.unlink(missing_ok=True)
+        self.accounts_file.remove()
 
     @property
     def problem(self) -> str | None:

@@ -362,19 +362,24 @@ def pgid(process: psutil.Process) -> int | None:
 
 def test_a_sigkilled_harness_leaves_no_locust_process_and_no_load(endpoint_factory, tmp_path: Path) -> None:
     """`pytest load` (profile health, 2 workers) SIGKILLed mid-run, as an OOM kill or a cancelled CI job
-    does: within 5 s no Locust process is left, and the endpoint receives nothing later than 5 s after."""
+    does: within 5 s no Locust process is left, nor the private file of the load accounts, and the endpoint
+    receives nothing later than 5 s after."""
     endpoint = endpoint_factory()
     reports = tmp_path / "reports"
     port = free_port()
     args = [sys.executable, "-m", "pytest", "load", "-q", "-p", "no:cacheprovider", "--reports-dir", str(reports),
             "--env", "dev", "--base-url", endpoint.url, "--load-profile", "health", "--load-users", "8",
             "--load-duration", "60", "--load-workers", "2", "--load-master-bind", f"127.0.0.1:{port}"]
-    harness = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    scratch = tmp_path / "tmp"  # the harness's TMPDIR, where the accounts file is written
+    scratch.mkdir()
+    harness = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TMPDIR": str(scratch)})
     try:
         with suppress(WaitTimeout):
             until(lambda: endpoint.arrivals and time.time() - endpoint.arrivals[0] > 6, 60, "6 s of load",
                   poll_s=0.2)
         assert endpoint.arrivals, "the load never reached the endpoint"
+        assert [p.name for p in scratch.glob("harness-load-accounts-*")], list(scratch.iterdir())
         results = str(reports / "load" / "results.json")
         master = locust_processes(results)
         workers = locust_processes(f"--master-port {port}")
@@ -389,6 +394,9 @@ def test_a_sigkilled_harness_leaves_no_locust_process_and_no_load(endpoint_facto
         assert not [p for p in master + workers if alive(p)], "Locust outlived the harness by more than 5 s"
         assert not locust_processes(results) and not locust_processes(f"--master-port {port}")
         assert not [p for p in psutil.process_iter() if alive(p) and pgid(p) in groups]  # nothing they forked
+        with suppress(WaitTimeout):
+            until(lambda: not list(scratch.glob("harness-load-accounts-*")), 5, "the accounts file to go")
+        assert not list(scratch.glob("harness-load-accounts-*")), "the accounts file outlived the harness"
         time.sleep(6)
         late = [t - killed for t in endpoint.arrivals if t > killed + 5]
         assert not late, f"{len(late)} requests reached the endpoint more than 5 s after the kill"
