@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 
 
-# What a suite run imports that takes long: third-party libraries only. pytest's plugins themselves (the
-# harness among them) are left for each run to import, so that pytest rewrites their asserts as it would in
-# a process of its own.
+# What a suite run imports that takes long: the third-party libraries, then pytest's plugins (the harness
+# among them) as pytest's own start imports them.
 WARM = ("pytest", "boto3", "botocore.session", "requests", "allure_commons", "pydantic", "cryptography.x509", "psycopg",
         "jwt", "execnet", "yaml", "psutil")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _warm() -> None:
@@ -36,6 +36,18 @@ def _warm() -> None:
             importlib.import_module(name)
         except ImportError:  # not installed here: a run that needs it says so itself
             pass
+    # pytest's start without a session: it loads the plugins through its assertion rewriting, so a run finds
+    # them rewritten (as in a process of its own) and does not warn that they were imported before it. The
+    # harness is found from the project's root, where `python -m pytest` finds it; no conftest is read.
+    from _pytest.config import get_config
+
+    sys.path.insert(0, str(ROOT))
+    try:
+        config = get_config()
+        config.parse(["--noconftest", "-p", "no:cacheprovider"])
+        config._ensure_unconfigure()  # removes its import hook; the modules stay as it imported them
+    finally:
+        sys.path.remove(str(ROOT))
 
 
 def _child(request: dict) -> None:
