@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="render the HTML report into DIR/index.html (one file) from --results and the summary")
     rep.add_argument("--results", default="reports/allure-results", metavar="DIR",
                      help="the run's Allure results, as --alluredir wrote them (default: reports/allure-results)")
+    rep.add_argument("--drill-history", default=None, metavar="FILE",
+                     help="with --html: the drill history to chart per drill "
+                          "(default: REPORTS_DIR/drills/history.jsonl)")
     rep.add_argument("--history", default=None, metavar="FILE",
                      help="with --html: the report history (JSON lines) to read earlier runs from and add this one to")
     dif = sub.add_parser("diff", help="what changed between two snapshots, and which requirements newly fail")
@@ -78,10 +81,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="multiply the scaling policy's periods (datapoints, cooldowns) for the stand-in's ECS "
                             "agent: 0.05 makes a 300 s cooldown 15 s (default 1.0)")
     drills = sub.add_parser("drills", help="the disaster-recovery drills' housekeeping")
-    drills.add_argument("action", choices=("sweep",),
+    drills.add_argument("action", choices=("sweep", "history"),
                         help="sweep: remove the temporary resources (restored databases) of --env's drills whose "
                              "expiry has passed, e.g. of a drill that was killed; a resource without the drill tags "
-                             "is never touched, nor one whose expiry cannot be read (reported)")
+                             "is never touched, nor one whose expiry cannot be read (reported). history: print "
+                             "the drill history, one row per run")
+    drills.add_argument("--drill", default=None, metavar="ID", help="history: only this drill's runs")
+    drills.add_argument("--drill-history", default="reports/drills/history.jsonl", metavar="FILE",
+                        help="history: the drill history (default: reports/drills/history.jsonl)")
     common(drills)
     drills.add_argument("--all-envs", action="store_true",
                         help="sweep the expired drill resources of every environment, not only --env's")
@@ -106,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "local":
             return _local(args)
         if args.command == "drills":
-            return _sweep(args)
+            return _drill_history(args) if args.action == "history" else _sweep(args)
         plan = load_plan(Path(args.plan))
         region = args.region or plan.environment(args.env).region
         if args.command == "provision":
@@ -135,6 +142,23 @@ def main(argv: list[str] | None = None) -> int:
     except (PlanError, TargetError) as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
+
+
+def _drill_history(args: argparse.Namespace) -> int:
+    """The drill history as a table; lines it cannot read are skipped with a warning on stderr."""
+    from harness.drills import history
+
+    path = Path(args.drill_history)
+    if not path.is_file():
+        raise TargetError(f"no drill history at {path}: a drill run (pytest dr) writes it, or pass --drill-history")
+    entries, warnings = history.read(path, args.drill)
+    for warning in warnings:
+        print(f"harness: {warning}", file=sys.stderr)
+    if not entries:
+        print(f"no runs{f' of {args.drill}' if args.drill else ''} in {path}")
+        return 0
+    print("\n".join(history.table(entries)))
+    return 0
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -283,8 +307,9 @@ def _html_report(args: argparse.Namespace) -> int:
         return 2
     history = Path(args.history) if args.history else None
     try:
+        drill_history = Path(args.drill_history or Path(args.reports_dir) / "drills" / "history.jsonl")
         done = render(Path(args.results), Path(args.reports_dir) / "summary.json", Path(args.html), history,
-                      Path(args.reports_dir))
+                      Path(args.reports_dir), drill_history)
     except (ReportInputError, OSError) as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return 2

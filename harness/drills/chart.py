@@ -79,3 +79,36 @@ def draw(journal: dict[str, Any], path: Path) -> Path:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+VERDICT_COLOURS = {"pass": OK, "fail": FAILED}  # anything else (error, skip) grey
+
+
+def draw_history(drill: str, entries: list[dict[str, Any]], path: Path) -> Path:
+    """One drill's runs from the drill history: RTO and RPO per run against their targets, each run's point
+    coloured by its verdict (a run without a figure has no point on that axis)."""
+    fig, axes = plt.subplots(2, 1, sharex=True, figsize=(10, 5.5))
+    runs = list(range(1, len(entries) + 1))
+    for axis, key, label in ((axes[0], "rto_s", "RTO (s)"), (axes[1], "rpo_s", "RPO (s)")):
+        points = [(i, line[key], line.get("verdict")) for i, line in zip(runs, entries)
+                  if isinstance(line.get(key), (int, float))]
+        if points:
+            axis.plot([p[0] for p in points], [p[1] for p in points], color="#888888", linewidth=1, zorder=1)
+            axis.scatter([p[0] for p in points], [p[1] for p in points], s=40, zorder=2,
+                         color=[VERDICT_COLOURS.get(p[2], "#888888") for p in points])
+        targets = [(i, line[f"{key[:3]}_target_s"]) for i, line in zip(runs, entries)
+                   if isinstance(line.get(f"{key[:3]}_target_s"), (int, float))]
+        if targets:
+            axis.step([t[0] for t in targets], [t[1] for t in targets], where="mid", color=FAILED, linestyle="--",
+                      linewidth=1, label="target")
+            axis.legend(loc="upper left", fontsize=8)
+        axis.set_ylabel(label)
+    axes[1].set_xticks(runs, [f"{i}\n{line.get('date', '')[:10]}\n{line.get('verdict', '')}"
+                              for i, line in zip(runs, entries)], fontsize=7)
+    axes[1].set_xlabel("run (oldest first)")
+    fig.suptitle(f"{drill}: {len(entries)} run{'s' if len(entries) != 1 else ''} in the drill history")
+    fig.subplots_adjust(left=0.08, right=0.97, top=0.92, bottom=0.2, hspace=0.08)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

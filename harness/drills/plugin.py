@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ def add_options(parser: pytest.Parser) -> None:
     dr.addoption("--restore-dsn-template", default=None, metavar="URL",
                  help="how the runner reaches a restored database (DRILL-02 on AWS), with {host} and {port}: "
                       "'postgresql://USER:PASSWORD@{host}:{port}/dougust'; without it the restore is not verified")
+    dr.addoption("--drill-history", default=None, metavar="FILE",
+                 help="the drill history each drill run adds a line to (default: REPORTS_DIR/drills/history.jsonl); "
+                      "keep it between runs to see recovery over time (harness drills history)")
     dr.addoption("--db-url", default=None, metavar="DSN",
                  help="PostgreSQL URL the runner can reach (inside the VPC): canary inserts every 50 ms straight "
                       "to the database (default on the local stand-in: its multi-host DSN)")
@@ -87,21 +91,41 @@ class DrillsSuite:
 
         sick = [line.split(":", 1)[0] for line in smoke.red(None, opt.deadline)]
         load = None
-        with _sigterm_interrupts():
-            try:
-                if opt.with_load and not sick:
-                    from harness.load.plugin import KEY as LOAD
+        try:
+            with _sigterm_interrupts():
+                try:
+                    if opt.with_load and not sick:
+                        from harness.load.plugin import KEY as LOAD
 
-                    load = session.config.stash[LOAD].background(opt.with_load, plane, smoke.endpoint)
-                    time.sleep(load.ramp_s)  # the drills start on a steady load
-                self._run(ordered, sick, backend, dsn, service_interval_s, verify_version, load)
-            finally:
-                if load is not None:
-                    load.finish()
-        if load is not None:
-            slo = session.plan.expected("LOAD-01")
-            for rid, result in self.results.items():
-                result.judge_load(load.phases(rid), slo, load.problem)
+                        load = session.config.stash[LOAD].background(opt.with_load, plane, smoke.endpoint)
+                        time.sleep(load.ramp_s)  # the drills start on a steady load
+                    self._run(ordered, sick, backend, dsn, service_interval_s, verify_version, load)
+                finally:
+                    if load is not None:
+                        load.finish()
+            if load is not None:
+                slo = session.plan.expected("LOAD-01")
+                for rid, result in self.results.items():
+                    result.judge_load(load.phases(rid), slo, load.problem)
+        finally:  # an interrupted drill is a run too
+            self._add_to_history()
+
+    def _add_to_history(self) -> None:
+        """One line per drill run in the drill history (harness/drills/history.py)."""
+        from harness.drills import history
+
+        opt = self.session.option
+        path = Path(opt.drill_history) if opt.drill_history else Path(opt.reports_dir) / "drills" / "history.jsonl"
+        at, harness_commit = datetime.now(timezone.utc), history.commit()
+        lines = [history.entry(rid, result.section(), self.session.plan.env, opt.target, at, harness_commit)
+                 for rid, result in sorted(self.results.items())]
+        try:
+            history.append(path, lines)
+        except OSError as exc:
+            self.session.say(f"the drill history {path} could not be written: {exc}")
+            return
+        if lines:
+            self.session.say(f"{len(lines)} drill run{'s' if len(lines) > 1 else ''} added to the history {path}")
 
     def _backend(self) -> tuple[FaultBackend, str | None, float, Any]:
         """The backend the drills act through, the database URL the canary writes to, the service probe's

@@ -363,10 +363,23 @@ def _check_output_dir(html: Path, protected: list[Path]) -> None:
         raise ReportInputError(f"{html} exists and is not an HTML report; choose another --html")
 
 
+def drill_history_charts(path: Path | None, out_dir: Path) -> list[Path]:
+    """Per drill in the drill history, a chart of its RTO and RPO over the runs (none without a history)."""
+    if path is None or not path.is_file():
+        return []
+    from harness.drills import chart, history
+
+    entries, _ = history.read(path)  # `harness drills history` names the lines it skips
+    drills = sorted({line["drill"] for line in entries})
+    return [chart.draw_history(drill, [line for line in entries if line["drill"] == drill],
+                               out_dir / f"{drill} history.png") for drill in drills]
+
+
 def render(results_dir: Path, summary_path: Path, html: Path, history: Path | None = None,
-           reports_dir: Path | None = None) -> Rendered:
+           reports_dir: Path | None = None, drill_history: Path | None = None) -> Rendered:
     """Render `html`/index.html (one self-contained file) from the results and their summary; with
-    `history`, read the earlier runs from it and append this one."""
+    `history`, read the earlier runs from it and append this one; with `drill_history`, a chart per drill
+    of its runs."""
     summary = load_summary(summary_path)
     protected = [results_dir, summary_path] + ([history] if history else [])
     _check_output_dir(html, protected)
@@ -382,6 +395,7 @@ def render(results_dir: Path, summary_path: Path, html: Path, history: Path | No
         # Only this run's drift: a drift.md left by an earlier run with --baseline is not tonight's.
         if summary.get("drift") and drift.is_file() and not _has_drift_result(staging):
             attachments.append(str(drift.resolve()))
+        attachments += [str(chart) for chart in drill_history_charts(drill_history, work / "drill-history")]
         history_runs, replaced = None, False
         staged_history = work / "history.jsonl"
         if history is not None:

@@ -8,6 +8,9 @@ do and changes nothing.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +25,7 @@ from support.waiting import wait_for
 from harness.local.ecs_agent.state import TaskState
 from harness.local.ecs_agent.supervisor import AGENT_FAULTS
 from harness.local.stand_in import StandIn
+from harness.report.html import drill_history_charts
 from harness.util.wait import WaitTimeout, until
 
 pytestmark = pytest.mark.stand_in
@@ -47,7 +51,10 @@ def test_task_loss_under_background_load_is_measured_before_during_and_after(pla
 
 def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks(plane: StandIn,
                                                                                   tmp_path: Path) -> None:
-    run, drills = drill(plane, tmp_path / "ok", "DRILL-03")
+    """Also the drill history: the two runs leave two lines, which `harness drills history` prints and the
+    HTML report's chart draws; a line from a newer harness and a broken one are skipped with a warning."""
+    history = tmp_path / "history.jsonl"
+    run, drills = drill(plane, tmp_path / "ok", "DRILL-03", "--drill-history", str(history))
     assert run.returncode == 0 and drills["DRILL-03"]["verdict"] == "pass", run.stdout[-4000:]
     assert drills["DRILL-03"]["error_ratio"] <= 0.05
     strict = tmp_path / "plan.toml"  # a 4 s RTO target and a 15 s hard timeout, to fail quickly
@@ -58,7 +65,7 @@ def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks
     (plane.root / AGENT_FAULTS).write_text(json.dumps({"restart_tasks": False}))
     try:
         run, drills = drill(plane, tmp_path / "stuck", "DRILL-03", "--plan", str(strict),
-                            "--waivers", str(ROOT / "plan" / "waivers.toml"))
+                            "--waivers", str(ROOT / "plan" / "waivers.toml"), "--drill-history", str(history))
     finally:
         (plane.root / AGENT_FAULTS).unlink()
     result = drills["DRILL-03"]
@@ -69,6 +76,24 @@ def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks
     with suppress(WaitTimeout):
         until(lambda: len([t for t in TaskState.read(plane.root).tasks if t.registered]) >= 2, 30,
               "two registered tasks", poll_s=0.5)
+
+    lines = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [(h["drill"], h["verdict"], h["env"], h["target"], h["rto_target_s"]) for h in lines] == [
+        ("DRILL-03", "pass", "dev", "local", 300), ("DRILL-03", "fail", "dev", "local", 4)], lines
+    assert lines[0]["rto_s"] is not None and lines[1]["rto_s"] is None
+    assert lines[1]["run_id"] == result["run_id"] and re.fullmatch(r"[0-9a-f]{12}", lines[0]["commit"] or "")
+    with history.open("a") as out:
+        out.write('{"format": 2, "drill": "DRILL-03"}\n{"truncated\n')
+    printed = subprocess.run([sys.executable, "-m", "harness.cli", "drills", "history", "--drill", "DRILL-03",
+                              "--drill-history", str(history)], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert printed.returncode == 0, printed.stderr
+    rows = printed.stdout.splitlines()
+    assert len(rows) == 3 and " pass " in rows[1] and " fail " in rows[2] and "/ 300" in rows[1], printed.stdout
+    assert printed.stderr.splitlines() == [
+        f"harness: {history}:3: skipped: written in format 2 by a newer harness (this one reads format 1)",
+        f"harness: {history}:4: skipped: not a JSON line"], printed.stderr
+    charts = drill_history_charts(history, tmp_path / "charts")
+    assert [c.name for c in charts] == ["DRILL-03 history.png"] and charts[0].stat().st_size > 10_000
 
 
 def test_preflight_refuses_a_sick_system_and_injects_nothing(plane: StandIn, tmp_path: Path) -> None:

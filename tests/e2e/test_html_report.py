@@ -8,6 +8,7 @@ second night must know the first. The page as a reader first sees it is kept in 
 """
 from __future__ import annotations
 
+import base64
 import copy
 import datetime as dt
 import html
@@ -25,6 +26,7 @@ import pytest
 
 from support.suites import GOLDEN, ROOT, run_suite
 from harness import cli
+from harness.drills import history as drill_history
 from harness.report import html as html_report
 from harness.report.html import (ReportToolError, enrich, nodeid_of, requirement_case_id, same_run,
                                  without_analytics)
@@ -203,6 +205,37 @@ def test_the_drift_result_keeps_its_place_and_the_suites_results_are_not_changed
     assert {"name": "verdict", "value": "Failing"} in db02["labels"] and db02["testCaseId"] == "dougust:prod:DB-02"
     alb07 = next(r for name, r in staged.items() if name.startswith("ALB-07 "))
     assert alb07["status"] == "skipped" and {"name": "tag", "value": "waived"} in alb07["labels"]
+
+
+def embedded(index: Path) -> bytes:
+    """What the single-file report carries base64-encoded (its data and attachments' metadata), decoded."""
+    blobs = re.findall(r'"([A-Za-z0-9+/=]{200,})"', index.read_text(encoding="utf-8"))
+    decoded = []
+    for blob in blobs:
+        try:
+            decoded.append(base64.b64decode(blob, validate=True))
+        except ValueError:
+            continue
+    return b"\n".join(decoded)
+
+
+def test_the_drill_history_is_charted_per_drill_in_the_report(nights, tmp_path):
+    """Two DRILL-01 runs and one DRILL-03 run in the drill history: one chart per drill among the report's
+    global attachments; a report without a drill history has none."""
+    reports = tmp_path / "reports"
+    shutil.copytree(nights["second"]["reports"], reports)
+    at = dt.datetime(2026, 12, 6, tzinfo=dt.timezone.utc)
+    section = {"verdict": "pass", "rto_s": 5.0, "rto_target_s": 120, "rpo_s": 0.0, "rpo_target_s": 300,
+               "lost_writes": 0}
+    drill_history.append(reports / "drills" / "history.jsonl", [
+        drill_history.entry(rid, {**section, "run_id": f"{rid}-{i}"}, "prod", "aws", at, None)
+        for i, rid in enumerate(("DRILL-01", "DRILL-01", "DRILL-03"))])
+    done = harness("report", "--html", str(tmp_path / "html"), "--results", str(nights["second"]["results"]),
+                   "--reports-dir", str(reports))
+    assert done.returncode == 0, done.stderr
+    data = embedded(tmp_path / "html" / "index.html")
+    assert b'"name":"DRILL-01 history.png"' in data and b'"name":"DRILL-03 history.png"' in data
+    assert b"plan-coverage.md" in data and b"history.png" not in embedded(nights["html"] / "index.html")
 
 
 # -- bad input: one line, exit 2 -----------------------------------------------------------------------------
