@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import sys
 from collections.abc import Mapping
-from contextlib import ExitStack
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -106,8 +106,11 @@ class Session:
         self._plan = plan
 
     def say(self, line: str) -> None:
-        """A progress line on the terminal, readable in a CI log."""
-        self.config.get_terminal_writer().line(f"harness: {line}")
+        """A progress line on the terminal, readable in a CI log; also from inside a fixture or a test,
+        whose output pytest otherwise captures until the test ends."""
+        capture = self.config.pluginmanager.getplugin("capturemanager")
+        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+            self.config.get_terminal_writer().line(f"harness: {line}")
 
     def close(self) -> None:
         self.resources.close()

@@ -1,5 +1,6 @@
 """The post-deploy smoke gate: probe the deployment through the load balancer, judge each SMK check,
-and repeat until every check holds or the deadline passes (a rollout converging is not a failure).
+and repeat until every check holds or the deadline passes (a rollout converging is not a failure); with a
+stability window, keep checking for that long after the first green round.
 
 `observe` fetches one round of observations; the `judge_*` functions are pure and one per requirement;
 `run_gate` is the loop. The smoke tests only read the gate's final verdicts. A step of the round that
@@ -11,7 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ import jwt
 from harness.verdict import Verdict, failed, passed
 from harness.smoke.probes import Endpoint, Exchange, Observations, Probe, days_left, tls_report
 
+STABLE_REPORT_S = 5.0  # a progress line this often during the stability window
 TLS_ORDER = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 
 
@@ -38,6 +40,7 @@ class GateResult:
     verdicts: dict[str, Verdict]
     rounds: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    stable_s: float | None = None  # how long the stability window ran (--stable-for), None without one
 
     @property
     def passed(self) -> bool:
@@ -366,21 +369,46 @@ def judge(obs: Observations, rid: str, given: GateInput) -> Verdict:
         return Verdict("error", f"{rid} could not be judged: {type(exc).__name__}: {exc}".splitlines()[0][:300])
 
 
-def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, interval_s: float = 2.0) -> GateResult:
-    """Observe and judge until every check holds or the deadline passes; the last round's verdicts stand."""
+def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, interval_s: float = 2.0,
+             stable_for_s: float = 0.0, report: Callable[[str], None] | None = None) -> GateResult:
+    """Observe and judge until every check holds or the deadline passes; the last round's verdicts stand.
+    With `stable_for_s`, a round in which every check holds is followed by a round every `interval_s` for
+    that long (a revision that crashes after it started passes one round): the first red round stands,
+    each failing check saying when in the window it failed; `report` gets a line every few seconds."""
     start = time.monotonic()
     probe = Probe(endpoint)
     result = GateResult(verdicts={})
+
+    def one_round(window_s: float | None = None) -> None:
+        obs = observe(probe, given)
+        result.verdicts = {rid: judge(obs, rid, given) for rid in given.expects}
+        result.rounds.append({"at_s": round(time.monotonic() - start, 2),
+                              "failing": sorted(r for r, v in result.verdicts.items() if not v.ok),
+                              **({"window_s": round(window_s, 1)} if window_s is not None else {})})
+
     try:
         while True:
-            obs = observe(probe, given)
-            result.verdicts = {rid: judge(obs, rid, given) for rid in given.expects}
-            result.rounds.append({"at_s": round(time.monotonic() - start, 2),
-                                  "failing": sorted(r for r, v in result.verdicts.items() if not v.ok)})
+            one_round()
             remaining = deadline_s - (time.monotonic() - start)
             if result.passed or remaining <= 0:
                 break
             time.sleep(min(interval_s, remaining))
+        if result.passed and stable_for_s > 0:
+            opened = said = next_round = time.monotonic()
+            while (into := time.monotonic() - opened) < stable_for_s:
+                next_round += interval_s  # rounds start every interval_s, however long one takes
+                time.sleep(max(0.0, min(next_round, opened + stable_for_s) - time.monotonic()))
+                into = time.monotonic() - opened
+                one_round(into)
+                if not result.passed:
+                    result.verdicts = {rid: v if v.ok else replace(
+                        v, message=f"{into:.0f} s into the {stable_for_s:g} s stability window: {v.message}")
+                        for rid, v in result.verdicts.items()}
+                    break
+                if report is not None and time.monotonic() - said >= STABLE_REPORT_S:
+                    report(f"smoke gate stable for {into:.0f} of {stable_for_s:g} s: every check holds")
+                    said = time.monotonic()
+            result.stable_s = round(time.monotonic() - opened, 1)
     finally:
         probe.close()
     result.elapsed_s = time.monotonic() - start

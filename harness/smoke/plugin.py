@@ -30,6 +30,9 @@ def add_options(parser: pytest.Parser) -> None:
                     help="smoke account password (default: the plan's secret); write --smoke-password=VALUE")
     smoke.addoption("--deadline", type=float, default=0.0,
                     help="seconds to keep re-checking until every check holds (default 0: one round)")
+    smoke.addoption("--stable-for", type=float, default=0.0, metavar="S",
+                    help="after the first round in which every check holds, keep checking every 2 s for S "
+                         "seconds; any failing round then fails the gate, naming the check and when (default 0)")
 
 
 KEY = pytest.StashKey["SmokeSuite"]()
@@ -48,6 +51,8 @@ class SmokeSuite:
         """Where the gate looks and with which account; on --target local, the stand-in is brought up."""
         opt, plan = self.session.option, self.session.plan
         expects = {rid: plan.expected(rid) for rid in sorted(smoke_ids)}
+        if not opt.stable_for >= 0:  # also NaN
+            raise TargetError(f"--stable-for {opt.stable_for:g}: give the stability window in seconds, 0 or more")
         if bool(opt.smoke_user) != bool(opt.smoke_password):
             raise TargetError("pass both --smoke-user and --smoke-password, or neither (the plan's secret is used)")
         secrets_at = None  # where the smoke account's secret is: the target's, or the stand-in's emulator
@@ -80,7 +85,9 @@ class SmokeSuite:
     def run(self) -> GateResult:
         """One run of the gate: re-checked until every check holds or --deadline passes."""
         assert self.endpoint is not None and self.given is not None
-        self.gate = run_gate(self.endpoint, self.given, deadline_s=self.session.option.deadline)
+        opt = self.session.option
+        self.gate = run_gate(self.endpoint, self.given, deadline_s=opt.deadline, stable_for_s=opt.stable_for,
+                             report=self.session.say)
         return self.gate
 
     def red(self, version: str | None, deadline_s: float) -> list[str]:
@@ -97,7 +104,8 @@ class SmokeSuite:
         if self.gate is None or self.endpoint is None:
             return None
         return {"base_url": self.endpoint.base_url, "expected_version": self.session.option.expect_version,
-                "elapsed_s": round(self.gate.elapsed_s, 3), "rounds": self.gate.rounds}
+                "elapsed_s": round(self.gate.elapsed_s, 3), "rounds": self.gate.rounds,
+                "stable_for_s": self.session.option.stable_for, "stable_s": self.gate.stable_s}
 
 
 @pytest.fixture(scope="session")

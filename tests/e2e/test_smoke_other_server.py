@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import ssl
 import threading
 from dataclasses import dataclass, field
@@ -234,3 +235,31 @@ def test_an_exception_in_one_observation_step_errors_that_check_alone(server, co
     assert run.message("SMK-07") == "SMK-07 could not be observed: RuntimeError: cookie jar exploded", \
         run.message("SMK-07")
     assert "Traceback" not in run.stdout
+
+
+def test_a_stability_window_passes_a_steady_server_and_fails_on_a_red_round_naming_when(server, contract, tmp_path):
+    """--stable-for: a server that holds passes, with progress lines; one whose task-b starts answering
+    with another version 3 s after the first green round fails SMK-08, saying when in the window."""
+    run = gate(server, tmp_path / "steady", "--stable-for", "7")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert "smoke gate stable for " in run.stdout and " of 7 s: every check holds" in run.stdout, run.stdout[-2000:]
+    section = run.summary["gate"]
+    assert section["stable_for_s"] == 7 and section["stable_s"] >= 7 and len(section["rounds"]) >= 4, section
+
+    flip = threading.Timer(3.0, lambda: contract.versions.update({"task-b": "2026.11.1"}))
+    flip.start()  # about 2 s after the first round: the gate's first round takes a second or so
+    try:
+        run = gate(server, tmp_path / "crashing", "--stable-for", "20")
+    finally:
+        flip.cancel()
+    assert run.returncode == 1 and run.ids_with("fail", "error") == {"SMK-08"}, run.stdout[-3000:]
+    message = run.message("SMK-08")
+    assert re.match(r"\d+ s into the 20 s stability window: ", message) and "2026.11.1" in message, message
+    assert run.summary["gate"]["stable_s"] < 20, run.summary["gate"]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan"])
+def test_a_stability_window_that_is_not_a_duration_is_one_line(server, tmp_path, value):
+    run = gate(server, tmp_path, f"--stable-for={value}")
+    assert run.returncode == 4 and run.error_lines == [
+        f"ERROR: --stable-for {value}: give the stability window in seconds, 0 or more"], run.stderr
