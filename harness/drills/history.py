@@ -3,8 +3,8 @@ quarters, so recovery can be read over time (`harness drills history`, the HTML 
 
 A line: {"format", "run_id", "drill", "verdict", "rto_s", "rto_target_s", "rpo_s", "rpo_target_s",
 "lost_writes", "env", "target", "date" (ISO 8601 UTC), "commit" (the harness's, or null)}. Reading never
-fails on the file's content: a line that is not JSON, not an object, misses a field or was written by a
-newer format is skipped with one warning naming its line number.
+fails on the file's content: a line that is not JSON, not an object, misses a field, holds one of the wrong
+type or was written by a newer format is skipped with one warning naming its line number.
 """
 from __future__ import annotations
 
@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = 1
-FIELDS = ("run_id", "drill", "verdict", "rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "lost_writes", "env",
-          "target", "date", "commit")
+TEXTS = ("run_id", "drill", "verdict", "env", "target", "date")
+FIGURES = ("rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "lost_writes")  # numbers, or null: not measured
+FIELDS = (*TEXTS, *FIGURES, "commit")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -35,7 +36,7 @@ def entry(drill: str, section: dict[str, Any], env: str, target: str, at: dt.dat
           harness_commit: str | None) -> dict[str, Any]:
     """A history line for one drill run, from its summary section."""
     return {"format": FORMAT, "run_id": section.get("run_id"), "drill": drill, "verdict": section.get("verdict"),
-            **{key: section.get(key) for key in ("rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "lost_writes")},
+            **{key: section.get(key) for key in FIGURES},
             "env": env, "target": target, "date": at.astimezone(dt.timezone.utc).isoformat(timespec="seconds"),
             "commit": harness_commit}
 
@@ -79,6 +80,12 @@ def read(path: Path, drill: str | None = None) -> tuple[list[dict[str, Any]], li
         missing = [key for key in FIELDS if key not in line]
         if missing:
             warnings.append(f"{path}:{number}: skipped: missing {', '.join(missing)}")
+            continue
+        wrong = [key for key in TEXTS if not isinstance(line[key], str)]
+        wrong += [key for key in FIGURES if line[key] is not None
+                  and (not isinstance(line[key], (int, float)) or isinstance(line[key], bool))]
+        if wrong:
+            warnings.append(f"{path}:{number}: skipped: {', '.join(wrong)} of the wrong type")
             continue
         if drill is None or line["drill"] == drill:
             entries.append(line)

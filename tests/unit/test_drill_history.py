@@ -42,6 +42,8 @@ def test_append_adds_lines_and_read_returns_them_in_order(tmp_path: Path) -> Non
     (json.dumps({**line(), "format": True}), "skipped: no format number"),
     (json.dumps({**line(), "format": 2}), "skipped: written in format 2 by a newer harness (this one reads format 1)"),
     (json.dumps({k: v for k, v in line().items() if k not in ("rto_s", "commit")}), "skipped: missing rto_s, commit"),
+    (json.dumps({**line(), "drill": 1, "rto_s": "4 s", "lost_writes": True}),
+     "skipped: drill, rto_s, lost_writes of the wrong type"),
 ])
 def test_a_line_it_cannot_read_is_skipped_with_a_warning_naming_it(tmp_path: Path, raw: str, warning: str) -> None:
     path = tmp_path / "history.jsonl"
