@@ -32,7 +32,8 @@ $(UV): uv.lock
 	touch $@
 
 # --compile-bytecode: every process the harness starts (the smoke gate, the stand-in's servers, Locust) reads
-# its libraries' bytecode instead of compiling them again, whatever PYTHONDONTWRITEBYTECODE says.
+# its libraries' bytecode instead of compiling them again, whatever PYTHONDONTWRITEBYTECODE says. LocalStack's
+# venv is left as it is: compiling all of it took 18 CPU-s here, for a server the self-tests start once.
 $(STAMP): pyproject.toml uv.lock $(UV)
 	$(UV) sync --quiet --locked --compile-bytecode --python "$(PYTHON_PATH)"
 	rm -f $(VENV)/.installed-* && touch $@
