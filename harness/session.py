@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+import threading
 from collections.abc import Mapping
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
@@ -109,7 +110,10 @@ class Session:
         """A progress line on the terminal, readable in a CI log; also from inside a fixture or a test,
         whose output pytest otherwise captures until the test ends."""
         capture = self.config.pluginmanager.getplugin("capturemanager")
-        with capture.global_and_fixture_disabled() if capture is not None else nullcontext():
+        # pytest's capture is the main thread's to suspend: another thread (a drill's background load) writes
+        # as it is, captured or not.
+        main = threading.current_thread() is threading.main_thread()
+        with capture.global_and_fixture_disabled() if capture is not None and main else nullcontext():
             self.config.get_terminal_writer().line(f"harness: {line}")
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ FORMAT = 1
 TEXTS = ("run_id", "drill", "verdict", "env", "target", "date")
 FIGURES = ("rto_s", "rto_target_s", "rpo_s", "rpo_target_s", "lost_writes")  # numbers, or null: not measured
 FIELDS = (*TEXTS, *FIGURES, "commit")
+DRILL_NAME = re.compile(r"[A-Z][A-Z0-9]*-[0-9]+")  # as the plan names drills; also the chart's file name
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -55,7 +57,7 @@ def read(path: Path, drill: str | None = None) -> tuple[list[dict[str, Any]], li
     entries: list[dict[str, Any]] = []
     warnings: list[str] = []
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8-sig", errors="replace")
     except FileNotFoundError:
         return [], []
     for number, raw in enumerate(text.splitlines(), 1):
@@ -82,14 +84,20 @@ def read(path: Path, drill: str | None = None) -> tuple[list[dict[str, Any]], li
             warnings.append(f"{path}:{number}: skipped: missing {', '.join(missing)}")
             continue
         wrong = [key for key in TEXTS if not isinstance(line[key], str)]
-        wrong += [key for key in FIGURES if line[key] is not None
-                  and (not isinstance(line[key], (int, float)) or isinstance(line[key], bool))]
+        wrong += [key for key in FIGURES if line[key] is not None and not _figure_value(line[key])]
+        if "drill" not in wrong and not DRILL_NAME.fullmatch(line["drill"]):
+            wrong.append("drill")
         if wrong:
             warnings.append(f"{path}:{number}: skipped: {', '.join(wrong)} of the wrong type")
             continue
         if drill is None or line["drill"] == drill:
             entries.append(line)
     return entries, warnings
+
+
+def _figure_value(value: Any) -> bool:
+    """A number a chart and a table can show: finite, and not a boolean."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e12
 
 
 def _figure(value: Any, target: Any) -> str:

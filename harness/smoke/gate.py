@@ -370,11 +370,13 @@ def judge(obs: Observations, rid: str, given: GateInput) -> Verdict:
 
 
 def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, interval_s: float = 2.0,
-             stable_for_s: float = 0.0, report: Callable[[str], None] | None = None) -> GateResult:
+             stable_for_s: float = 0.0, report: Callable[[str], None] | None = None,
+             binding: Callable[[str], bool] = lambda rid: True) -> GateResult:
     """Observe and judge until every check holds or the deadline passes; the last round's verdicts stand.
-    With `stable_for_s`, a round in which every check holds is followed by a round every `interval_s` for
-    that long (a revision that crashes after it started passes one round): the first red round stands,
-    each failing check saying when in the window it failed; `report` gets a line every few seconds."""
+    With `stable_for_s`, a round in which every `binding` check holds (a waived or optional one never
+    decides the gate) is followed by a round every `interval_s` for that long (a revision that crashes
+    after it started passes one round): the first round in which a binding check fails stands, each
+    failing check saying when in the window it failed; `report` gets a line every few seconds."""
     start = time.monotonic()
     probe = Probe(endpoint)
     result = GateResult(verdicts={})
@@ -393,14 +395,17 @@ def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, inte
             if result.passed or remaining <= 0:
                 break
             time.sleep(min(interval_s, remaining))
-        if result.passed and stable_for_s > 0:
+        def green() -> bool:
+            return all(v.ok for rid, v in result.verdicts.items() if binding(rid))
+
+        if stable_for_s > 0 and green():
             opened = said = next_round = time.monotonic()
             while (into := time.monotonic() - opened) < stable_for_s:
                 next_round += interval_s  # rounds start every interval_s, however long one takes
                 time.sleep(max(0.0, min(next_round, opened + stable_for_s) - time.monotonic()))
                 into = time.monotonic() - opened
                 one_round(into)
-                if not result.passed:
+                if not green():
                     result.verdicts = {rid: v if v.ok else replace(
                         v, message=f"{into:.0f} s into the {stable_for_s:g} s stability window: {v.message}")
                         for rid, v in result.verdicts.items()}

@@ -3,6 +3,7 @@ the session's one gate run that every smoke check reads."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import botocore.exceptions
@@ -51,7 +52,7 @@ class SmokeSuite:
         """Where the gate looks and with which account; on --target local, the stand-in is brought up."""
         opt, plan = self.session.option, self.session.plan
         expects = {rid: plan.expected(rid) for rid in sorted(smoke_ids)}
-        if not opt.stable_for >= 0:  # also NaN
+        if not 0 <= opt.stable_for < math.inf:  # NaN too
             raise TargetError(f"--stable-for {opt.stable_for:g}: give the stability window in seconds, 0 or more")
         if bool(opt.smoke_user) != bool(opt.smoke_password):
             raise TargetError("pass both --smoke-user and --smoke-password, or neither (the plan's secret is used)")
@@ -87,7 +88,7 @@ class SmokeSuite:
         assert self.endpoint is not None and self.given is not None
         opt = self.session.option
         self.gate = run_gate(self.endpoint, self.given, deadline_s=opt.deadline, stable_for_s=opt.stable_for,
-                             report=self.session.say)
+                             report=self.session.say, binding=self.session.plan.binding)
         return self.gate
 
     def red(self, version: str | None, deadline_s: float) -> list[str]:

@@ -56,6 +56,7 @@ def _child(request: dict) -> None:
         os.setpgid(0, 0)  # its own group, so a timeout kills whatever it started in the foreground too
         os.environ.clear()
         os.environ.update(request["env"])
+        tempfile.tempdir = None  # found again from the run's TMPDIR (pytest's start in the zygote fixed it)
         os.chdir(request["cwd"])
         sys.path[0] = request["cwd"]  # as `python -m pytest` run there would have it
         # PYTHONPATH is read when an interpreter starts: the run's own goes where that start puts it.

@@ -44,6 +44,7 @@ def test_append_adds_lines_and_read_returns_them_in_order(tmp_path: Path) -> Non
     (json.dumps({k: v for k, v in line().items() if k not in ("rto_s", "commit")}), "skipped: missing rto_s, commit"),
     (json.dumps({**line(), "drill": 1, "rto_s": "4 s", "lost_writes": True}),
      "skipped: drill, rto_s, lost_writes of the wrong type"),
+    (json.dumps({**line(), "drill": "x/../../evil", "rpo_s": 10 ** 400}), "skipped: rpo_s, drill of the wrong type"),
 ])
 def test_a_line_it_cannot_read_is_skipped_with_a_warning_naming_it(tmp_path: Path, raw: str, warning: str) -> None:
     path = tmp_path / "history.jsonl"
@@ -65,3 +66,9 @@ def test_the_table_shows_figures_against_targets_and_what_was_not_measured() -> 
     assert rows[1].split() == ["2026-12-06T07:00:00+00:00", "DRILL-01", "dev", "pass", "4.2", "s", "/", "120", "0",
                                "s", "/", "300", "0", "0123456789ab"]
     assert rows[2].split() == ["2026-12-06T07:00:00+00:00", "DRILL-01", "dev", "fail", "-", "-", "-", "-"]
+
+
+def test_a_file_saved_with_a_byte_order_mark_keeps_its_first_line(tmp_path: Path) -> None:
+    path = tmp_path / "history.jsonl"
+    path.write_text(json.dumps(line()) + "\n", encoding="utf-8-sig")
+    assert history.read(path) == ([line()], [])
