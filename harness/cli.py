@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.catalogue import FORMATS, render
 from harness.compliance.inventory import discovery_lines, take_snapshot
+from harness.drills.history import default_path
 from harness.plan import PlanError, load_plan
 from harness.target import LOCAL_ENDPOINT, Target, TargetError, default_endpoint, refuse_aws_endpoint
 
@@ -87,8 +88,8 @@ def _parser() -> argparse.ArgumentParser:
                              "is never touched, nor one whose expiry cannot be read (reported). history: print "
                              "the drill history, one row per run")
     drills.add_argument("--drill", default=None, metavar="ID", help="history: only this drill's runs")
-    drills.add_argument("--drill-history", default="reports/drills/history.jsonl", metavar="FILE",
-                        help="history: the drill history (default: reports/drills/history.jsonl)")
+    drills.add_argument("--drill-history", default=str(default_path("reports")), metavar="FILE",
+                        help=f"history: the drill history (default: {default_path('reports')})")
     common(drills)
     drills.add_argument("--all-envs", action="store_true",
                         help="sweep the expired drill resources of every environment, not only --env's")
@@ -307,7 +308,7 @@ def _html_report(args: argparse.Namespace) -> int:
         return 2
     history = Path(args.history) if args.history else None
     try:
-        drill_history = Path(args.drill_history or Path(args.reports_dir) / "drills" / "history.jsonl")
+        drill_history = Path(args.drill_history) if args.drill_history else default_path(args.reports_dir)
         done = render(Path(args.results), Path(args.reports_dir) / "summary.json", Path(args.html), history,
                       Path(args.reports_dir), drill_history)
     except (ReportInputError, OSError) as exc:

@@ -23,6 +23,11 @@ DRILL_NAME = re.compile(r"[A-Z][A-Z0-9]*-[0-9]+")  # as the plan names drills; a
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def default_path(reports_dir: Path | str) -> Path:
+    """Where a run keeps the drill history unless told otherwise (--drill-history)."""
+    return Path(reports_dir) / "drills" / "history.jsonl"
+
+
 def commit() -> str | None:
     """The harness's git commit (12 hex digits), or None outside a git checkout."""
     try:

@@ -115,7 +115,7 @@ class DrillsSuite:
         from harness.drills import history
 
         opt = self.session.option
-        path = Path(opt.drill_history) if opt.drill_history else Path(opt.reports_dir) / "drills" / "history.jsonl"
+        path = Path(opt.drill_history) if opt.drill_history else history.default_path(opt.reports_dir)
         at, harness_commit = datetime.now(timezone.utc), history.commit()
         lines = [history.entry(rid, result.section(), self.session.plan.env, opt.target, at, harness_commit)
                  for rid, result in sorted(self.results.items())]

@@ -388,6 +388,9 @@ def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, inte
                               "failing": sorted(r for r, v in result.verdicts.items() if not v.ok),
                               **({"window_s": round(window_s, 1)} if window_s is not None else {})})
 
+    def green() -> bool:
+        return all(v.ok for rid, v in result.verdicts.items() if binding(rid))
+
     try:
         while True:
             one_round()
@@ -395,9 +398,6 @@ def run_gate(endpoint: Endpoint, given: GateInput, deadline_s: float = 0.0, inte
             if result.passed or remaining <= 0:
                 break
             time.sleep(min(interval_s, remaining))
-        def green() -> bool:
-            return all(v.ok for rid, v in result.verdicts.items() if binding(rid))
-
         if stable_for_s > 0 and green():
             opened = said = next_round = time.monotonic()
             while (into := time.monotonic() - opened) < stable_for_s:
