@@ -6,7 +6,7 @@ compliant environment is built into moto inside this process, the suite's sessio
 then the one snapshot it judges) runs on it, the snapshot once more as an endpoint whose tagging API misses
 every tagged type leads to (each type's fallback), and every call it records is mapped to the IAM action
 that authorizes it. The smoke gate reads one secret per environment, so its policy is that one action on those
-secrets.
+secrets, and the reads of SMK-10 (the service's deployment and stopped tasks), derived the same way.
 
 The load suite reads its accounts secret per environment, and while it runs reads the service's counts and
 CPU metric (LOAD-03); those calls are derived the same way, from the observer run against the emulator.
@@ -107,9 +107,35 @@ def secret_read(sid: str, names: Iterable[str]) -> dict[str, Any]:
 
 
 def smoke_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:
-    """GetSecretValue on each environment's smoke-account secret and nothing else."""
+    """GetSecretValue on each environment's smoke-account secret, and SMK-10's reads of the service's
+    deployment and stopped tasks (derived)."""
     names = [plan.secret_prefix(env) + plan.requirements["SMK-06"].expected(env)["account_secret"] for env in envs]
-    return {"Version": POLICY_VERSION, "Statement": [secret_read("SmokeAccountRead", names)]}
+    tasks = policy_for(smoke_calls(plan, envs), sid="SmokeTasksRead")["Statement"]
+    return {"Version": POLICY_VERSION, "Statement": [secret_read("SmokeAccountRead", names), *tasks]}
+
+
+def smoke_calls(plan: Plan, envs: Sequence[str]) -> list[tuple[str, str]]:
+    """The calls of SMK-10's reader (find the service, its deployment, its stopped tasks and their revision's
+    essential containers) on each environment built as the plan asks, with one of its tasks stopped, in
+    moto's in-process mock. The task is run and stopped through a second Target, not counted, as ECS would."""
+    from moto import mock_aws
+
+    from harness.local.provision import provision
+    from harness.smoke.tasks import EcsTasks
+
+    calls: list[tuple[str, str]] = []
+    with _shell_settings_ignored(), mock_aws():
+        for env in envs:
+            region = plan.environment(env).region
+            platform, smoke = Target("local", region), Target("local", region)
+            provision(platform.client, plan, env)
+            service = _EcsStandIn(platform, plan, env)
+            task = service.running()[0]["taskArn"]
+            service.ecs.stop_task(cluster=service.cluster, task=task, reason="Essential container in task exited")
+            if not EcsTasks(smoke, plan, env)().stopped:
+                raise DerivationError(f"SMK-10's reader did not see the stopped task of {env} in the emulator")
+            calls += [(service_, operation) for service_, operation, _ in smoke.recorder.calls]
+    return calls
 
 
 def load_policy(plan: Plan, envs: Sequence[str]) -> dict[str, Any]:

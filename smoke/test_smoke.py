@@ -1,4 +1,4 @@
-"""The post-deploy gate (SMK-01 to SMK-09 in docs/requirements.md): the new version serving correctly through the ALB.
+"""The post-deploy gate (SMK-01 to SMK-10 in docs/requirements.md): the new version serving correctly through the ALB.
 
 Each check holds when the gate's last round saw it hold; its message says what was seen otherwise.
 """
@@ -16,6 +16,7 @@ CHECKS = {
     "SMK-07": "stickiness",
     "SMK-08": "the expected version answers",
     "SMK-09": "an unknown route is a JSON 404",
+    "SMK-10": "no task of the deployment stopped",
 }
 
 

@@ -10,8 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from harness.compliance.inventory import tag_dict
 from harness.plan import Plan
+from harness.service import find_service
 from harness.target import Target
 
 
@@ -31,19 +31,6 @@ class ScalingObserver:
     _thread: threading.Thread | None = None
     _origin: float = 0.0
     _started_at: dt.datetime | None = None
-
-    def find_service(self) -> tuple[str, str]:
-        ecs = self.target.client("ecs")
-        wanted = self.plan.tags(self.env)
-        for cluster in ecs.list_clusters()["clusterArns"]:
-            arns = ecs.list_services(cluster=cluster)["serviceArns"]
-            for i in range(0, len(arns), 10):
-                for service in ecs.describe_services(cluster=cluster, services=arns[i:i + 10],
-                                                     include=["TAGS"])["services"]:
-                    if service.get("status") == "ACTIVE" and all(
-                            tag_dict(service.get("tags")).get(k) == v for k, v in wanted.items()):
-                        return cluster, service["serviceName"]
-        raise LookupError(f"no ECS service tagged {wanted}")
 
     def read_cpu_target(self) -> float | None:
         """The target the service scales on, as Application Auto Scaling holds it (not the plan's: LOAD-03
@@ -75,7 +62,8 @@ class ScalingObserver:
         self._origin = origin
         self._started_at = dt.datetime.now(dt.timezone.utc)
         try:
-            self.service = self.find_service()
+            found = find_service(self.target, self.plan, self.env)
+            self.service = found["clusterArn"], found["serviceName"]
             self.cpu_target = self.read_cpu_target()
             self.sample()
         except Exception as exc:  # noqa: BLE001 - any failure to read is this check's ERROR, not the run's

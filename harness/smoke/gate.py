@@ -9,6 +9,7 @@ that check's verdict is "could not be observed" (an ERROR), and the other checks
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 import secrets
 import time
@@ -20,6 +21,7 @@ import jwt
 
 from harness.verdict import Verdict, failed, passed
 from harness.smoke.probes import Endpoint, Exchange, Observations, Probe, days_left, tls_report
+from harness.smoke.tasks import ServiceTasks, StoppedTask
 
 STABLE_REPORT_S = 5.0  # a progress line this often during the stability window
 TLS_ORDER = ("SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
@@ -33,6 +35,10 @@ class GateInput:
     expected_version: str | None = None
     account: tuple[str, str] | None = None
     account_problem: str | None = None
+    # SMK-10: reads the service's deployment and stopped tasks (ECS, or the stand-in's agent); None: nothing to
+    # read them from, and `tasks_problem` says why
+    tasks: Callable[[], ServiceTasks] | None = None
+    tasks_problem: str | None = None
 
 
 @dataclass
@@ -165,11 +171,17 @@ def _unknown_route(probe: Probe, obs: Observations, given: GateInput) -> None:
     probe.get(obs, "unknown route", given.expects["SMK-09"]["path"])
 
 
+def _stopped_tasks(probe: Probe, obs: Observations, given: GateInput) -> None:
+    if given.tasks is None:
+        raise LookupError(given.tasks_problem or "no ECS to read the service's tasks from")
+    obs.tasks = given.tasks()
+
+
 # The round's steps in order, each with the checks it observes for (its failure is the first one's).
 _STEPS: list[tuple[tuple[str, ...], Callable[[Probe, Observations, GateInput], None]]] = [
     (("SMK-03",), _tls), (("SMK-01", "SMK-04", "SMK-08"), _health), (("SMK-02",), _redirect),
     (("SMK-05",), _latency), (("SMK-06",), _auth_round_trip), (("SMK-07",), _sticky),
-    (("SMK-08",), _version), (("SMK-09",), _unknown_route),
+    (("SMK-08",), _version), (("SMK-09",), _unknown_route), (("SMK-10",), _stopped_tasks),
 ]
 
 
@@ -352,10 +364,52 @@ def judge_unknown_route(obs: Observations, expect: dict[str, Any], given: GateIn
     return passed("404 with a JSON error body", unknown.evidence())
 
 
+def judge_stopped_tasks(obs: Observations, expect: dict[str, Any], given: GateInput) -> Verdict:
+    """No task of the current deployment stopped since it began. A task stopped with a reason the plan lists
+    as routine (`not_counted`: "stopCode: reason" prefixes, a scale-in by default) is reported, not counted;
+    every other stop (its essential container exited, failed health checks, stopped by hand) fails."""
+    seen = obs.tasks
+    if seen is None:
+        return Verdict("error", "the service's stopped tasks were not read")
+    ours = [t for t in seen.stopped if t.task_definition == seen.task_definition
+            and (t.stopped_at is None or t.stopped_at >= seen.began)]
+    routine = [t for t in ours if f"{t.stop_code}: {t.reason}".startswith(tuple(expect["not_counted"]))]
+    counted = [t for t in ours if t not in routine]
+    revision = seen.task_definition.rsplit("/", 1)[-1]
+    evidence = {"service": seen.service, "deployment": seen.task_definition, "began": seen.began.isoformat(),
+                "stopped": [_stop_evidence(t) for t in counted],
+                "not_counted": [_stop_evidence(t) for t in routine]}
+    aside = f"; {len(routine)} stopped by routine scaling, not counted" if routine else ""
+    if counted:
+        return failed(f"{len(counted)} task(s) of {seen.service}'s deployment {revision} stopped since it began "
+                      f"at {seen.began:%H:%M:%S}Z: " + "; ".join(_stop_line(t, seen.began) for t in counted) + aside,
+                      evidence)
+    age = (seen.read_at - seen.began).total_seconds()
+    return passed(f"no task of {seen.service}'s deployment {revision} stopped in the {age:.0f} s since it began"
+                  + aside, evidence)
+
+
+def _stop_line(task: StoppedTask, began: dt.datetime) -> str:
+    """task, its revision, when, its exit and ECS's reason: what the on-call engineer looks up next."""
+    container = f"container {task.container} " if task.container else ""
+    exit_ = f"{container}exit code {task.exit_code}" if task.exit_code is not None else f"{container}no exit code"
+    when = (f"stopped at {task.stopped_at:%H:%M:%S}Z ({(task.stopped_at - began).total_seconds():.0f} s in)"
+            if task.stopped_at else "stopping now")
+    return (f"{task.task} of {task.task_definition.rsplit('/', 1)[-1]} {when}, {exit_}: "
+            f"{task.reason or 'no reason given'} [{task.stop_code or 'no stop code'}]")
+
+
+def _stop_evidence(task: StoppedTask) -> dict[str, Any]:
+    return {"task": task.task, "task_definition": task.task_definition, "stop_code": task.stop_code,
+            "stopped_reason": task.reason, "container": task.container, "exit_code": task.exit_code,
+            "started_at": task.started_at.isoformat() if task.started_at else None,
+            "stopped_at": task.stopped_at.isoformat() if task.stopped_at else None}
+
+
 JUDGES: dict[str, Callable[[Observations, dict[str, Any], GateInput], Verdict]] = {
     "SMK-01": judge_health, "SMK-02": judge_redirect, "SMK-03": judge_tls, "SMK-04": judge_headers,
     "SMK-05": judge_latency, "SMK-06": judge_auth, "SMK-07": judge_stickiness, "SMK-08": judge_version,
-    "SMK-09": judge_unknown_route,
+    "SMK-09": judge_unknown_route, "SMK-10": judge_stopped_tasks,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
+from typing import TYPE_CHECKING, Callable
 
 import botocore.exceptions
 import pytest
@@ -12,7 +13,11 @@ import pytest
 from harness.session import Session
 from harness.smoke.gate import GateInput, GateResult, run_gate
 from harness.smoke.probes import Endpoint
+from harness.smoke.tasks import EcsTasks, ServiceTasks, StandInTasks
 from harness.target import Target, TargetError
+
+if TYPE_CHECKING:
+    from harness.local.stand_in import StandIn
 
 
 def add_options(parser: pytest.Parser) -> None:
@@ -57,8 +62,10 @@ class SmokeSuite:
         if bool(opt.smoke_user) != bool(opt.smoke_password):
             raise TargetError("pass both --smoke-user and --smoke-password, or neither (the plan's secret is used)")
         secrets_at = None  # where the smoke account's secret is: the target's, or the stand-in's emulator
+        plane = None  # the stand-in behind the URL, whose ECS agent SMK-10 reads
         if opt.base_url:
             self.endpoint = Endpoint.of(opt.base_url, opt.http_url, opt.ca_bundle)
+            plane = self.session.stand_in() if opt.target == "local" and opt.stand_in else None
         elif opt.target == "local":
             plane = self.session.stand_in()
             self.endpoint = Endpoint.of(plane.urls["https"], plane.urls["http"], str(plane.ca_file))
@@ -69,7 +76,21 @@ class SmokeSuite:
         problem = None
         if account is None and "SMK-06" in expects:
             account, problem = self._account(expects["SMK-06"]["account_secret"], secrets_at)
-        self.given = GateInput(expects, opt.expect_version, account, problem)
+        tasks, tasks_problem = self._tasks(plane) if "SMK-10" in expects else (None, None)
+        self.given = GateInput(expects, opt.expect_version, account, problem, tasks, tasks_problem)
+
+    def _tasks(self, plane: StandIn | None) -> tuple[Callable[[], ServiceTasks] | None, str | None]:
+        """Where SMK-10 reads the service's stopped tasks: the stand-in's ECS agent, or the target's ECS."""
+        if plane is not None:
+            return StandInTasks(plane.task_state, plane.root), None
+        if self.session.option.target == "local":
+            return None, ("--base-url on --target local: name the stand-in serving it (--stand-in DIR) for its "
+                          "ECS agent's stopped tasks, or deselect SMK-10")
+        try:
+            target = self.session.target()
+        except TargetError as exc:
+            return None, f"no ECS to read the service's tasks from: {exc}"
+        return EcsTasks(target, self.session.plan.plan, self.session.plan.env), None
 
     def _account(self, secret: str, target: Target | None) -> tuple[tuple[str, str] | None, str | None]:
         """The smoke account from the plan's secret, read (never written) from the target's Secrets Manager."""

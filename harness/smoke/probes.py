@@ -23,6 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from harness.smoke.tasks import ServiceTasks
 from harness.util.redact import MASK
 
 # One attempt per request; read=False lets a read timeout surface as itself rather than as a retry error.
@@ -83,6 +84,7 @@ class Observations:
     started: float = 0.0
     broken: dict[str, str] = field(default_factory=dict)  # check id -> why its step could not be observed
     forgery: str | None = None  # how the forged token was made from the real one
+    tasks: ServiceTasks | None = None  # SMK-10: the service's deployment and its stopped tasks
 
     def named(self, name: str) -> list[Exchange]:
         return [e for e in self.exchanges if e.name == name]

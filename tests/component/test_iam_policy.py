@@ -287,3 +287,35 @@ def test_load_policy_reads_the_stop_alarms_a_profile_names_and_no_other(tmp_path
     assert statements["LoadStopAlarmsRead"]["Action"] == ["cloudwatch:DescribeAlarms"]
     assert statements["LoadStopAlarmsRead"]["Resource"] == ["arn:aws:cloudwatch:*:*:alarm:prod-alb-5xx"]
     assert "LoadStopAlarmsRead" not in {s["Sid"] for s in iam.load_policy(PLAN, [ENV])["Statement"]}
+
+
+SMOKE_TASK_READS = next(s["Action"] for s in _committed(SMOKE)["Statement"] if s["Sid"] == "SmokeTasksRead")
+
+
+@pytest.fixture(scope="module")
+def stopped_task(iam_server: IamServer, probe: Target) -> str:
+    """One task of dev's service run and stopped by the admin, as ECS would record a crash (last in the module:
+    the environment no longer looks as the compliance runs above found it)."""
+    admin = Target("localstack", REGION, endpoint_url=iam_server.endpoint, profile="admin")
+    service = iam._EcsStandIn(admin, PLAN, ENV)
+    task = service.running()[0]["taskArn"]
+    service.ecs.stop_task(cluster=service.cluster, task=task, reason="Essential container in task exited")
+    return task
+
+
+@pytest.mark.parametrize("dropped", [None, *SMOKE_TASK_READS])
+def test_smoke_policy_reads_the_stopped_tasks_and_each_of_its_ecs_actions_is_needed(dropped, iam_server, probe,
+                                                                                     stopped_task):
+    """SMK-10's reader, as the smoke gate's role, sees the stopped task with the committed policy, and is
+    denied without any one of its ECS actions."""
+    from harness.smoke.tasks import EcsTasks
+
+    policy = _committed(SMOKE)
+    iam_server.grant("probe", _without(policy, {dropped}) if dropped else policy)
+    if dropped is None:
+        seen = EcsTasks(probe, PLAN, ENV)()
+        assert [t.task for t in seen.stopped] == [stopped_task.rsplit("/", 1)[-1]], seen
+        assert seen.stopped[0].reason == "Essential container in task exited"
+        return
+    with pytest.raises(botocore.exceptions.ClientError):
+        EcsTasks(probe, PLAN, ENV)()

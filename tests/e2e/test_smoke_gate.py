@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -54,7 +55,7 @@ def no_faults(plane: StandIn) -> Iterator[None]:
 def gate(plane: StandIn, tmp_path: Path, *extra: str, version: str = "latest") -> SuiteRun:
     password = (plane.root / "secrets" / "smoke-password").read_text().strip()
     return run_suite("--base-url", plane.urls["https"], "--http-url", plane.urls["http"],
-                     "--ca-bundle", str(plane.ca_file), "--expect-version", version,
+                     "--ca-bundle", str(plane.ca_file), "--stand-in", str(plane.root), "--expect-version", version,
                      "--smoke-user", SMOKE_EMAIL, f"--smoke-password={password}", *extra,
                      suite="smoke", reports=tmp_path / "reports")
 
@@ -66,7 +67,7 @@ def failing(run: SuiteRun) -> set[str]:
 def test_healthy_stand_in_passes_the_gate(plane, tmp_path):
     run = gate(plane, tmp_path)
     assert run.returncode == 0, run.stdout[-3000:]
-    assert run.summary["counts"]["pass"] == 9 and run.summary["uncovered"] == []
+    assert run.summary["counts"]["pass"] == 10 and run.summary["uncovered"] == []
     assert run.summary["gate"]["rounds"] == [{"at_s": run.summary["gate"]["rounds"][0]["at_s"], "failing": []}]
 
 
@@ -168,18 +169,63 @@ def test_gate_that_never_converges_fails_with_what_it_last_saw(plane, tmp_path):
     assert "seen ['0.9.0']" in run.message("SMK-08")
 
 
+def _roll_out(plane: StandIn, tag: str) -> None:
+    """A deploy of `tag`, waited for until every task runs it in the target group and no old one is left."""
+    _deploy(plane, tag)
+
+    def rolled() -> bool:
+        state = TaskState.read(plane.root)
+        return bool(state.deployment and state.deployment.version == tag and state.deployment.rolled
+                    and not any(t.draining for t in state.tasks))
+
+    until(rolled, 90, f"the service rolled onto {tag}")
+
+
 def test_a_dead_task_is_restarted(plane):
     victim = TaskState.read(plane.root).tasks[0].pid
     os.kill(victim, signal.SIGKILL)
-    start = time.monotonic()
-    while time.monotonic() - start < 30:
-        now = TaskState.read(plane.root)
-        if now.restarts >= 1 and now.tasks[0].pid != victim and _answers(plane.ports.tasks[0]) \
-                and _answers(plane.ports.admin[0], "/faults"):
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail("the killed task was not started again")
+    try:
+        start = time.monotonic()
+        while time.monotonic() - start < 30:
+            now = TaskState.read(plane.root)
+            if now.restarts >= 1 and now.tasks[0].pid != victim and _answers(plane.ports.tasks[0]) \
+                    and _answers(plane.ports.admin[0], "/faults"):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the killed task was not started again")
+    finally:
+        _roll_out(plane, "latest")  # a deployment no task of which stopped, for the gates after this test
+
+
+def test_a_task_that_dies_in_the_stability_window_fails_smk10_naming_it(plane, tmp_path):
+    """The crash the load balancer hides: after a deploy, a healthy revision passes a 20 s window; with one
+    task's process killed about 10 s into a 30 s window the gate fails on SMK-10, naming that task (its slot
+    and process) and its exit code as ECS reports a SIGKILL (137), though the ALB routed around it."""
+    _roll_out(plane, "v5")
+    try:
+        run = gate(plane, tmp_path / "healthy", "--stable-for", "20", version="v5")
+        assert run.returncode == 0, run.stdout[-3000:]
+        assert run.summary["gate"]["stable_s"] >= 20 and run.ids_with("pass") >= {"SMK-10"}, run.summary["gate"]
+
+        victim = max((t for t in TaskState.read(plane.root).tasks if t.registered), key=lambda t: t.task)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            started = time.monotonic()
+            running = pool.submit(gate, plane, tmp_path / "killed", "--stable-for", "30", version="v5")
+            # The gate's first round takes a second or two; the window opens after it.
+            until(lambda: time.monotonic() - started >= 11 or running.done(), 20, "10 s into the window", poll_s=0.1)
+            os.kill(victim.pid, signal.SIGKILL)
+            run = running.result()
+        assert run.returncode == 1 and "SMK-10" in failing(run), run.stdout[-3000:]
+        message = run.message("SMK-10")
+        into = re.match(r"(\d+) s into the 30 s stability window: 1 task\(s\) of ", message)
+        assert into and 6 <= int(into.group(1)) <= 16, message
+        assert f"{victim.task} (pid {victim.pid})" in message and "exit code 137: Essential container in task " \
+            "exited [EssentialContainerExited]" in message, message
+        assert run.summary["gate"]["stable_s"] < 30, run.summary["gate"]
+        print(f"failing {sorted(failing(run))}; SMK-10: {message}")
+    finally:
+        _roll_out(plane, "latest")
 
 
 def _answers(port: int, path: str = "/api/health") -> bool:

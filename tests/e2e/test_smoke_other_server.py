@@ -1,6 +1,7 @@
 """The gate judges the contract, not the stand-in: here it checks a different server, written from the
 contract alone (the standard library's HTTP server over TLS, one process playing two tasks behind a sticky
-balancer), in the styles real backends take and with one property broken at a time:
+balancer), in the styles real backends take and with one property broken at a time (SMK-10, which reads
+ECS rather than the server, is deselected):
 - tokens as JWTs or opaque `<base64 body>.<hmac>` strings (the token's format is the backend's business);
 - version headers on every response, or set by an interceptor (none on a guard's 401 or a route-less 404);
 - one task left on an old version; a server that trusts tokens without checking their signature or MAC.
@@ -180,8 +181,8 @@ def contract() -> Iterator[Contract]:
 def gate(server: dict[str, str], tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> SuiteRun:
     return run_suite("--base-url", server["base"], "--http-url", server["http"], "--ca-bundle", server["ca"],
                      "--expect-version", VERSION, "--smoke-user", ACCOUNT["email"],
-                     f"--smoke-password={ACCOUNT['password']}", *extra, suite="smoke", reports=tmp_path / "reports",
-                     env=env)
+                     f"--smoke-password={ACCOUNT['password']}", "-k", "not SMK-10", *extra, suite="smoke",
+                     reports=tmp_path / "reports", env=env)
 
 
 @pytest.mark.parametrize("style", [

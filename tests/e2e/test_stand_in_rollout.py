@@ -235,15 +235,23 @@ def test_a_revision_that_never_gets_healthy_leaves_the_old_tasks_serving(
 # --- the rolling steps, without processes ------------------------------------------------------------------
 
 class FakeTask:
+    def __init__(self) -> None:
+        self.returncode: int | None = None
+
     def poll(self) -> int | None:
-        return None
+        return self.returncode
 
 
 class Agent(Rollout[FakeTask]):
     """The agent's rolling decisions alone: a started task is a placeholder, healthy when the test says so."""
 
     def __init__(self, slots: int) -> None:
-        super().__init__(slots, lambda slot, spec: FakeTask(), lambda slot, task: None)
+        super().__init__(slots, lambda slot, spec: FakeTask(), self.stopped_by_agent)
+
+    @staticmethod
+    def stopped_by_agent(slot: int, task: FakeTask) -> None:
+        if task.returncode is None:
+            task.returncode = -15  # SIGTERM
 
     def poll(self, service: Service) -> None:
         """One poll as the supervisor runs it, with every started task healthy at once and every drain immediate."""
@@ -291,3 +299,31 @@ def test_a_new_task_never_healthy_is_replaced_and_the_old_ones_stay() -> None:
     assert sorted(agent.registered) == [0, 1] and sorted(agent.tasks) == [0, 1, 2] and not agent.draining
     agent.converge(Service("c", "s", 2, spec("1")))  # back: the never-healthy task goes, the old ones stay
     assert list(agent.draining) == [2] and agent.rolled()
+
+
+def test_every_stopped_task_is_recorded_as_ecs_records_it() -> None:
+    """A task that dies is an exited essential container with ECS's exit code (128 + the signal), however it
+    died; one the rollout takes out is the scheduler's, with its reason; a dead task kept dead (restart off)
+    is recorded once."""
+    agent = Agent(10)
+    agent.poll(Service("c", "s", 2, spec("1")))
+    agent.tasks[1].returncode = -9
+    assert agent.replace_dead() == 1
+    (killed,) = agent.stopped
+    assert (killed.task, killed.stop_code, killed.stopped_reason, killed.exit_code, killed.version) == (
+        "task-2", "EssentialContainerExited", "Essential container in task exited", 137, "1")
+    assert killed.started_at <= killed.stopped_at
+    agent.poll(Service("c", "s", 1, spec("1")))  # scaled in
+    assert [(t.task, t.stop_code, t.exit_code) for t in agent.stopped[1:]] == [
+        ("task-2", "ServiceSchedulerInitiated", 143)]
+    assert agent.stopped[1].stopped_reason == "Scaling activity initiated by (deployment of backend:1)"
+    agent.tasks[0].returncode = 3
+    agent.replace_dead(restart=False)
+    agent.replace_dead(restart=False)
+    assert [(t.task, t.exit_code) for t in agent.stopped[2:]] == [("task-1", 3)]
+    bad = Service("c", "s", 1, spec("bad"))
+    agent.replace_dead()
+    agent.converge(bad)
+    agent.started[1] -= HEALTHY_WITHIN_S + 1
+    agent.converge(bad)
+    assert agent.stopped[-1].stopped_reason.startswith("Task failed ELB health checks")

@@ -4,6 +4,7 @@ and the version judge on responses with and without the version header.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -12,9 +13,10 @@ from pathlib import Path
 import jwt
 import pytest
 
-from harness.smoke.probes import Exchange, Observations
+from harness.smoke.probes import Endpoint, Exchange, Observations, Probe
 from harness.plan import load_plan
-from harness.smoke.gate import JUDGES, GateInput, judge, judge_version, tamper
+from harness.smoke.gate import JUDGES, GateInput, judge, judge_version, observe, tamper
+from harness.smoke.tasks import ServiceTasks, StoppedTask
 
 KEY = b"signing-key-of-the-backend-under-test"
 VERSION = {"path": "/api/version", "header": "X-App-Version", "task_header": "X-Task-Id", "every_response": False}
@@ -145,4 +147,56 @@ def test_every_judge_fails_on_a_round_that_observed_nothing():
     expects = {rid: plan.requirements[rid].expected("prod") for rid in JUDGES}
     given = GateInput(expects=expects, expected_version="2.0.0", account=("a@b.c", "secret"))
     verdicts = {rid: judge(Observations(), rid, given) for rid in JUDGES}
-    assert {rid: v.status for rid, v in verdicts.items()} == dict.fromkeys(JUDGES, "fail"), verdicts
+    # SMK-10 reads ECS, not the load balancer: its tasks not read is not something the deployment did.
+    assert {rid: v.status for rid, v in verdicts.items()} == {**dict.fromkeys(JUDGES, "fail"), "SMK-10": "error"}, \
+        verdicts
+
+
+# --- SMK-10: stopped tasks of the current deployment -------------------------------------------------------
+
+BEGAN = dt.datetime(2026, 12, 6, 10, 0, 0, tzinfo=dt.timezone.utc)
+REVISION = "arn:aws:ecs:eu-west-1:1:task-definition/dougust-prod-backend:42"
+ROUTINE = {"not_counted": ["ServiceSchedulerInitiated: Scaling activity initiated by"]}
+
+
+def stopped(after_s: float | None, revision: str = REVISION, code: str = "EssentialContainerExited",
+            reason: str = "Essential container in task exited", exit_code: int | None = 137) -> StoppedTask:
+    when = None if after_s is None else BEGAN + dt.timedelta(seconds=after_s)
+    return StoppedTask("5e0c9a", revision, code, reason, exit_code, "backend", BEGAN, when)
+
+
+@pytest.mark.parametrize("tasks, status, message", [
+    ([], "pass", "no task of dougust-prod-backend's deployment dougust-prod-backend:42 stopped in the 120 s"),
+    ([stopped(89)], "fail", "1 task(s) of dougust-prod-backend's deployment dougust-prod-backend:42 stopped since "
+     "it began at 10:00:00Z: 5e0c9a of dougust-prod-backend:42 stopped at 10:01:29Z (89 s in), container backend "
+     "exit code 137: Essential container in task exited [EssentialContainerExited]"),
+    ([stopped(-30)], "pass", "stopped in the 120 s"),
+    ([stopped(30, revision=REVISION[:-2] + "41")], "pass", "stopped in the 120 s"),
+    ([stopped(30, code="ServiceSchedulerInitiated", reason="Scaling activity initiated by (deployment ecs-svc/1)",
+              exit_code=0)], "pass", "1 stopped by routine scaling, not counted"),
+    ([stopped(30, code="ServiceSchedulerInitiated", reason="Task failed ELB health checks in (target-group x)",
+              exit_code=143)], "fail", "exit code 143: Task failed ELB health checks"),
+    ([stopped(30, code="UserInitiated", reason="Task stopped by user")], "fail", "Task stopped by user [UserInitiated]"),
+    ([stopped(None, exit_code=None)], "fail", "stopping now, container backend no exit code"),
+    ([stopped(30, code="", reason="", exit_code=None)], "fail", "no reason given [no stop code]"),
+    ([stopped(10), stopped(-10), stopped(20, code="ServiceSchedulerInitiated",
+                                         reason="Scaling activity initiated by (deployment ecs-svc/1)")],
+     "fail", "1 task(s) of"),
+], ids=["none stopped", "one crashed", "stopped before the deployment", "another revision's", "scale-in",
+        "failed health checks", "stopped by hand", "still stopping", "no reason", "one of three counts"])
+def test_stopped_tasks_judge(tasks, status, message):
+    obs = Observations(tasks=ServiceTasks("dougust-prod-backend", REVISION, BEGAN, BEGAN + dt.timedelta(seconds=120),
+                                          tuple(tasks)))
+    verdict = judge(obs, "SMK-10", GateInput(expects={"SMK-10": ROUTINE}))
+    assert (verdict.status, message in verdict.message) == (status, True), verdict.message
+
+
+def test_stopped_tasks_not_read_is_an_error_naming_why():
+    given = GateInput(expects={"SMK-10": ROUTINE}, tasks_problem="--base-url on --target local: name the stand-in")
+    probe = Probe(Endpoint.of("https://127.0.0.1:9", None, None))  # never asked: SMK-10 is the only check
+    try:
+        obs = observe(probe, given)
+    finally:
+        probe.close()
+    verdict = judge(obs, "SMK-10", given)
+    assert verdict.status == "error" and "name the stand-in" in verdict.message, verdict.message

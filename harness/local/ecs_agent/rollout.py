@@ -13,6 +13,11 @@ the rollout falls back to stop-then-start, one task at a time, deregistering the
 A task leaving the target group drains: it is stopped when no request is in flight on it, or after
 DRAIN_S. Starting and stopping a task is the caller's (the supervisor starts processes; the self-tests
 use placeholders), so every step here can be checked without a process.
+
+Every task that stops is recorded as ECS records a stopped task (`stopped`): one that died, whatever
+killed it, as its essential container having exited, with its exit code as ECS reports it (128 + the
+signal); one the rollout stopped as the service scheduler's, with ECS's reason (a scaling activity of the
+deployment, or failed health checks).
 """
 from __future__ import annotations
 
@@ -24,11 +29,14 @@ from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 from harness.local.alb import Registration
-from harness.local.ecs_agent.state import Deployment, timestamp
+from harness.local.ecs_agent.state import Deployment, StoppedTask, timestamp
 
 DRAIN_S = 5.0  # the longest a deregistered task is given for its requests in flight
 HEALTHY_WITHIN_S = 15.0  # a deployment's new task not healthy by then is replaced (a task starts in 1-3 s)
 MIN_HEALTHY_PERCENT, MAX_PERCENT = 100, 200  # the deploymentConfiguration assumed when the service has none
+KEEP_STOPPED = 100  # stopped tasks remembered, the latest (ECS shows a stopped task for an hour or more)
+EXITED = ("EssentialContainerExited", "Essential container in task exited")  # ECS's stopCode and stoppedReason
+SCHEDULER = "ServiceSchedulerInitiated"
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,11 @@ class Task(Protocol):
     def poll(self) -> int | None: ...
 
 
+def exit_code(returncode: int | None) -> int | None:
+    """A process's return code as ECS reports a container's exit code: a signal N ends it with 128 + N."""
+    return 128 - returncode if returncode is not None and returncode < 0 else returncode
+
+
 T = TypeVar("T", bound=Task)
 
 
@@ -75,6 +88,9 @@ class Rollout(Generic[T]):
         self.tasks: dict[int, T] = {}
         self.specs: dict[int, TaskSpec] = {}
         self.started: dict[int, float] = {}  # slot -> when its task was started (monotonic)
+        self.started_at: dict[int, str] = {}  # slot -> when its task was started (timestamp())
+        self.stopped: list[StoppedTask] = []  # the latest KEEP_STOPPED, oldest first
+        self.exited: set[int] = set()  # slots whose dead task is recorded already (kept dead: restart False)
         self.registered: set[int] = set()
         self.draining: dict[int, float] = {}  # slot -> when to stop it whatever is in flight (monotonic)
         self.latest: TaskSpec | None = None  # the service's task definition, as last read
@@ -93,13 +109,31 @@ class Rollout(Generic[T]):
 
     def start(self, slot: int, spec: TaskSpec) -> None:
         self.tasks[slot], self.specs[slot] = self._start(slot, spec), spec
-        self.started[slot] = time.monotonic()
+        self.started[slot], self.started_at[slot] = time.monotonic(), timestamp()
 
-    def stop(self, slot: int) -> None:
+    def stop(self, slot: int, why: tuple[str, str]) -> None:
+        """Stop the slot's task and record it with `why` (ECS's stopCode and stoppedReason)."""
         self.started.pop(slot, None)
         task = self.tasks.pop(slot, None)
         if task is not None:
             self._stop(slot, task)
+            if slot not in self.exited:
+                self._record(slot, task, why)
+            self.exited.discard(slot)
+
+    def _record(self, slot: int, task: T, why: tuple[str, str]) -> None:
+        spec = self.specs[slot]
+        record = StoppedTask(f"task-{slot + 1}", getattr(task, "pid", None), spec.task_definition, spec.version,
+                             why[0], why[1], exit_code(task.poll()), self.started_at.get(slot, ""), timestamp())
+        self.stopped.append(record)
+        del self.stopped[:-KEEP_STOPPED]
+        print(f"tasks: {record.task} (pid {record.pid}) of {spec.task_definition} stopped, exit code "
+              f"{record.exit_code}: {record.stopped_reason}", file=sys.stderr, flush=True)
+
+    def _scaled(self) -> tuple[str, str]:
+        """Why the scheduler stops a task it takes out of the service: a scaling activity of the deployment."""
+        name = self.deployment.task_definition.rsplit("/", 1)[-1] if self.deployment else "unknown"
+        return SCHEDULER, f"Scaling activity initiated by (deployment of {name})"
 
     def replace_dead(self, restart: bool = True) -> int:
         """A task that died leaves the target group at once (its target fails), and a new one takes its
@@ -112,12 +146,15 @@ class Rollout(Generic[T]):
             self.registered.discard(slot)
             if slot in self.draining:  # it was on its way out anyway
                 del self.draining[slot]
-                self.stop(slot)
+                self.stop(slot, EXITED)
             elif restart:
                 restarted += 1
                 spec = self.specs[slot]
-                self.stop(slot)
+                self.stop(slot, EXITED)
                 self.start(slot, spec)
+            elif slot not in self.exited:  # kept dead, recorded once
+                self._record(slot, task, EXITED)
+                self.exited.add(slot)
         return restarted
 
     def converge(self, service: Service) -> None:
@@ -125,7 +162,7 @@ class Rollout(Generic[T]):
         latest = self.latest = service.spec
         if self.deployment is None or self.deployment.task_definition != latest.task_definition:
             self.deployment = Deployment(latest.task_definition, latest.version, timestamp(), None, 0,
-                                         service.min_healthy_percent, service.max_percent)
+                                         service.min_healthy_percent, service.max_percent, service=service.name)
         want = min(service.desired, self.slots)
         old = [slot for slot in self.active if self.specs[slot].task_definition != latest.task_definition]
         if old:
@@ -158,7 +195,8 @@ class Rollout(Generic[T]):
                 print(f"tasks: task-{slot + 1} of {latest.task_definition} not healthy within "
                       f"{HEALTHY_WITHIN_S:.0f} s; starting another", file=sys.stderr, flush=True)
                 self.deployment = replace(self.deployment, failed_tasks=self.deployment.failed_tasks + 1)
-                self.stop(slot)
+                self.stop(slot, (SCHEDULER, f"Task failed ELB health checks: not healthy within "
+                                            f"{HEALTHY_WITHIN_S:.0f} s"))
                 self.start(slot, latest)
         for slot in new[want:]:  # scaled in during the deployment
             self.deregister(slot)
@@ -219,11 +257,12 @@ class Rollout(Generic[T]):
             seen = servers.get(f"task-{slot + 1}") if servers else None
             if seen is None or (not seen.registered and seen.sessions == 0) or time.monotonic() > deadline:
                 del self.draining[slot]
-                self.stop(slot)
+                self.stop(slot, self._scaled())
 
     def stopped_all(self) -> None:
         """The caller stopped every task at once (the agent's shutdown): none runs or serves any more."""
         self.tasks.clear()
         self.started.clear()
+        self.exited.clear()
         self.registered.clear()
         self.draining.clear()

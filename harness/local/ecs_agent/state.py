@@ -1,11 +1,11 @@
 """What the local ECS agent tells the rest of the harness: `<state>/tasks.json`, as one typed TaskState.
 
 The agent (supervisor.py) runs in a process of its own, started by `harness local up`, and the stand-in,
-the drills and the self-tests read what it does from this file: its tasks (which revision each runs,
-whether it is in the target group or draining), the service's desired count, the deployment it is
-rolling and Application Auto Scaling's datapoints and actions. TaskState is the only code that reads or
-writes it, so the file's shape is defined once, here. The file is replaced whole (write_atomic), so a
-reader never sees half of it.
+the drills, the smoke gate and the self-tests read what it does from this file: its tasks (which revision
+each runs, whether it is in the target group or draining), the service's desired count, the deployment it
+is rolling, the tasks that stopped and Application Auto Scaling's datapoints and actions. TaskState is the
+only code that reads or writes it, so the file's shape is defined once, here. The file is replaced whole
+(write_atomic), so a reader never sees half of it.
 """
 from __future__ import annotations
 
@@ -39,6 +39,22 @@ class TaskRecord:
     draining: bool  # leaving the service: out of the target group, stopped once its requests are done
     version: str  # the image tag of its task definition, what /api/version answers
     task_definition: str  # ARN of the revision it runs
+
+
+@dataclass(frozen=True)
+class StoppedTask:
+    """A task that stopped, whatever stopped it, recorded as ECS records one (DescribeTasks of a STOPPED
+    task): why (ECS's stopCode and stoppedReason), its essential container's exit code, and when."""
+
+    task: str  # its slot's name, task-N
+    pid: int | None  # its process: tells apart the tasks a slot ran one after another
+    task_definition: str  # ARN of the revision it ran
+    version: str
+    stop_code: str  # EssentialContainerExited (it ended, whatever ended it) or ServiceSchedulerInitiated
+    stopped_reason: str
+    exit_code: int | None  # as ECS reports a container's: 128 + the signal for a process a signal ended
+    started_at: str  # timestamp()
+    stopped_at: str  # timestamp()
 
 
 @dataclass(frozen=True)
@@ -91,6 +107,7 @@ class Deployment:
     minimum_healthy_percent: int
     maximum_percent: int
     rolled: bool = False  # every task runs it and is in the target group now
+    service: str = ""  # the service's name
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,7 @@ class TaskState:
     scaling: Scaling | None = None
     deployment: Deployment | None = None
     tasks: tuple[TaskRecord, ...] = ()
+    stopped: tuple[StoppedTask, ...] = ()  # the latest stopped tasks, oldest first
     written_at: float | None = field(default=None, compare=False)  # the file's mtime when read; not in it
 
     @classmethod
@@ -119,7 +137,8 @@ class TaskState:
         return cls(data.get("supervisor"), data.get("restarts", 0), data.get("desired"), data.get("slots"),
                    data.get("time_scale"), Scaling.from_json(data["scaling"]) if data.get("scaling") else None,
                    Deployment(**data["deployment"]) if data.get("deployment") else None,
-                   tuple(TaskRecord(**t) for t in data.get("tasks", [])), written_at)
+                   tuple(TaskRecord(**t) for t in data.get("tasks", [])),
+                   tuple(StoppedTask(**t) for t in data.get("stopped", [])), written_at)
 
     def write(self, root: Path) -> None:
         write_atomic(root / FILE, json.dumps(self.to_json(), indent=1))
@@ -129,5 +148,5 @@ class TaskState:
                 "slots": self.slots, "time_scale": self.time_scale,
                 "scaling": self.scaling.to_json() if self.scaling else None,
                 "deployment": asdict(self.deployment) if self.deployment else None,
-                "tasks": [asdict(t) for t in self.tasks]}
+                "tasks": [asdict(t) for t in self.tasks], "stopped": [asdict(t) for t in self.stopped]}
 

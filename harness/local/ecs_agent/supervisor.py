@@ -20,8 +20,8 @@ both cooldowns) by F: 0.05 makes the 300 s cooldown 15 s.
 
 moto counts a service's tasks as running from the moment its desiredCount is written (and as 0 before),
 so the agent writes the desired count back once the tasks it started serve; on local, runningCount rises
-with desiredCount. The tasks the agent runs, its deployment and each scaling action are in
-<state>/tasks.json (state.py).
+with desiredCount. The tasks the agent runs, its deployment, the tasks that stopped (as ECS records them,
+rollout.py) and each scaling action are in <state>/tasks.json (state.py).
 
     python -m harness.local.ecs_agent.supervisor --state DIR --endpoint-url URL --plan FILE --env ENV \\
         --ports 13001,...,13010 --admin-ports 13101,...,13110 [--alb-socket PATH] [--time-scale F]
@@ -42,12 +42,12 @@ from typing import Any, Callable, TypeVar
 import psutil
 import requests
 
-from harness.compliance.inventory import tag_dict
 from harness.local.alb import FAIL_OPEN, AlbError, TargetGroup
 from harness.local.autoscale import DATAPOINT_S, Cooldowns, Metric, Policy, decide, read_policy
 from harness.local.ecs_agent.rollout import MAX_PERCENT, MIN_HEALTHY_PERCENT, Rollout, Service, TaskSpec
 from harness.local.ecs_agent.state import Scaling, ScalingAction, TaskRecord, TaskState, timestamp
 from harness.plan import Plan, load_plan
+from harness.service import find_service
 from harness.target import Target
 from harness.util import proc
 
@@ -61,21 +61,14 @@ T = TypeVar("T")
 def current_service(target: Target, plan: Plan, env: str) -> Service:
     """The plan's service, its desired count and its task definition resolved as the ECS agent would:
     plain environment, secrets, image tag."""
-    ecs = target.client("ecs")
-    wanted = plan.tags(env)
     port = int(plan.requirements["ECS-03"].expected(env)["container_port"])
-    for cluster in ecs.list_clusters()["clusterArns"]:
-        for service_arn in ecs.list_services(cluster=cluster)["serviceArns"]:
-            service = ecs.describe_services(cluster=cluster, services=[service_arn], include=["TAGS"])["services"][0]
-            have = tag_dict(service.get("tags"))
-            if service.get("status") == "ACTIVE" and all(have.get(k) == v for k, v in wanted.items()):
-                # moto 5.2.5 keeps no deploymentConfiguration; AWS returns the one the service was made with
-                config = service.get("deploymentConfiguration") or {}
-                return Service(cluster, service["serviceName"], service["desiredCount"],
-                               _spec(target, service["taskDefinition"], port),
-                               int(config.get("minimumHealthyPercent", MIN_HEALTHY_PERCENT)),
-                               int(config.get("maximumPercent", MAX_PERCENT)))
-    raise LookupError(f"no ECS service tagged {wanted} at {target.endpoint_url}; provision the plan first")
+    service = find_service(target, plan, env)
+    # moto 5.2.5 keeps no deploymentConfiguration; AWS returns the one the service was made with
+    config = service.get("deploymentConfiguration") or {}
+    return Service(service["clusterArn"], service["serviceName"], service["desiredCount"],
+                   _spec(target, service["taskDefinition"], port),
+                   int(config.get("minimumHealthyPercent", MIN_HEALTHY_PERCENT)),
+                   int(config.get("maximumPercent", MAX_PERCENT)))
 
 
 def _spec(target: Target, task_definition: str, port: int) -> TaskSpec:
@@ -209,7 +202,7 @@ class Supervisor:
         datapoints = tuple(None if d is None else round(d, 1) for d in self.metric.datapoints(time.monotonic()))
         TaskState(os.getpid(), self.restarts, self.desired, len(self.slots), self.time_scale,
                   Scaling(self.policy, self.metric.period_s, datapoints, tuple(self.actions)),
-                  deployment, tasks).write(self.state)
+                  deployment, tasks, tuple(rollout.stopped)).write(self.state)
 
     def run(self) -> None:
         service = current_service(self.target, self.plan, self.env)
