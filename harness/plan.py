@@ -189,6 +189,7 @@ class Drills(_Strict):
     db_interval_s: float = Field(default=0.05, gt=0)
     timeout_s: float = Field(default=900.0, gt=0)
     stop_after_failing_s: float = Field(default=300.0, gt=0)
+    restored_within_s: float = Field(default=300.0, gt=0)
     stop_alarms: list[str] = Field(default_factory=list)
     canary: DrillCanary = DrillCanary()
 

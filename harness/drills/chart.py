@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen before pyp
 from harness.drills.model import PROBES  # noqa: E402
 
 PHASE_COLOURS = {"steady": "#e8f4e8", "fault": "#f6c6c6", "recovering": "#fbe9d0", "recovered": "#dde8f7",
-                 "rollback": "#e6e0f0"}
+                 "rollback": "#e6e0f0", "steady again": "#d4ecdf"}
 OK, FAILED = "#2f8f4e", "#c0392b"
 LATENCY_COLOURS = {"health": "#3b7dd8", "write": "#d8543b", "db": "#8e44ad", "service": "#888888"}
 

@@ -1,5 +1,5 @@
 """Runs one drill: preflight, probes, steady state, the fault, observation until recovered or stopped,
-read-back, rollback (always), verdict, journal and chart.
+read-back, rollback (always), the steady state checked again, verdict, journal and chart.
 
 Fetching apart from judging: this module acts and records; every decision about the records (recovered
 yet? a stop condition? the verdict) is a pure function of harness/drills/judges.py.
@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator
 from harness.drills import judges, manifest
 from harness.drills.backends import FaultBackend
 from harness.drills.model import (Action, Clock, DrillRefused, DrillSpec, InjectFailed, PreflightFailed,
-                                   Restored, Revisions)
+                                   Restored, Revisions, Sample, Write)
 from harness.verdict import Verdict
 from harness.plan import Plan
 from harness.smoke.probes import ApiProbes, DatabaseProbe, ProbeLoop, Timeline
@@ -61,6 +61,7 @@ class DrillResult:
     events: list[dict[str, Any]] = field(default_factory=list)
     dry_run: list[str] = field(default_factory=list)
     load: dict[str, Any] = field(default_factory=dict)  # a background load's overall figures per phase
+    restored: dict[str, Any] | None = None  # the steady state checked again after the rollback (DrillRun.restored)
     # Set when Ctrl-C or SIGTERM reached the drill (one line: which, and when): its undo ran to the end, and
     # the caller must end the session as interrupted, starting no other drill.
     interrupted: str | None = None
@@ -70,7 +71,8 @@ class DrillResult:
         return {"verdict": self.verdict.status, "message": self.verdict.message, **self.verdict.figures,
                 "journal": str(self.journal) if self.journal else None,
                 "chart": str(self.chart) if self.chart else None, "cleanup": self.cleanup,
-                "platform_events": self.events, "run_id": self.run_id, **({"load": self.load} if self.load else {}),
+                "platform_events": self.events, "run_id": self.run_id, "restored": self.restored,
+                **({"load": self.load} if self.load else {}),
                 **({"interrupted": self.interrupted} if self.interrupted else {})}
 
     def judge_load(self, phases: dict[str, dict[str, Any]], slo: dict[str, Any], problem: str | None) -> None:
@@ -103,10 +105,13 @@ class DrillRun:
         self.phase = "steady"
         self.actions: list[Action] = []
         self.loops: list[ProbeLoop] = []
+        self.next_seq: dict[str, int] = {}  # per probe, the seq its next loop starts at (canary keys stay unique)
         self.fault_t: float | None = None
         self.recovered_t: float | None = None
         self.observed_end_t: float | None = None
         self.rollback_t: float | None = None
+        self.again_t: float | None = None  # when the steady state began to be checked again, after the rollback
+        self.restored: dict[str, Any] | None = None  # what that check found: {"ok", "after_s" | "wrong"}
         self.aborted: str | None = None
         self.present: set[tuple[str, int]] = set()
         self.readback_problem: str | None = None
@@ -142,7 +147,8 @@ class DrillRun:
 
     # -- the steps --------------------------------------------------------------------------------------
 
-    def start_probes(self) -> None:
+    def start_probes(self) -> list[str]:
+        """Start the drill's probes; returns the names of those started."""
         drill, steps = self.drill, []
         if self.api is not None:
             steps += [(name, drill.probe_interval_s, step) for name, step in
@@ -152,10 +158,11 @@ class DrillRun:
         if "service" in drill.probes:
             steps.append(("service", self.service_interval_s, lambda t, seq: self._service()))
         for name, interval, step in steps:
-            loop = ProbeLoop(name, interval, step, self.timeline)
+            loop = ProbeLoop(name, interval, step, self.timeline, self.next_seq.get(name, 0))
             loop.start()
             self.loops.append(loop)
         self.log("probes started", {"probes": [name for name, _, _ in steps]})
+        return [name for name, _, _ in steps]
 
     def _service(self) -> tuple:
         ok, line = self.backend.service_state()
@@ -166,6 +173,7 @@ class DrillRun:
             loop.stop()
         for loop in self.loops:
             loop.join(timeout=10)
+            self.next_seq[loop.probe] = loop.seq
         self.loops = []
 
     def steady_state(self) -> None:
@@ -183,6 +191,48 @@ class DrillRun:
                 failing = _failing(samples, drill.probes, now - drill.steady_state_s)
                 raise DrillRefused(f"the steady state does not hold: {failing or 'probes silent'}; "
                                    "a drill never injects into a sick system")
+
+    def steady_again(self, still_wrong: Callable[[], list[tuple[bool, str]]]) -> None:
+        """After the rollback: the drill's probes green for steady_state_s since their last failure, then
+        nothing `still_wrong` (each item: (observed, what is wrong); observed False: it could not be
+        checked), within restored_within_s. What it found is `self.restored`."""
+        drill = self.drill
+        self.phase, self.again_t = "steady again", round(self.clock.now(), 3)
+        deadline = self.again_t + drill.restored_within_s
+        self.say(f"checking the steady state again (back within {drill.restored_within_s:g} s, or not restored)")
+        probes = tuple(p for p in self.start_probes() if p in drill.probes)
+        last_line, wrong = self.again_t, [(True, "not checked yet")]
+        try:
+            while True:
+                time.sleep(TICK_S * 4)
+                now = self.clock.now()
+                samples, _ = self.timeline.copy()
+                since = max([self.again_t] + [s.t for s in samples if s.probe in probes and not s.ok])
+                if probes and judges.recovery(samples, since, drill.steady_state_s, probes) is None:
+                    failing = _failing(samples, probes, now - drill.steady_state_s)
+                    wrong = [(True, f"probes not green for {drill.steady_state_s:g} s: "
+                                    f"{failing or 'green for ' + format(now - since, '.1f') + ' s so far'}")]
+                else:
+                    wrong = still_wrong()
+                if not wrong:
+                    after = round(now - self.again_t, 1)
+                    self.restored = {"ok": True, "after_s": after}
+                    self.log("steady again", self.restored)
+                    self.say(f"restored: the steady state holds again {after:g} s after the rollback")
+                    return
+                if now >= deadline:
+                    self.restored = {"ok": False, "observed": any(seen for seen, _ in wrong),
+                                     "wrong": [line for _, line in wrong]}
+                    self.log("not restored", self.restored)
+                    self.say(f"NOT restored within {drill.restored_within_s:g} s: "
+                             + "; ".join(self.restored["wrong"]))
+                    return
+                if now - last_line >= PROGRESS_S:
+                    last_line = now
+                    self.say(f"steady again? {now - self.again_t:.0f} of {drill.restored_within_s:g} s: "
+                             + "; ".join(line for _, line in wrong))
+        finally:
+            self.stop_probes()
 
     def observe(self) -> None:
         drill, backend = self.drill, self.backend
@@ -232,9 +282,15 @@ class DrillRun:
 
     # -- the verdict and its records ------------------------------------------------------------------------
 
+    def evidence(self) -> tuple[list[Sample], list[Write]]:
+        """The probes' samples, and the canary writes the drill judges: those sent before the steady state
+        was checked again (the writes of that check are traffic, never read back)."""
+        samples, writes = self.timeline.copy()
+        return samples, [w for w in writes if self.again_t is None or w.t < self.again_t]
+
     def verdict(self) -> Verdict:
         drill = self.drill
-        samples, writes = self.timeline.copy()
+        samples, writes = self.evidence()
         if self.fault_t is None:
             return Verdict("error", self.aborted or "the fault was never injected", figures=_no_figures(drill))
         wants_writes = any(k in drill.expect for k in ("rpo_s", "max_lost_writes"))
@@ -250,18 +306,22 @@ class DrillRun:
 
     def journal(self, verdict: Verdict, cleanup: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any]:
         samples, writes = self.timeline.copy()
+        judged = {(w.probe, w.seq) for w in self.evidence()[1]}
         end_t = round(self.clock.now(), 3)
         return {
             "drill": self.drill.id, "title": self.drill.title, "run_id": self.run_id, "backend": self.backend.name,
             **self.context,
             "started_at": self.clock.epoch, "spec": asdict(self.drill),
             "fault_t": self.fault_t, "recovered_t": self.recovered_t,
-            "phases": judges.phases(self.fault_t, self.recovered_t, self.observed_end_t, self.rollback_t, end_t),
+            "phases": judges.phases(self.fault_t, self.recovered_t, self.observed_end_t, self.rollback_t, end_t,
+                                    self.again_t),
+            "restored": self.restored,
             "actions": [asdict(a) for a in self.actions],
             "samples": [[s.t, s.probe, s.ok, s.latency_ms, s.detail] for s in samples],
-            # present: None where nothing was read back (a rollback drill's writes are traffic, not evidence).
-            "writes": [{**asdict(w), "present": (w.probe, w.seq) in self.present if self.read_back_done else None}
-                       for w in writes],
+            # present: None where nothing was read back (a rollback drill's writes, and those of the check
+            # after the rollback, are traffic, not evidence).
+            "writes": [{**asdict(w), "present": (w.probe, w.seq) in self.present
+                        if self.read_back_done and (w.probe, w.seq) in judged else None} for w in writes],
             "platform_events": events, "cleanup": cleanup,
             "verdict": {"status": verdict.status, "message": verdict.message, "figures": verdict.figures},
         }
@@ -288,6 +348,9 @@ class Recovery:
 
     def undo(self, run: DrillRun) -> dict[str, Any]:
         return run.backend.rollback(run.drill, run.log)
+
+    def still_wrong(self, run: DrillRun) -> list[tuple[bool, str]]:
+        return []
 
     def verdict(self, run: DrillRun) -> Verdict:
         return run.verdict()
@@ -358,6 +421,9 @@ class Restore:
         restored = self.restored or Restored(run.run_id, None, self.restore_point or 0.0, {"run_id": run.run_id})
         return run.backend.discard(restored, run.log)
 
+    def still_wrong(self, run: DrillRun) -> list[tuple[bool, str]]:
+        return []
+
     def verdict(self, run: DrillRun) -> Verdict:
         if run.fault_t is None:
             return run.verdict()
@@ -395,6 +461,13 @@ class Rollback:
         self.forward = self._deploy(run, self.revisions.current, self.revisions.current_version, "forward")
         return {"ok": self.forward[0], "detail": f"rolled forward to {_tail(self.revisions.current)}: "
                                                  f"{self.forward[1]}"}
+
+    def still_wrong(self, run: DrillRun) -> list[tuple[bool, str]]:
+        """The service back on the revision it ran before the drill."""
+        if self.revisions is None:
+            return []
+        done, line = run.backend.deployed(self.revisions.current)
+        return [] if done else [(True, f"not on the original revision {_tail(self.revisions.current)}: {line}")]
 
     def _deploy(self, run: DrillRun, task_definition: str, version: str, way: str) -> tuple[bool, str]:
         drill, backend = run.drill, run.backend
@@ -434,9 +507,11 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
               out_dir: Path, report: Callable[[str], None], run_id: str, context: dict[str, Any],
               service_interval_s: float = 0.5,
               verify_version: Callable[[str], tuple[bool, str]] | None = None,
-              on_phase: Callable[[str], None] | None = None) -> DrillResult:
+              on_phase: Callable[[str], None] | None = None,
+              steady_gate: Callable[[], list[str]] | None = None) -> DrillResult:
     """Run the drill with probes made for `run_id` (`context`: env, target, base_url, for the journal;
-    `verify_version`: the smoke gate expecting a version, for the rollback drill). Its undo (the rollback,
+    `verify_version`: the smoke gate expecting a version, for the rollback drill; `steady_gate`: the smoke
+    gate's failing checks now, for the steady state after the rollback). Its undo (the rollback,
     the temporary database's removal, the roll forward) runs whatever happens: a failure, Ctrl-C, SIGTERM
     turned into KeyboardInterrupt("SIGTERM") by the caller; and the journal is written even then. An
     interrupt is never swallowed: the result's `interrupted` names it, and the caller ends the session as
@@ -498,6 +573,8 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
             run.say(cleanup["detail"])
         finally:
             run.stop_probes()
+        if run.injected and cleanup.get("ok") and not run.interrupted:
+            run.steady_again(lambda: _still_wrong(run, method, steady_gate))
         for probe in (run.api, run.db):
             close = getattr(probe, "close", None)
             if close:
@@ -514,6 +591,7 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
             verdict = Verdict("fail" if verdict.status == "pass" else verdict.status,
                               f"{verdict.message}; the rollback failed: {cleanup.get('detail')}",
                               figures=verdict.figures)
+        verdict = judges.restored(verdict, run.restored, drill.restored_within_s)
         events = backend.events(run.clock.epoch)
         out_dir.mkdir(parents=True, exist_ok=True)
         journal = run.journal(verdict, cleanup, events)
@@ -525,7 +603,7 @@ def run_drill(drill: DrillSpec, backend: FaultBackend, api: ApiProbes | None, db
     if run.interrupted:
         run.say(f"interrupted ({run.interrupted}); the rollback ran to its end; no further drill starts")
     return DrillResult(drill, verdict, run_id, journal_path, chart_path, cleanup, events,
-                       interrupted=run.interrupted)
+                       interrupted=run.interrupted, restored=run.restored)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -551,6 +629,28 @@ def _interrupts_deferred(run: DrillRun) -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _still_wrong(run: DrillRun, method: Any, gate: Callable[[], list[str]] | None) -> list[tuple[bool, str]]:
+    """What keeps the system from its steady state once the drill's probes are green again: the system
+    not as fit for the drill as before it (the backend's preflight: the standby in sync, the service
+    whole), what the drill's method checks (DRILL-04: the original revision), the smoke gate red."""
+    wrong: list[tuple[bool, str]] = []
+    try:
+        run.backend.preflight(run.drill, lambda action, detail: None)
+    except (DrillRefused, PreflightFailed) as exc:
+        wrong.append((True, str(exc)))
+    except Exception as exc:  # noqa: BLE001 - not checked is not fine: it keeps the drill from passing
+        wrong.append((False, f"the system's state could not be read: {_one_line(exc)}"))
+    try:
+        wrong += method.still_wrong(run)
+    except Exception as exc:  # noqa: BLE001
+        wrong.append((False, f"the drill's own check could not be made: {_one_line(exc)}"))
+    if gate is not None:
+        red = gate()
+        if red:
+            wrong.append((True, "smoke gate red: " + "; ".join(red)))
+    return wrong
 
 
 def _unverifiable(version: str) -> tuple[bool, str]:

@@ -235,18 +235,20 @@ def judge(drill: DrillSpec, *, rto_s: float | None, resolution_s: float, writes:
 
 
 def phases(fault_t: float | None, recovered_t: float | None, observed_end_t: float | None,
-           rollback_t: float | None, end_t: float | None) -> list[dict[str, Any]]:
+           rollback_t: float | None, end_t: float | None, again_t: float | None = None) -> list[dict[str, Any]]:
     """The drill's phases for the journal and the picture, [{"name", "start_s", "end_s"}], in model.PHASES
     order; a phase that did not happen (its start None) is left out. "fault" is the instant of injection,
-    kept as a zero-length phase (start_s == end_s) so the journal says when the method ran. Without a
-    fault (dry run, refused preflight) only "steady" (and "rollback", if one ran) remain."""
+    kept as a zero-length phase (start_s == end_s) so the journal says when the method ran; "steady again"
+    is the check after the rollback (`again_t` its start). Without a fault (dry run, refused preflight)
+    only "steady" (and "rollback", if one ran) remain."""
     observed = next((t for t in (observed_end_t, rollback_t, end_t, recovered_t, fault_t) if t is not None), 0.0)
     spans = {
         "steady": (0.0, fault_t if fault_t is not None else observed),
         "fault": (fault_t, fault_t),
         "recovering": (fault_t, recovered_t if recovered_t is not None else observed),
         "recovered": (recovered_t, observed),
-        "rollback": (rollback_t, end_t if end_t is not None else rollback_t),
+        "rollback": (rollback_t, next((t for t in (again_t, end_t) if t is not None), rollback_t)),
+        "steady again": (again_t, end_t if end_t is not None else again_t),
     }
     return [{"name": name, "start_s": round(start, 3), "end_s": round(max(start, end), 3)}
             for name in PHASES for start, end in [spans[name]] if start is not None]
@@ -254,6 +256,18 @@ def phases(fault_t: float | None, recovered_t: float | None, observed_end_t: flo
 
 
 # -- DRILL-02 (restore) and DRILL-04 (rollback): procedures rather than recoveries -------------------------
+
+
+def restored(verdict: Verdict, found: dict[str, Any] | None, within_s: float) -> Verdict:
+    """The verdict once the steady state was checked again after the rollback (`found`: None when it was
+    not, as when nothing was injected or the rollback itself failed). Not restored fails the drill, met
+    RTO and RPO or not; not restored only because something could not be checked is an error (unknown),
+    never a pass. A verdict already failed or errored keeps its status and gains the finding."""
+    if found is None or found["ok"]:
+        return verdict
+    status = verdict.status if verdict.status != "pass" else "fail" if found["observed"] else "error"
+    return Verdict(status, f"{verdict.message}; not restored within {within_s:g} s after the rollback: "
+                           + "; ".join(found["wrong"]), figures=verdict.figures)
 
 
 def manifest_diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:

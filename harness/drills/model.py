@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-PHASES = ("steady", "fault", "recovering", "recovered", "rollback")
+PHASES = ("steady", "fault", "recovering", "recovered", "rollback", "steady again")
 # The probes of the recovery condition: through the load balancer (health, canary writes), straight to
 # the database (db), and the service's own state as its control plane reports it (service).
 PROBES = ("health", "write", "db", "service")
@@ -54,6 +54,7 @@ class DrillSpec:
     stop_after_failing_s: float = 300.0  # stop condition: a probe failing without a break this long
     probe_interval_s: float = 0.1    # ≥ 10 Hz through the load balancer
     db_interval_s: float = 0.05      # canary inserts straight to the database
+    restored_within_s: float = 300.0  # after the rollback, the steady state back within this long, or FAIL
 
 
 @dataclass(frozen=True)

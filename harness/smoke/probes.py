@@ -258,29 +258,32 @@ class Timeline:
 class ProbeLoop(threading.Thread):
     """Runs `step(t)` every interval_s on a fixed schedule (a late step is followed at once by the next,
     never by a burst) until stopped. `step` returns (ok, latency_ms, detail, write-or-None) and never raises:
-    an exception is that sample's failure, one line."""
+    an exception is that sample's failure, one line. Steps are numbered from `first_seq` (`seq`: the next
+    one's), so a loop started again for the same run goes on where the last one stopped."""
 
-    def __init__(self, name: str, interval_s: float, step: Callable[[float, int], tuple], timeline: Timeline) -> None:
+    def __init__(self, name: str, interval_s: float, step: Callable[[float, int], tuple], timeline: Timeline,
+                 first_seq: int = 0) -> None:
         super().__init__(name=f"probe-{name}", daemon=True)
         self.probe, self.interval_s, self.step, self.timeline = name, interval_s, step, timeline
+        self.seq = first_seq
         self.stopping = threading.Event()
 
     def run(self) -> None:
         from harness.drills.model import Sample
 
-        clock, seq = self.timeline.clock, 0
+        clock = self.timeline.clock
         due = clock.now()
         while not self.stopping.is_set():
             t = clock.now()
             started = time.perf_counter()
             try:
-                ok, latency_ms, detail, write = self.step(t, seq)
+                ok, latency_ms, detail, write = self.step(t, self.seq)
             except Exception as exc:  # noqa: BLE001 - a probe that broke is a failed sample, not a dead thread
                 ok, latency_ms, detail, write = False, None, f"{type(exc).__name__}: {exc}"[:200], None
             if latency_ms is None and ok:
                 latency_ms = round((time.perf_counter() - started) * 1000, 2)
             self.timeline.add(Sample(round(t, 3), self.probe, ok, latency_ms, detail), write)
-            seq += 1
+            self.seq += 1
             due = max(due + self.interval_s, clock.now())
             self.stopping.wait(max(0.0, due - clock.now()))
 

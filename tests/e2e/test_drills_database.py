@@ -71,7 +71,9 @@ def test_failover_passes_twice_and_an_independent_observer_agrees_on_rto(plane: 
         assert run.returncode == 0 and result["verdict"] == "pass", run.stdout[-4000:]
         assert result["lost_writes"] == 0 and result["acknowledged_writes"] > 50, result
         assert result["rto_s"] <= result["rto_target_s"] and result["cleanup"]["ok"], result
+        assert result["restored"]["ok"] and result["restored"]["after_s"] < 60, result["restored"]
         record = journal(result)
+        assert [p["name"] for p in record["phases"]][-2:] == ["rollback", "steady again"], record["phases"]
         seen = observed_rto(observer, record["started_at"] + record["fault_t"], record["spec"]["recovery_window_s"])
         assert seen is not None and abs(seen - result["rto_s"]) <= 1.0, (seen, result["rto_s"])
         assert pair_whole(plane) and Path(result["chart"]).stat().st_size > 10_000
@@ -81,6 +83,27 @@ def test_failover_passes_twice_and_an_independent_observer_agrees_on_rto(plane: 
         print(f"failover {attempt}: RTO {result['rto_s']} s (observer {seen:.2f} s), "
               f"{result['acknowledged_writes']} acknowledged writes, 0 lost")
     assert primaries[0] != primaries[1] and plane.database.roles()["primary"] == primaries[0]
+
+
+def test_a_rollback_that_leaves_the_old_primary_down_fails_not_restored(plane: StandIn, tmp_path: Path) -> None:
+    """The failover recovers within its RTO, and the rollback says it is done but leaves the old primary
+    down: the steady state checked again after it finds no standby, and the drill fails "not restored"."""
+    plan = tmp_path / "plan.toml"
+    plan.write_text((ROOT / "plan" / "dougust.toml").read_text().replace("restored_within_s = 300",
+                                                                          "restored_within_s = 10"))
+    try:
+        run, drills = drill(plane, tmp_path, "DRILL-01", "--plan", str(plan), "-p", "keep_old_primary_down",
+                            env={"PYTHONPATH": str(ROOT / "tests" / "data")})
+    finally:
+        plane.database.rebuild_standby()
+    result = drills["DRILL-01"]
+    assert run.returncode == 1 and result["verdict"] == "fail", run.stdout[-4000:]
+    assert result["rto_s"] <= result["rto_target_s"] and result["lost_writes"] == 0, result
+    assert result["cleanup"]["ok"] and not result["restored"]["ok"], result
+    assert re.search(r"; not restored within 10 s after the rollback: the stand-in's PostgreSQL pair in \S+ has no "
+                     r"running standby to fail over to", result["message"]), result["message"]
+    assert "NOT restored within 10 s" in run.stdout and "steady again?" in run.stdout, run.stdout[-3000:]
+    assert pair_whole(plane)
 
 
 def untouched(plane: StandIn) -> dict[str, Any]:

@@ -13,10 +13,11 @@ from support.suites import ROOT, SuiteRun, run_suite
 PLAN = ROOT / "plan" / "dougust.toml"
 
 
-def drill(plane: Any, tmp_path: Path, ids: str, *extra: str) -> tuple[SuiteRun, dict[str, Any]]:
+def drill(plane: Any, tmp_path: Path, ids: str, *extra: str,
+          env: dict[str, str | None] | None = None) -> tuple[SuiteRun, dict[str, Any]]:
     """`pytest dr --drill ids` against the stand-in `plane`: the run and its summary's drills section."""
     run = run_suite("--env", "dev", "--stand-in", str(plane.root), "--drill", ids, *extra, suite="dr",
-                    reports=tmp_path / "reports", timeout=240)
+                    reports=tmp_path / "reports", timeout=240, env=env)
     assert run.summary is not None, run.stdout[-3000:] + run.stderr[-2000:]
     return run, run.summary.get("drills", {})
 

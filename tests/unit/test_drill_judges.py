@@ -11,6 +11,7 @@ import pytest
 from harness.drills import judges
 from harness.drills.chart import draw
 from harness.drills.model import DrillSpec, Sample, Write
+from harness.verdict import Verdict
 
 STEP = 0.1
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -269,6 +270,9 @@ def test_figures_have_exactly_the_summary_keys() -> None:
                                                      ("rollback", 601, 650)], id="no recovery"),
     pytest.param((None, None, None, None, 4.0), [("steady", 0, 4)], id="no fault"),
     pytest.param((None, None, 3.0, 3.2, 5.0), [("steady", 0, 3), ("rollback", 3.2, 5)], id="aborted before the fault"),
+    pytest.param((10.0, 22.5, 70.0, 71.0, 90.0, 80.0), [("steady", 0, 10), ("fault", 10, 10), ("recovering", 10, 22.5),
+                                                        ("recovered", 22.5, 70), ("rollback", 71, 80),
+                                                        ("steady again", 80, 90)], id="checked again after"),
 ])
 def test_phases(times: tuple, expected: list[tuple]) -> None:
     assert [(p["name"], p["start_s"], p["end_s"]) for p in judges.phases(*times)] == expected
@@ -466,3 +470,24 @@ def test_the_sweep_removes_only_its_environment_s_expired_resources(
         tags: dict[str, Any] | None, env: str | None, age_s: float | None, removed: bool, says: str) -> None:
     decided, why = judges.sweep(tags, NOW, env, age_s)
     assert (decided, says in why) == (removed, True), why
+
+
+PASSED = Verdict("pass", "recovered: RTO 4.2 s", figures={"rto_s": 4.2})
+
+
+@pytest.mark.parametrize(("verdict", "found", "status", "message"), [
+    (PASSED, None, "pass", "recovered: RTO 4.2 s"),
+    (PASSED, {"ok": True, "after_s": 4.1}, "pass", "recovered: RTO 4.2 s"),
+    (PASSED, {"ok": False, "observed": True, "wrong": ["no running standby", "smoke gate red: SMK-01: 503"]}, "fail",
+     "recovered: RTO 4.2 s; not restored within 300 s after the rollback: no running standby; smoke gate red: "
+     "SMK-01: 503"),
+    (PASSED, {"ok": False, "observed": False, "wrong": ["the system's state could not be read: Throttling"]},
+     "error", "not restored within 300 s after the rollback: the system's state could not be read"),
+    (Verdict("fail", "RTO 200 s over 120 s"), {"ok": False, "observed": False, "wrong": ["x"]}, "fail",
+     "RTO 200 s over 120 s; not restored within 300 s after the rollback: x"),
+    (Verdict("error", "broke"), {"ok": False, "observed": True, "wrong": ["x"]}, "error", "broke; not restored"),
+], ids=["not checked", "restored", "not restored", "could not be checked", "failed already", "errored already"])
+def test_not_restored_fails_a_drill_that_met_its_targets(verdict, found, status, message) -> None:
+    judged = judges.restored(verdict, found, 300)
+    assert (judged.status, message in judged.message) == (status, True), judged.message
+    assert judged.figures == verdict.figures
