@@ -188,7 +188,7 @@ class DrillRun:
                 self.log("steady state holds", {"seconds": drill.steady_state_s})
                 return
             if now > deadline:
-                failing = _failing(samples, drill.probes, now - drill.steady_state_s)
+                failing = judges.failing(samples, drill.probes, now - drill.steady_state_s)
                 raise DrillRefused(f"the steady state does not hold: {failing or 'probes silent'}; "
                                    "a drill never injects into a sick system")
 
@@ -209,7 +209,7 @@ class DrillRun:
                 samples, _ = self.timeline.copy()
                 since = max([self.again_t] + [s.t for s in samples if s.probe in probes and not s.ok])
                 if probes and judges.recovery(samples, since, drill.steady_state_s, probes) is None:
-                    failing = _failing(samples, probes, now - drill.steady_state_s)
+                    failing = judges.failing(samples, probes, now - drill.steady_state_s)
                     wrong = [(True, f"probes not green for {drill.steady_state_s:g} s: "
                                     f"{failing or 'green for ' + format(now - since, '.1f') + ' s so far'}")]
                 else:
@@ -260,7 +260,7 @@ class DrillRun:
             if now - last_line >= PROGRESS_S:
                 last_line = now
                 self.say(f"{self.phase} t+{now - self.fault_t:.1f} s since the fault: "
-                         + _states(samples, drill.probes, now))
+                         + judges.states(samples, drill.probes, now, PROGRESS_S))
         self.observed_end_t = self.clock.now()
 
     def read_back(self) -> None:
@@ -683,32 +683,3 @@ def dry_run(drill: DrillSpec, backend: FaultBackend) -> DrillResult:
 def _no_figures(drill: DrillSpec) -> dict[str, Any]:
     figures: dict[str, Any] = dict.fromkeys(judges.FIGURES)
     return {**figures, "rto_target_s": drill.expect.get("rto_s"), "rpo_target_s": drill.expect.get("rpo_s")}
-
-
-def _failing(samples: list[Any], probes: tuple[str, ...], since: float) -> str:
-    bad = {}
-    for s in samples:
-        if s.t >= since and s.probe in probes and not s.ok:
-            bad[s.probe] = s.detail
-    return ", ".join(f"{p} failing ({d})" for p, d in sorted(bad.items()))
-
-
-def _states(samples: list[Any], probes: tuple[str, ...], now: float) -> str:
-    """Each probe's last result and its failures over the last few seconds, for a progress line."""
-    last: dict[str, Any] = {}
-    recent: dict[str, list[bool]] = {p: [] for p in probes}
-    for s in samples:
-        if s.probe in probes:
-            last[s.probe] = s
-            if s.t >= now - PROGRESS_S:
-                recent[s.probe].append(s.ok)
-    parts = []
-    for p in probes:
-        s = last.get(p)
-        if s is None:
-            parts.append(f"{p} -")
-            continue
-        fails = recent[p].count(False)
-        parts.append(f"{p} {'ok' if s.ok else 'FAIL'}" + (f" ({s.detail})" if not s.ok else "")
-                     + (f" {fails}/{len(recent[p])} failed" if fails else ""))
-    return ", ".join(parts)

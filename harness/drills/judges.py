@@ -254,8 +254,35 @@ def phases(fault_t: float | None, recovered_t: float | None, observed_end_t: flo
             for name in PHASES for start, end in [spans[name]] if start is not None]
 
 
+def failing(samples: list[Sample], probes: tuple[str, ...], since: float) -> str:
+    """Each deciding probe that failed since `since`, with its last failure's detail, for a refusal or a
+    progress line."""
+    bad = {}
+    for s in samples:
+        if s.t >= since and s.probe in probes and not s.ok:
+            bad[s.probe] = s.detail
+    return ", ".join(f"{p} failing ({d})" for p, d in sorted(bad.items()))
 
-# -- DRILL-02 (restore) and DRILL-04 (rollback): procedures rather than recoveries -------------------------
+
+def states(samples: list[Sample], probes: tuple[str, ...], now: float, recent_s: float) -> str:
+    """Each probe's last result and its failures over the last `recent_s` seconds, for a progress line."""
+    last: dict[str, Any] = {}
+    recent: dict[str, list[bool]] = {p: [] for p in probes}
+    for s in samples:
+        if s.probe in probes:
+            last[s.probe] = s
+            if s.t >= now - recent_s:
+                recent[s.probe].append(s.ok)
+    parts = []
+    for p in probes:
+        s = last.get(p)
+        if s is None:
+            parts.append(f"{p} -")
+            continue
+        fails = recent[p].count(False)
+        parts.append(f"{p} {'ok' if s.ok else 'FAIL'}" + (f" ({s.detail})" if not s.ok else "")
+                     + (f" {fails}/{len(recent[p])} failed" if fails else ""))
+    return ", ".join(parts)
 
 
 def restored(verdict: Verdict, found: dict[str, Any] | None, within_s: float) -> Verdict:
@@ -268,6 +295,9 @@ def restored(verdict: Verdict, found: dict[str, Any] | None, within_s: float) ->
     status = verdict.status if verdict.status != "pass" else "fail" if found["observed"] else "error"
     return Verdict(status, f"{verdict.message}; not restored within {within_s:g} s after the rollback: "
                            + "; ".join(found["wrong"]), figures=verdict.figures)
+
+
+# -- DRILL-02 (restore) and DRILL-04 (rollback): procedures rather than recoveries -------------------------
 
 
 def manifest_diff(before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]) -> list[str]:
