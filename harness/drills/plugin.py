@@ -82,9 +82,7 @@ class DrillsSuite:
                 self.results[rid] = result
             return
         smoke = session.config.stash[SMOKE]
-        # SMK-10 judges a deploy (no task stopped since it began), and drills stop tasks on purpose: the steady
-        # state a drill starts from and returns to is the gate's other checks.
-        smoke.prepare({rid for rid in plan.requirements if rid.startswith("SMK-") and rid != "SMK-10"})
+        smoke.prepare({rid for rid in plan.requirements if rid.startswith("SMK-")})
 
         def verify_version(version: str) -> tuple[bool, str]:
             # A rollout has settled when this is asked; a few rounds more cover HAProxy's checks catching up.

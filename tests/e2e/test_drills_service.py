@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import psutil
 import pytest
 
-from support.drills import PLAN, drill, strict_plan
+from support.drills import PLAN, drill, journal, strict_plan
 from support.stand_in import stand_in
 from support.suites import ROOT, run_suite
 from support.waiting import wait_for
@@ -52,11 +52,17 @@ def test_task_loss_under_background_load_is_measured_before_during_and_after(pla
 def test_task_loss_passes_and_fails_on_rto_when_the_agent_does_not_replace_tasks(plane: StandIn,
                                                                                   tmp_path: Path) -> None:
     """Also the drill history: the two runs leave two lines, which `harness drills history` prints and the
-    HTML report's chart draws; a line from a newer harness and a broken one are skipped with a warning."""
+    HTML report's chart draws; a line from a newer harness and a broken one are skipped with a warning.
+    The first run has the smoke suite in its session too: its gate, judged after the drill, passes every
+    check but SMK-10, which names the task the drill killed (a stop the load balancer hid)."""
     history = tmp_path / "history.jsonl"
-    run, drills = drill(plane, tmp_path / "ok", "DRILL-03", "--drill-history", str(history))
-    assert run.returncode == 0 and drills["DRILL-03"]["verdict"] == "pass", run.stdout[-4000:]
-    assert drills["DRILL-03"]["error_ratio"] <= 0.05
+    run, drills = drill(plane, tmp_path / "ok", "DRILL-03", "--drill-history", str(history), "smoke")
+    assert drills["DRILL-03"]["verdict"] == "pass", run.stdout[-4000:]
+    assert drills["DRILL-03"]["error_ratio"] <= 0.05 and drills["DRILL-03"]["restored"]["ok"]
+    killed = next(a["detail"] for a in journal(drills["DRILL-03"])["actions"] if a["action"] == "fault")
+    assert run.returncode == 1 and run.ids_with("fail", "error") == {"SMK-10"}, run.stdout[-4000:]
+    assert f"{killed['task']} (pid {killed['pid']}) of " in run.message("SMK-10") and \
+        "exit code 137: Essential container in task exited" in run.message("SMK-10"), run.message("SMK-10")
     strict = tmp_path / "plan.toml"  # a 4 s RTO target and a 15 s hard timeout, to fail quickly
     text = PLAN.read_text().replace("expect = { rto_s = 300, max_error_ratio = 0.05 }",
                                     "expect = { rto_s = 4, max_error_ratio = 0.05, timeout_s = 15 }")
