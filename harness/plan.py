@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Severity = Literal["critical", "high", "medium", "low"]
 ID_PATTERN = re.compile(r"^[A-Z]+-\d{2}$")
@@ -192,6 +192,13 @@ class Drills(_Strict):
     restored_within_s: float = Field(default=300.0, gt=0)
     stop_alarms: list[str] = Field(default_factory=list)
     canary: DrillCanary = DrillCanary()
+
+    @model_validator(mode="after")
+    def _room_to_be_restored(self) -> Drills:
+        if self.restored_within_s <= self.steady_state_s:
+            raise ValueError(f"restored_within_s ({self.restored_within_s:g}) must be more than steady_state_s "
+                             f"({self.steady_state_s:g}): the probes must be green that long after the rollback")
+        return self
 
 
 class Plan(_Strict):

@@ -14,7 +14,8 @@ def find_service(target: Target, plan: Plan, env: str) -> dict[str, Any]:
     included); LookupError when there is none."""
     ecs = target.client("ecs")
     wanted = plan.tags(env)
-    for cluster in ecs.list_clusters()["clusterArns"]:
+    clusters = [arn for page in ecs.get_paginator("list_clusters").paginate() for arn in page["clusterArns"]]
+    for cluster in clusters:
         arns = [arn for page in ecs.get_paginator("list_services").paginate(cluster=cluster)
                 for arn in page["serviceArns"]]
         for i in range(0, len(arns), 10):

@@ -288,13 +288,14 @@ def states(samples: list[Sample], probes: tuple[str, ...], now: float, recent_s:
 def restored(verdict: Verdict, found: dict[str, Any] | None, within_s: float) -> Verdict:
     """The verdict once the steady state was checked again after the rollback (`found`: None when it was
     not, as when nothing was injected or the rollback itself failed). Not restored fails the drill, met
-    RTO and RPO or not; not restored only because something could not be checked is an error (unknown),
-    never a pass. A verdict already failed or errored keeps its status and gains the finding."""
+    RTO and RPO or not (a finding outranks an error, as in `judge`); not restored only because something
+    could not be checked is an error (unknown), never a pass, and leaves a fail a fail."""
     if found is None or found["ok"]:
         return verdict
-    status = verdict.status if verdict.status != "pass" else "fail" if found["observed"] else "error"
-    return Verdict(status, f"{verdict.message}; not restored within {within_s:g} s after the rollback: "
-                           + "; ".join(found["wrong"]), figures=verdict.figures)
+    status = "fail" if found["observed"] else "error" if verdict.status == "pass" else verdict.status
+    said = (f"not restored within {within_s:g} s after the rollback" if found["observed"]
+            else "not known to be restored after the rollback")
+    return Verdict(status, f"{verdict.message}; {said}: " + "; ".join(found["wrong"]), figures=verdict.figures)
 
 
 # -- DRILL-02 (restore) and DRILL-04 (rollback): procedures rather than recoveries -------------------------

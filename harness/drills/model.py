@@ -30,6 +30,11 @@ class DrillRefused(Exception):
     message is one line that names the problem and what to do."""
 
 
+class Unreadable(DrillRefused):
+    """The system's state could not be read (an API error, throttling, a denied call): nothing is known
+    about it, so a check that meets this is unknown, never a finding."""
+
+
 class PreflightFailed(DrillRefused):
     """Preflight found what the drill exists to catch (DRILL-01: a standby out of sync): nothing is injected,
     and the drill FAILS with this one line, rather than being refused as unmeasurable."""

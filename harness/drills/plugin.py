@@ -170,7 +170,7 @@ class DrillsSuite:
                 {"env": env, "target": opt.target, "base_url": smoke.endpoint.base_url},
                 service_interval_s=service_interval_s, verify_version=verify_version,
                 on_phase=(lambda phase, rid=rid: load.mark(f"{rid} {phase}")) if load else None,
-                steady_gate=lambda: smoke.red(None, 0.0))
+                steady_gate=lambda: [(v.observed, f"{rid}: {v.message}") for rid, v in smoke.failing(None, 0.0)])
             if result.interrupted:  # its undo is done: the session ends as interrupted, no other drill starts
                 raise KeyboardInterrupt(f"{rid} interrupted ({result.interrupted})")
             if load is not None:  # the load goes on for a recovery window more: "after" is measured too

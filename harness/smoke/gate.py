@@ -385,7 +385,11 @@ def judge_stopped_tasks(obs: Observations, expect: dict[str, Any], given: GateIn
                       f"at {seen.began:%H:%M:%S}Z: " + "; ".join(_stop_line(t, seen.began) for t in counted) + aside,
                       evidence)
     age = (seen.read_at - seen.began).total_seconds()
-    return passed(f"no task of {seen.service}'s deployment {revision} stopped in the {age:.0f} s since it began"
+    if seen.kept_s is not None and age > seen.kept_s:  # the deployment's first stops may be gone already
+        return Verdict("inconclusive", f"no task of {seen.service}'s deployment {revision} stopped in the last "
+                       f"{seen.kept_s:.0f} s, but it began {age:.0f} s ago and ECS keeps a stopped task about "
+                       f"{seen.kept_s:.0f} s: run the gate within that of the deploy" + aside, evidence)
+    return passed(f"no task of {seen.service}'s deployment {revision} stopped since it began {age:.0f} s ago"
                   + aside, evidence)
 
 

@@ -15,6 +15,7 @@ from harness.smoke.gate import GateInput, GateResult, run_gate
 from harness.smoke.probes import Endpoint
 from harness.smoke.tasks import EcsTasks, ServiceTasks, StandInTasks
 from harness.target import Target, TargetError
+from harness.verdict import Verdict
 
 if TYPE_CHECKING:
     from harness.local.stand_in import StandIn
@@ -112,7 +113,7 @@ class SmokeSuite:
                              report=self.session.say, binding=self.session.plan.binding)
         return self.gate
 
-    def red(self, version: str | None, deadline_s: float) -> list[str]:
+    def failing(self, version: str | None, deadline_s: float) -> list[tuple[str, Verdict]]:
         """The checks that fail (optional and waived ones aside), expecting `version` if given: what a drill
         asks before it injects anything, after a rollout and after its rollback. SMK-10 is left out: it
         judges a deploy (no task stopped since it began), and drills stop tasks on purpose."""
@@ -121,8 +122,11 @@ class SmokeSuite:
         gate = run_gate(self.endpoint, replace(self.given, expects=expects,
                                                expected_version=version or self.given.expected_version),
                         deadline_s=deadline_s)
-        return [f"{rid}: {v.message}" for rid, v in sorted(gate.verdicts.items())
-                if not v.ok and self.session.plan.binding(rid)]
+        return [(rid, v) for rid, v in sorted(gate.verdicts.items()) if not v.ok and self.session.plan.binding(rid)]
+
+    def red(self, version: str | None, deadline_s: float) -> list[str]:
+        """`failing` as lines, "SMK-0N: what was seen"."""
+        return [f"{rid}: {v.message}" for rid, v in self.failing(version, deadline_s)]
 
     def section(self) -> dict | None:
         """What summary.json says of the gate."""

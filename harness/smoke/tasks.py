@@ -12,9 +12,12 @@ ListTasks desiredStatus=STOPPED, DescribeTasks, DescribeTaskDefinition for which
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import botocore.exceptions
 
 from harness.local.ecs_agent.state import TaskState
 from harness.plan import Plan
@@ -41,14 +44,21 @@ class ServiceTasks:
     began: dt.datetime  # when that deployment was made
     read_at: dt.datetime
     stopped: tuple[StoppedTask, ...]
+    kept_s: float | None = None  # how long the source keeps a stopped task (ECS: an hour); None: all it saw
+
+
+ECS_KEEPS_S = 3600.0  # ECS shows a stopped task for at least an hour
+GONE = ("ClientException", "InvalidParameterException")  # how ECS answers for a revision it no longer has
+STALE_S = 15.0  # the stand-in's agent writes its state every second: older than this, it is not running
 
 
 def _aware(value: Any) -> dt.datetime | None:
-    """A time as ECS gives it (a datetime from boto3, ISO 8601 from the stand-in), in UTC."""
+    """A time as ECS gives it (a datetime in the machine's zone from boto3, ISO 8601 from the stand-in), in
+    UTC: the judge prints it with a Z."""
     if isinstance(value, str):
         value = dt.datetime.fromisoformat(value) if value else None
     if isinstance(value, dt.datetime):
-        return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+        return (value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)).astimezone(dt.timezone.utc)
     return None
 
 
@@ -84,7 +94,8 @@ class EcsTasks:
             tasks += ecs.describe_tasks(cluster=cluster, tasks=arns[i:i + 100])["tasks"]
         # The group keeps to the service's own tasks where serviceName is not applied (moto lists the cluster's).
         stopped = tuple(self._stopped(task) for task in tasks if task.get("group") == f"service:{name}")
-        return ServiceTasks(name, primary["taskDefinition"], _aware(primary["createdAt"]) or _now(), _now(), stopped)
+        return ServiceTasks(name, primary["taskDefinition"], _aware(primary["createdAt"]) or _now(), _now(), stopped,
+                            kept_s=ECS_KEEPS_S)
 
     def _stopped(self, task: dict[str, Any]) -> StoppedTask:
         essential = self._essential_of(task["taskDefinitionArn"])
@@ -98,10 +109,18 @@ class EcsTasks:
                            _aware(task.get("stoppedAt") or task.get("executionStoppedAt") or task.get("stoppingAt")))
 
     def _essential_of(self, task_definition: str) -> tuple[str, ...]:
+        """The revision's essential containers; none known when ECS no longer has it (deleted since): the exit
+        code is then any container's that has one."""
         if task_definition not in self._essential:  # a revision never changes: asked once
-            described = self._target.client("ecs").describe_task_definition(taskDefinition=task_definition)
-            self._essential[task_definition] = tuple(
-                c["name"] for c in described["taskDefinition"]["containerDefinitions"] if c.get("essential", True))
+            try:
+                described = self._target.client("ecs").describe_task_definition(taskDefinition=task_definition)
+            except botocore.exceptions.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") not in GONE:
+                    raise  # a denied or throttled call is not knowledge: SMK-10 could not be observed
+                self._essential[task_definition] = ()
+            else:
+                self._essential[task_definition] = tuple(c["name"] for c in described["taskDefinition"][
+                    "containerDefinitions"] if c.get("essential", True))
         return self._essential[task_definition]
 
 
@@ -116,6 +135,13 @@ class StandInTasks:
         state = self._state()
         if state is None or state.deployment is None:
             raise LookupError(f"the stand-in's ECS agent ({self._where}) runs no deployment: is it up?")
+        if state.stopped is None:
+            raise LookupError(f"the stand-in's ECS agent ({self._where}) records no stopped tasks (it predates "
+                              "them): restart it with 'harness local down' and 'harness local up'")
+        age = time.time() - (state.written_at or 0.0)
+        if age > STALE_S:
+            raise LookupError(f"the stand-in's ECS agent ({self._where}) last wrote its state {age:.0f} s ago: "
+                              "it does not run")
         deployment = state.deployment
         stopped = tuple(StoppedTask(f"{t.task} (pid {t.pid})", t.task_definition, t.stop_code, t.stopped_reason,
                                     t.exit_code, None, _aware(t.started_at), _aware(t.stopped_at))

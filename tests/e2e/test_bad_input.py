@@ -49,6 +49,8 @@ CASES = {
     "unknown plan key": (lambda t: ["--plan", str(_plan_copy(t, 'severity = "low"', 'severity = "low"\nsevirity = 1'))],
                          r"requirement\[\d+\] \([A-Z]+-\d+\)\.sevirity: is not a known key; remove it or fix its spelling"),
     "missing plan file": (lambda t: ["--plan", str(t / "nope.toml")], r"nope\.toml: file not found"),
+    "no room to be restored": (lambda t: ["--plan", str(_plan_copy(t, "restored_within_s = 300", "restored_within_s = 2"))],
+                               r"drills: .*restored_within_s \(2\) must be more than steady_state_s \(3\)"),
     "unknown environment": (lambda t: ["--env", "staging"],
                             r"unknown environment 'staging': the plan defines dev, prod; pass --env"),
     "expired waiver": (lambda t: ["--waivers", str(_waivers(t, '[[waiver]]\nid = "ALB-07"\nreason = "r"\n'

@@ -360,7 +360,10 @@ def test_sigint_during_drill_02_s_cleanup_lets_it_finish_and_ends_the_session_as
     no_restore_left(plane)  # the temporary server went, interrupt or not
     section = summary["drills"]["DRILL-02"]
     assert section["interrupted"] == "SIGINT after the measurement was complete", section
-    assert section["verdict"] == "pass" and section["cleanup"]["ok"], section  # measured in full: it stands
+    # Measured in full, but whether the system came back is not known: the check after the rollback never ran.
+    assert section["verdict"] == "error" and section["cleanup"]["ok"], section
+    assert section["message"].endswith("; not known to be restored after the rollback: not checked: SIGINT after "
+                                       "the measurement was complete"), section["message"]
     assert "DRILL-03" not in summary["drills"] and "harness: DRILL-03" not in output, output[-3000:]
     assert "interrupted" in [a["action"] for a in journal(section)["actions"]]
 

@@ -119,7 +119,7 @@ def test_each_load_balancer_variant_fails_its_check_alone(plane, variant, tmp_pa
     assert seen in run.message(rid), run.message(rid)
 
 
-def _deploy(plane: StandIn, tag: str) -> None:
+def _deploy(plane: StandIn, tag: str) -> str:
     """What the pipeline's deploy step does: a task definition revision with the new image, the service on it."""
     ecs = plane.target.client("ecs")
     cluster = next(c for c in ecs.list_clusters()["clusterArns"] if "prod" in c)
@@ -132,6 +132,7 @@ def _deploy(plane: StandIn, tag: str) -> None:
             "requiresCompatibilities", "cpu", "memory")
     revision = ecs.register_task_definition(**{k: current[k] for k in keep})["taskDefinition"]
     ecs.update_service(cluster=cluster, service=service["serviceName"], taskDefinition=revision["taskDefinitionArn"])
+    return revision["taskDefinitionArn"]
 
 
 def _requests_through_the_alb(plane: StandIn) -> int:
@@ -170,12 +171,13 @@ def test_gate_that_never_converges_fails_with_what_it_last_saw(plane, tmp_path):
 
 
 def _roll_out(plane: StandIn, tag: str) -> None:
-    """A deploy of `tag`, waited for until every task runs it in the target group and no old one is left."""
-    _deploy(plane, tag)
+    """A deploy of `tag` (a new revision), waited for until every task runs it in the target group and no old
+    one is left."""
+    revision = _deploy(plane, tag)
 
     def rolled() -> bool:
         state = TaskState.read(plane.root)
-        return bool(state.deployment and state.deployment.version == tag and state.deployment.rolled
+        return bool(state.deployment and state.deployment.task_definition == revision and state.deployment.rolled
                     and not any(t.draining for t in state.tasks))
 
     until(rolled, 90, f"the service rolled onto {tag}")

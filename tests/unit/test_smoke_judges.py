@@ -166,12 +166,13 @@ def stopped(after_s: float | None, revision: str = REVISION, code: str = "Essent
 
 
 @pytest.mark.parametrize("tasks, status, message", [
-    ([], "pass", "no task of dougust-prod-backend's deployment dougust-prod-backend:42 stopped in the 120 s"),
+    ([], "pass", "no task of dougust-prod-backend's deployment dougust-prod-backend:42 stopped since it began 120 s "
+     "ago"),
     ([stopped(89)], "fail", "1 task(s) of dougust-prod-backend's deployment dougust-prod-backend:42 stopped since "
      "it began at 10:00:00Z: 5e0c9a of dougust-prod-backend:42 stopped at 10:01:29Z (89 s in), container backend "
      "exit code 137: Essential container in task exited [EssentialContainerExited]"),
-    ([stopped(-30)], "pass", "stopped in the 120 s"),
-    ([stopped(30, revision=REVISION[:-2] + "41")], "pass", "stopped in the 120 s"),
+    ([stopped(-30)], "pass", "stopped since it began 120 s ago"),
+    ([stopped(30, revision=REVISION[:-2] + "41")], "pass", "stopped since it began 120 s ago"),
     ([stopped(30, code="ServiceSchedulerInitiated", reason="Scaling activity initiated by (deployment ecs-svc/1)",
               exit_code=0)], "pass", "1 stopped by routine scaling, not counted"),
     ([stopped(30, code="ServiceSchedulerInitiated", reason="Task failed ELB health checks in (target-group x)",
@@ -189,6 +190,25 @@ def test_stopped_tasks_judge(tasks, status, message):
                                           tuple(tasks)))
     verdict = judge(obs, "SMK-10", GateInput(expects={"SMK-10": ROUTINE}))
     assert (verdict.status, message in verdict.message) == (status, True), verdict.message
+
+
+def test_a_deployment_older_than_ecs_keeps_stopped_tasks_is_inconclusive_not_a_pass():
+    read_at = BEGAN + dt.timedelta(seconds=5000)
+    obs = Observations(tasks=ServiceTasks("svc", REVISION, BEGAN, read_at, (), kept_s=3600))
+    verdict = judge(obs, "SMK-10", GateInput(expects={"SMK-10": ROUTINE}))
+    assert verdict.status == "inconclusive" and "began 5000 s ago and ECS keeps a stopped task about 3600 s" \
+        in verdict.message, verdict.message
+    recent = Observations(tasks=ServiceTasks("svc", REVISION, BEGAN, BEGAN + dt.timedelta(seconds=600), (), kept_s=3600))
+    assert judge(recent, "SMK-10", GateInput(expects={"SMK-10": ROUTINE})).ok
+
+
+def test_times_from_boto3_in_the_machines_zone_are_read_in_utc():
+    from harness.smoke.tasks import _aware
+
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    assert _aware(dt.datetime(2026, 12, 6, 12, 0, tzinfo=plus_two)) == dt.datetime(2026, 12, 6, 10, 0,
+                                                                                   tzinfo=dt.timezone.utc)
+    assert _aware("2026-12-06T10:00:00.000+00:00").tzinfo == dt.timezone.utc and _aware("") is None
 
 
 def test_stopped_tasks_not_read_is_an_error_naming_why():

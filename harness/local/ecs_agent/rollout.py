@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Generic, Protocol, TypeVar
 
 from harness.local.alb import Registration
-from harness.local.ecs_agent.state import Deployment, StoppedTask, timestamp
+from harness.local.ecs_agent.state import Deployment, StoppedTaskRecord, timestamp
 
 DRAIN_S = 5.0  # the longest a deregistered task is given for its requests in flight
 HEALTHY_WITHIN_S = 15.0  # a deployment's new task not healthy by then is replaced (a task starts in 1-3 s)
@@ -89,7 +89,7 @@ class Rollout(Generic[T]):
         self.specs: dict[int, TaskSpec] = {}
         self.started: dict[int, float] = {}  # slot -> when its task was started (monotonic)
         self.started_at: dict[int, str] = {}  # slot -> when its task was started (timestamp())
-        self.stopped: list[StoppedTask] = []  # the latest KEEP_STOPPED, oldest first
+        self.stopped: list[StoppedTaskRecord] = []  # the latest KEEP_STOPPED, oldest first
         self.exited: set[int] = set()  # slots whose dead task is recorded already (kept dead: restart False)
         self.registered: set[int] = set()
         self.draining: dict[int, float] = {}  # slot -> when to stop it whatever is in flight (monotonic)
@@ -123,7 +123,7 @@ class Rollout(Generic[T]):
 
     def _record(self, slot: int, task: T, why: tuple[str, str]) -> None:
         spec = self.specs[slot]
-        record = StoppedTask(f"task-{slot + 1}", getattr(task, "pid", None), spec.task_definition, spec.version,
+        record = StoppedTaskRecord(f"task-{slot + 1}", getattr(task, "pid", None), spec.task_definition, spec.version,
                              why[0], why[1], exit_code(task.poll()), self.started_at.get(slot, ""), timestamp())
         self.stopped.append(record)
         del self.stopped[:-KEEP_STOPPED]

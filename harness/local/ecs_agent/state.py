@@ -42,7 +42,7 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
-class StoppedTask:
+class StoppedTaskRecord:
     """A task that stopped, whatever stopped it, recorded as ECS records one (DescribeTasks of a STOPPED
     task): why (ECS's stopCode and stoppedReason), its essential container's exit code, and when."""
 
@@ -122,7 +122,8 @@ class TaskState:
     scaling: Scaling | None = None
     deployment: Deployment | None = None
     tasks: tuple[TaskRecord, ...] = ()
-    stopped: tuple[StoppedTask, ...] = ()  # the latest stopped tasks, oldest first
+    # the latest stopped tasks, oldest first; None in a file from an agent that did not record them
+    stopped: tuple[StoppedTaskRecord, ...] | None = ()
     written_at: float | None = field(default=None, compare=False)  # the file's mtime when read; not in it
 
     @classmethod
@@ -138,7 +139,7 @@ class TaskState:
                    data.get("time_scale"), Scaling.from_json(data["scaling"]) if data.get("scaling") else None,
                    Deployment(**data["deployment"]) if data.get("deployment") else None,
                    tuple(TaskRecord(**t) for t in data.get("tasks", [])),
-                   tuple(StoppedTask(**t) for t in data.get("stopped", [])), written_at)
+                   tuple(StoppedTaskRecord(**t) for t in data["stopped"]) if "stopped" in data else None, written_at)
 
     def write(self, root: Path) -> None:
         write_atomic(root / FILE, json.dumps(self.to_json(), indent=1))
@@ -148,5 +149,5 @@ class TaskState:
                 "slots": self.slots, "time_scale": self.time_scale,
                 "scaling": self.scaling.to_json() if self.scaling else None,
                 "deployment": asdict(self.deployment) if self.deployment else None,
-                "tasks": [asdict(t) for t in self.tasks], "stopped": [asdict(t) for t in self.stopped]}
+                "tasks": [asdict(t) for t in self.tasks], "stopped": [asdict(t) for t in self.stopped or ()]}
 

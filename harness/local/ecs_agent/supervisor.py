@@ -62,7 +62,10 @@ def current_service(target: Target, plan: Plan, env: str) -> Service:
     """The plan's service, its desired count and its task definition resolved as the ECS agent would:
     plain environment, secrets, image tag."""
     port = int(plan.requirements["ECS-03"].expected(env)["container_port"])
-    service = find_service(target, plan, env)
+    try:
+        service = find_service(target, plan, env)
+    except LookupError as exc:
+        raise LookupError(f"{exc}; provision the plan first") from None
     # moto 5.2.5 keeps no deploymentConfiguration; AWS returns the one the service was made with
     config = service.get("deploymentConfiguration") or {}
     return Service(service["clusterArn"], service["serviceName"], service["desiredCount"],

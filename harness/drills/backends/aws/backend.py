@@ -14,7 +14,7 @@ from harness.drills.backends.aws.common import AWS_ERRORS, Poller, epoch, say
 from harness.drills.backends.aws.discovery import Discovery
 from harness.drills.backends.aws.ecs import Deployments, EcsService
 from harness.drills.backends.aws.rds import Failover, Restore, instance_events
-from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, Restored, Revisions
+from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, Restored, Revisions, Unreadable
 from harness.plan import Plan
 from harness.target import Target
 
@@ -63,7 +63,7 @@ class AwsBackend(FaultBackend):
         try:
             steps = self._steps(drill)
         except AWS_ERRORS as exc:
-            raise DrillRefused(f"cannot read the {self._env} deployment: {say(exc)}") from None
+            raise Unreadable(f"cannot read the {self._env} deployment: {say(exc)}") from None
         if self._alarms.names:
             steps.append(f"stop the drill if any of these alarms is in ALARM: {', '.join(self._alarms.names)}")
         return steps
@@ -92,7 +92,7 @@ class AwsBackend(FaultBackend):
             if self._alarms.names:
                 self._alarms.preflight(journal)
         except AWS_ERRORS as exc:
-            raise DrillRefused(f"preflight could not read the {self._env} deployment: {say(exc)}") from None
+            raise Unreadable(f"preflight could not read the {self._env} deployment: {say(exc)}") from None
 
     def inject(self, drill: DrillSpec, journal: Journal) -> dict[str, Any]:
         _known(drill)

@@ -9,7 +9,7 @@ from typing import Any
 from harness.drills.backends import Journal
 from harness.drills.backends.aws.common import AWS_ERRORS, epoch, say
 from harness.drills.backends.aws.discovery import Discovery, target_group
-from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, Revisions
+from harness.drills.model import DrillRefused, DrillSpec, InjectFailed, Revisions, Unreadable
 from harness.plan import Plan
 from harness.target import Target
 
@@ -214,7 +214,7 @@ class Deployments:
                                    f"there is nothing to roll back to")
             previous = ecs.describe_task_definition(taskDefinition=max(earlier)[1])["taskDefinition"]
         except AWS_ERRORS as exc:
-            raise DrillRefused(f"cannot read the service's task definitions: {say(exc)}") from None
+            raise Unreadable(f"cannot read the service's task definitions: {say(exc)}") from None
         return Revisions(now["taskDefinitionArn"], self._version(now), previous["taskDefinitionArn"],
                          self._version(previous))
 

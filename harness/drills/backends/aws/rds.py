@@ -19,7 +19,7 @@ from harness.drills.backends import Journal
 from harness.drills.backends.aws.common import AWS_ERRORS, Poller, epoch, say
 from harness.drills.backends.aws.discovery import Discovery
 from harness.drills.model import (TAG_DRILL, TAG_ENV, TAG_EXPIRES, TAG_RUN, DrillRefused, DrillSpec, InjectFailed,
-                                  PreflightFailed, Restored)
+                                  PreflightFailed, Restored, Unreadable)
 from harness.target import Target
 
 NOT_FOUND = ("DBInstanceNotFound", "DBInstanceNotFoundFault")
@@ -312,7 +312,7 @@ class Restore:
                     if TAG_DRILL in tags:
                         found.append((db, tags, *judges.sweep(tags, now, env)))
         except AWS_ERRORS as exc:
-            raise DrillRefused(f"cannot list the database instances in {self._target.region}: {say(exc)}") from None
+            raise Unreadable(f"cannot list the database instances in {self._target.region}: {say(exc)}") from None
         expired = [db for db, _, remove, _ in found if remove]
         removed = self._remove(expired, journal) if expired else {}
         items = []
