@@ -1,11 +1,12 @@
-"""§1 Network and the network rules of Security 1: VPC, subnet tiers, gateways, routes, flow logs."""
+"""§1 Network and the network rules of Security 1: VPC, subnet tiers, gateways, routes, flow logs, and
+nothing in the VPC that is not the deployment's."""
 from __future__ import annotations
 
 import ipaddress
 
 import pytest
 
-from harness.compliance.facts import default_route, ingress_sources, route_table_of, subnets_of_tier
+from harness.compliance.facts import default_route, ingress_sources, route_table_of, subnets_of_tier, vpc_ownership
 
 
 def _vpc(vpc):
@@ -109,3 +110,15 @@ def test_only_the_alb_is_open_to_the_internet(security_groups, load_balancers, e
                           for _, _, src in ingress_sources(g) if src in expect["open_cidrs"]})
     evidence("security groups open to the internet (other than the ALB's)", open_groups)
     assert not open_groups, f"security groups other than the ALB's admit the internet: {open_groups}"
+
+
+@pytest.mark.requirement("NET-09")
+def test_every_resource_in_the_vpc_is_the_deployments(vpc, security_groups, nat_gateways, vpc_resources, plan, env_name,
+                                                      evidence):
+    found = vpc_ownership(_vpc(vpc), security_groups, nat_gateways, vpc_resources, plan.tags(env_name))
+    unmanaged = [r for r in found if r.owner is None]
+    evidence("resources in the VPC", [{"kind": r.kind, "id": r.id, "name": r.name, "owner": r.owner} for r in found])
+    assert not unmanaged, (
+        f"{len(unmanaged)} of {len(found)} resources in the VPC are not the deployment's (no plan tags, not in "
+        f"its stack, not AWS's on its behalf): " + ", ".join(f"{r.kind} {r.id}" + (f" ({r.name})" if r.name else "")
+                                                              for r in unmanaged))

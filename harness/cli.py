@@ -263,7 +263,7 @@ def _plan(source: str, fmt: str) -> int:
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from harness.report.drift import diff, summary_line
+    from harness.report.drift import diff, ownership_line, summary_line
     from harness.compliance.inventory import Inventory
     from harness.report.summary import write_drift
 
@@ -278,6 +278,8 @@ def _diff(args: argparse.Namespace) -> int:
     found = diff(old, new)
     _, markdown = write_drift(Path(args.reports_dir), found, plan)
     print(f"drift since {found.baseline_taken_at}: {summary_line(found)}\n  details: {markdown}")
+    if found.coverage:
+        print(f"  {ownership_line(found.coverage, found.unmanaged)}")
     if args.fail_on:
         env = new["meta"]["env"]
         blocking = found.newly_failing_at_or_above(

@@ -212,3 +212,72 @@ def container(task_definition: dict[str, Any], port: int) -> dict[str, Any]:
     if not essential:
         pytest.fail("the task definition has no container")
     return essential[0]
+
+
+STACK_TAG = "aws:cloudformation:stack-name"
+
+
+@dataclass(frozen=True)
+class VpcResource:
+    """One resource in the deployment's VPC, and why it is the deployment's (None: it is not, unmanaged)."""
+
+    kind: str
+    id: str
+    name: str
+    owner: str | None
+
+
+def vpc_ownership(vpc: dict[str, Any], security_groups: list[dict[str, Any]], nat_gateways: list[dict[str, Any]],
+                  vpc_resources: list[dict[str, Any]], wanted: dict[str, str]) -> list[VpcResource]:
+    """Every resource in the VPC and whose it is: the deployment's when it carries the plan's tags or is in
+    the deployment's CloudFormation stack (the stack that made the VPC), or AWS's on the deployment's behalf
+    (the VPC's default security group, a Fargate task's network interface). A network interface that is
+    another resource's (an instance's, a NAT gateway's, an endpoint's, a load balancer's, a DB instance's) is
+    judged as that resource, not again; what was deleted already is left out."""
+    stack = tag_dict(vpc.get("Tags")).get(STACK_TAG)
+
+    def owner(tags: Any) -> str | None:
+        have = tag_dict(tags)
+        if wanted and all(have.get(k) == v for k, v in wanted.items()):
+            return "the plan's tags"
+        if stack and have.get(STACK_TAG) == stack:
+            return f"stack {stack}"
+        return None
+
+    found = [VpcResource("security group", g["GroupId"], g.get("GroupName", ""), "the VPC's default security group"
+                         if g.get("GroupName") == "default" else owner(g.get("Tags"))) for g in security_groups]
+    found += [VpcResource("NAT gateway", n["NatGatewayId"], "", owner(n.get("Tags"))) for n in nat_gateways
+              if n.get("State") not in ("deleting", "deleted")]
+    # Interfaces the NAT gateways and endpoints name as theirs (by id, or by address where an emulator's ids
+    # disagree), judged as those resources.
+    linked = {a.get(key) for n in nat_gateways for a in n.get("NatGatewayAddresses", [])
+              for key in ("NetworkInterfaceId", "PrivateIp")} | {
+              i for r in vpc_resources if r.get("Kind") == "vpc_endpoint" for i in r.get("NetworkInterfaceIds", [])}
+    for r in vpc_resources:
+        kind = r.get("Kind")
+        if kind == "instance" and (r.get("State") or {}).get("Name") not in ("shutting-down", "terminated"):
+            name = tag_dict(r.get("Tags")).get("Name", "")
+            found.append(VpcResource("EC2 instance", r["InstanceId"], name, owner(r.get("Tags"))))
+        elif kind == "vpc_endpoint" and str(r.get("State", "")).lower() not in ("deleting", "deleted"):
+            found.append(VpcResource("VPC endpoint", r["VpcEndpointId"], r.get("ServiceName", ""),
+                                     owner(r.get("Tags"))))
+        elif kind == "load_balancer":
+            found.append(VpcResource("load balancer", r["LoadBalancerArn"], r.get("LoadBalancerName", ""),
+                                     owner(r.get("Tags"))))
+        elif kind == "db_instance":
+            found.append(VpcResource("DB instance", r["DBInstanceIdentifier"], "", owner(r.get("TagList"))))
+        elif kind == "network_interface" and not _another_resources(r, linked):
+            fargate = str(r.get("Description", "")).startswith("arn:aws:ecs:")
+            found.append(VpcResource("network interface", r["NetworkInterfaceId"], r.get("Description", ""),
+                                     "AWS's, for a Fargate task" if fargate else owner(r.get("TagSet"))))
+    return found
+
+
+def _another_resources(eni: dict[str, Any], linked: set[Any]) -> bool:
+    """A network interface that is part of another resource judged on its own."""
+    description = str(eni.get("Description", ""))
+    return eni.get("NetworkInterfaceId") in linked or eni.get("PrivateIpAddress") in linked \
+        or bool((eni.get("Attachment") or {}).get("InstanceId")) \
+        or eni.get("InterfaceType") in ("nat_gateway", "vpc_endpoint", "gateway_load_balancer_endpoint") \
+        or description.startswith(("ELB ", "Interface for NAT Gateway", "VPC Endpoint Interface")) \
+        or eni.get("RequesterId") == "amazon-rds" or description == "RDSNetworkInterface"

@@ -1,5 +1,7 @@
 """What changed between two snapshots of the deployment: resources added and removed, attributes changed,
-and, when both snapshots carry the statuses their night judged, which requirements newly fail.
+and, when both snapshots carry the statuses their night judged, which requirements newly fail; and, as
+driftctl splits them, what in the new snapshot's VPC is not the deployment's (unmanaged, NET-09's reading)
+with the coverage line.
 
 Pure: two snapshots (as saved by `--snapshot-out`) in, a `Drift` out. The plugin (`--baseline`) and
 `harness diff` only read files and write the result.
@@ -23,6 +25,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness.compliance.facts import vpc_ownership
 from harness.util.redact import MASK, SENSITIVE_NAME, redact, redact_environment
 
 # The key that names a resource in each list-shaped part of the snapshot.
@@ -35,6 +38,9 @@ IDENTITY = {
     "listeners": "ListenerArn", "target_groups": "TargetGroupArn", "repositories": "repositoryArn",
     "secrets": "Name", "alarms": "AlarmName", "dashboards": "DashboardName", "trails": "TrailARN",
 }
+# Parts that are another reading of resources other parts hold (what lives in the VPC, NET-09's): compared
+# as the unmanaged list, not resource by resource, so one change is not reported twice.
+READINGS = frozenset({"vpc_resources"})
 # Single-resource parts; every other part not in IDENTITY is a mapping keyed by the resource's ARN or name.
 SINGLE = {"vpc": "VpcId", "vpc_attributes": None}
 
@@ -68,6 +74,10 @@ class Drift:
     changed: list[Change] = field(default_factory=list)
     requirements: dict[str, list[str]] | None = None  # None: a snapshot carries no statuses
     requirements_note: str = ""
+    # What in the new snapshot's VPC is not the deployment's (NET-09), and the share that is; None: not known
+    # (a part not fetched, a snapshot from before the harness kept the plan's tags in it)
+    unmanaged: list[dict[str, str]] | None = None
+    coverage: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -87,7 +97,7 @@ def resources(snapshot: dict[str, Any]) -> dict[tuple[str, str], Any]:
     """Every resource of a snapshot by (kind, identity); parts that could not be fetched hold none."""
     out: dict[tuple[str, str], Any] = {}
     for kind, part in snapshot.get("parts", {}).items():
-        if part is None:
+        if part is None or kind in READINGS:
             continue
         if kind in SINGLE:
             key = SINGLE[kind]
@@ -115,7 +125,20 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Drift:
         drift.changed += [Change(name, path, *_shown(path, o, n, plain))
                           for path, o, n in _compare(before[(kind, identity)], after[(kind, identity)], "")]
     drift.requirements, drift.requirements_note = _requirements(old.get("meta", {}), new.get("meta", {}))
+    drift.unmanaged, drift.coverage = _ownership(new)
     return drift
+
+
+def _ownership(snapshot: dict[str, Any]) -> tuple[list[dict[str, str]] | None, str | None]:
+    """The resources in the snapshot's VPC that are not the deployment's, and the coverage line."""
+    parts, wanted = snapshot.get("parts", {}), snapshot.get("meta", {}).get("tags")
+    needed = ("vpc", "security_groups", "nat_gateways", "vpc_resources")
+    if not isinstance(wanted, dict) or not isinstance(parts.get("vpc"), dict) or "VpcId" not in parts["vpc"] \
+            or any(parts.get(k) is None for k in needed):
+        return None, None
+    found = vpc_ownership(parts["vpc"], parts["security_groups"], parts["nat_gateways"], parts["vpc_resources"], wanted)
+    unmanaged = [{"kind": r.kind, "id": r.id, "name": r.name} for r in found if r.owner is None]
+    return unmanaged, f"{len(found) - len(unmanaged)} of {len(found)} resources in the VPC are the deployment's"
 
 
 def _compare(old: Any, new: Any, path: str) -> list[tuple[str, Any, Any]]:
@@ -254,6 +277,11 @@ def _requirements(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, l
     }, ""
 
 
+def ownership_line(coverage: str, unmanaged: list[dict[str, str]] | None) -> str:
+    """The coverage line, and the unmanaged resources by kind and id."""
+    return coverage + ("; unmanaged: " + ", ".join(f"{u['kind']} {u['id']}" for u in unmanaged) if unmanaged else "")
+
+
 def summary_line(drift: Drift) -> str:
     resources_changed = len({c.resource for c in drift.changed})
     line = (f"{len(drift.added)} added, {len(drift.removed)} removed, {len(drift.changed)} attribute(s) changed "
@@ -273,7 +301,7 @@ def to_markdown(drift: Drift, plan_texts: dict[str, str] | None = None) -> str:
     texts = plan_texts or {}
     lines = [f"# Drift since {drift.baseline_taken_at}", "",
              f"Baseline taken {drift.baseline_taken_at}; this snapshot taken {drift.taken_at}.", "",
-             summary_line(drift), ""]
+             summary_line(drift), ""] + ([drift.coverage, ""] if drift.coverage else [])
     if drift.requirements is not None:
         lines += ["## Requirements", ""]
         for key, title in (("newly_failing", "Newly failing"), ("newly_erroring", "Newly not judged (error)"),
@@ -282,6 +310,10 @@ def to_markdown(drift: Drift, plan_texts: dict[str, str] | None = None) -> str:
             lines.append(f"**{title}** ({len(ids)})" + (":" if ids else ": none"))
             lines += [f"- {i}: {texts.get(i, '')}".rstrip(": ") for i in ids]
             lines.append("")
+    if drift.unmanaged is not None:
+        lines += [f"## Unmanaged ({len(drift.unmanaged)})", "",
+                  *([f"- {u['kind']} `{u['id']}`" + (f" ({u['name']})" if u["name"] else "") for u in drift.unmanaged]
+                    or ["none: everything in the VPC is the deployment's"]), ""]
     for title, items in (("Added", drift.added), ("Removed", drift.removed)):
         lines += [f"## {title} ({len(items)})", ""] + ([f"- {i['kind']} `{i['id']}`" for i in items] or ["none"]) + [""]
     lines += [f"## Changed ({len(drift.changed)})", ""]

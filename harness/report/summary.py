@@ -101,4 +101,5 @@ def write_drift(reports_dir: Path, drift: Drift, plan: Plan) -> tuple[Path, Path
 def drift_section(drift: Drift) -> dict[str, Any]:
     """What summary.json says of the drift: the counts and the requirement lists; the details are in drift.json."""
     return {"baseline_taken_at": drift.baseline_taken_at, "added": len(drift.added), "removed": len(drift.removed),
-            "changed": len(drift.changed), "requirements": drift.requirements, "line": summary_line(drift)}
+            "changed": len(drift.changed), "requirements": drift.requirements, "line": summary_line(drift),
+            "unmanaged": drift.unmanaged, "coverage": drift.coverage}

@@ -6,6 +6,7 @@ from typing import Any
 
 from harness.compliance.inventory import discovery_lines
 from harness.load.session import table
+from harness.report.drift import ownership_line
 
 
 def render(summary: dict[str, Any]) -> list[str]:
@@ -31,6 +32,8 @@ def render(summary: dict[str, Any]) -> list[str]:
         lines += ["drills:", *(f"  {line}" for line in drills_table(summary["drills"]))]
     if summary.get("drift"):
         lines.append(f"drift since {summary['drift']['baseline_taken_at']}: {summary['drift']['line']}")
+        if summary["drift"].get("coverage"):
+            lines.append(f"  {ownership_line(summary['drift']['coverage'], summary['drift']['unmanaged'])}")
         if summary["drift"].get("files"):
             lines.append(f"  details: {summary['drift']['files'][1]}")
     lines += [f"waiver for {rid} can go: the requirement passes" for rid in summary.get("waivers_can_go", [])]

@@ -272,3 +272,24 @@ def test_harness_diff_does_the_same_offline_and_gates_on_severity(tmp_path):
     (tmp_path / "new.json").write_text(json.dumps(new))
     assert main([*args, "--fail-on", "high"]) == 0  # MON-01 is low
     assert main([*args, "--fail-on", "low"]) == 1
+
+
+def test_the_drift_lists_what_in_the_vpc_is_not_the_deployments_with_the_coverage():
+    """As driftctl splits them: the new snapshot's unmanaged resources, and how many of all in the VPC are
+    the deployment's; an older snapshot without the plan's tags in its meta says nothing of them."""
+    def hand_made(s: dict[str, Any]) -> None:
+        part(s, "vpc_resources").append({"Kind": "instance", "InstanceId": "i-0handmade", "State": {"Name": "running"},
+                                         "Tags": [{"Key": "Name", "Value": "debug-box"}]})
+
+    clean = diff(BASE, BASE)
+    assert clean.unmanaged == [] and clean.coverage is not None
+    total = int(clean.coverage.split(" of ")[1].split()[0])
+    assert clean.coverage == f"{total} of {total} resources in the VPC are the deployment's"
+    drift = diff(BASE, edited(hand_made))
+    assert drift.unmanaged == [{"kind": "EC2 instance", "id": "i-0handmade", "name": "debug-box"}]
+    assert drift.coverage == f"{total} of {total + 1} resources in the VPC are the deployment's"
+    assert drift.added == [] and drift.changed == []  # a reading of the VPC, not resources of its own
+    markdown = to_markdown(drift)
+    assert "## Unmanaged (1)\n\n- EC2 instance `i-0handmade` (debug-box)" in markdown and drift.coverage in markdown
+    older = edited(lambda s: s["meta"].pop("tags"))
+    assert diff(BASE, older).unmanaged is None and "## Unmanaged" not in to_markdown(diff(BASE, older))

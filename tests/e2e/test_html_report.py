@@ -130,13 +130,13 @@ def test_the_second_night_reports_its_failures_to_a_reader(nights, tmp_path):
     text = rendered(index.as_uri(), tmp_path, f"DB-02 {db02.text}", screenshot=SCREENSHOT)
     # The tree opens on the failures, each named by its id and plan sentence under the plan's severity;
     # the passing requirements come after them.
-    failing = text[text.index("Failing 2"):text.index("Passing 57")]
+    failing = text[text.index("Failing 2"):text.index("Passing 58")]
     assert f"DB-02 {db02.text}" in failing and f"ECS-07 {ecs07.text}" in failing
     assert re.search(r"critical 1 (?:(?!high ).)*DB-02", failing)
     assert re.search(r"high 1 (?:(?!critical ).)*ECS-07", failing)
     # The plan coverage, first block of the page.
-    for name, value in (("requirements", "68"), ("fail", "2"), ("waived", "1"), ("optional-fail", "1"),
-                        ("pass", "57"), ("skip", "7"), ("database", "1 fail, 12 pass"), ("not covered", "none")):
+    for name, value in (("requirements", "69"), ("fail", "2"), ("waived", "1"), ("optional-fail", "1"),
+                        ("pass", "58"), ("skip", "7"), ("database", "1 fail, 12 pass"), ("not covered", "none")):
         assert re.search(rf"\b{re.escape(name)} {re.escape(value)}\b", text), f"coverage {name}: {value} not shown"
     assert "Failed 2" in text and "Skipped 9" in text  # waived, optional-fail, and the image checks (no image)
     png = SCREENSHOT.read_bytes()
@@ -158,7 +158,7 @@ def test_a_failing_requirement_opens_on_its_plan_sentence_and_evidence(nights, t
 def test_history_keeps_one_line_per_night_keyed_by_requirement(nights):
     first, second = nights["first"], nights["second"]
     assert len(first["history"]) == 1 and len(second["history"]) == 2
-    assert len(first["summary"]["newTests"]) == 68, "the first night: every requirement is new"
+    assert len(first["summary"]["newTests"]) == 69, "the first night: every requirement is new"
     assert second["summary"]["newTests"] == [], "the second night knows every requirement from the first"
     one, two = (json.loads(line) for line in second["history"])
     assert one["testResults"].keys() == two["testResults"].keys()

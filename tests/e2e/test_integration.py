@@ -52,7 +52,7 @@ def _assert_compliant(run: SuiteRun) -> None:
     assert run.returncode == 0, run.stdout[-4000:]
     counts = run.summary["counts"]
     assert counts["fail"] == counts["error"] == 0, counts
-    assert run.summary["requirements_checked"] == 68
+    assert run.summary["requirements_checked"] == 69
     for row in run.summary["requirements"]:
         if row["status"] == "skip":
             assert row["message"].startswith("not observable on this target: "), row
@@ -72,7 +72,7 @@ def test_api_calls_do_not_grow_with_the_number_of_checks(target, endpoint, tmp_p
     everything = _suite(endpoint, "prod", tmp_path)
     network_only = run_suite("--target", "localstack", "--endpoint-url", endpoint, "-k", "network",
                              reports=tmp_path / "network")
-    assert network_only.summary["requirements_checked"] == 8
+    assert network_only.summary["requirements_checked"] == 9
     assert everything.summary["api_calls"] == network_only.summary["api_calls"] <= 60
 
 
@@ -85,24 +85,34 @@ def test_local_target_starts_provisions_and_stops_its_emulator(tmp_path):
     assert not endpoint_listening(endpoint), "the emulator outlived the session that started it"
 
 
-def _break_prod(target: Target) -> None:
-    """Three violations, made the way an operator would make them."""
+def _break_prod(target: Target) -> tuple[str, str]:
+    """Four violations, made the way an operator would make them; returns the ids of the security group and
+    the instance made by hand in the VPC."""
     rds, ec2, ecr = target.client("rds"), target.client("ec2"), target.client("ecr")
     db = rds.describe_db_instances(DBInstanceIdentifier=f"{FOREIGN}-p-db")["DBInstances"][0]
+    vpc = db["DBSubnetGroup"]["VpcId"]
+    group = ec2.create_security_group(GroupName="debugging", Description="made by hand", VpcId=vpc)["GroupId"]
+    instance = ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1,
+                                 SubnetId=db["DBSubnetGroup"]["Subnets"][0]["SubnetIdentifier"])["Instances"][0]
     rds.modify_db_instance(DBInstanceIdentifier=db["DBInstanceIdentifier"], MultiAZ=False, ApplyImmediately=True)
     ec2.authorize_security_group_ingress(GroupId=db["VpcSecurityGroups"][0]["VpcSecurityGroupId"],
                                          IpPermissions=[{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432,
                                                          "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     ecr.delete_lifecycle_policy(repositoryName=f"{FOREIGN}-p-backend")
+    return group, instance["InstanceId"]
 
 
 def test_violations_made_through_the_api_fail_their_requirements(target, endpoint, tmp_path):
-    _break_prod(target)
+    group, instance = _break_prod(target)
     prod = _suite(endpoint, "prod", tmp_path)
     assert prod.returncode == 1
-    # A world-open DB group breaks DB-08 and, being open to the internet, NET-08.
-    assert prod.ids_with("fail", "error") == {"DB-02", "DB-08", "NET-08", "ECR-03"}, prod.summary["counts"]
-    assert "Multi-AZ is off" in next(r["message"] for r in prod.summary["requirements"] if r["id"] == "DB-02")
+    # A world-open DB group breaks DB-08 and, being open to the internet, NET-08; the group made by hand has
+    # none of the plan's tags (TAG-01) and, with the instance, is not the deployment's (NET-09).
+    assert prod.ids_with("fail", "error") == {"DB-02", "DB-08", "NET-08", "ECR-03", "NET-09", "TAG-01"}, \
+        prod.summary["counts"]
+    assert "Multi-AZ is off" in prod.message("DB-02")
+    assert re.search(rf"^2 of \d+ resources in the VPC are not the deployment's .*: security group {group} "
+                     rf"\(debugging\), EC2 instance {instance}$", prod.message("NET-09")), prod.message("NET-09")
     _assert_compliant(_suite(endpoint, "dev", tmp_path))
 
 

@@ -149,6 +149,34 @@ def bastion_open_to_world(s: Snapshot) -> None:
     open_ingress(lambda _: bastion, 22, cidr="0.0.0.0/0")(s)
 
 
+def hand_made_group(s: Snapshot) -> None:
+    group = copy.deepcopy(task_group(s))
+    group.update(GroupId="sg-0handmade", GroupName="debugging", IpPermissions=[], Tags=[])
+    parts(s)["security_groups"].append(group)
+
+
+def hand_launched_instance(s: Snapshot) -> None:
+    parts(s)["vpc_resources"].append({"Kind": "instance", "InstanceId": "i-0handmade", "State": {"Name": "running"},
+                                      "Tags": [{"Key": "Name", "Value": "debug-box"}]})
+
+
+def in_the_stack(s: Snapshot) -> None:
+    """A gateway endpoint the stack that made the VPC added, with only CloudFormation's stack tag (the plan's
+    tags not propagated to it)."""
+    stack = {"Key": "aws:cloudformation:stack-name", "Value": "DougustProd"}
+    parts(s)["vpc"].setdefault("Tags", []).append(stack)
+    parts(s)["vpc_resources"].append({"Kind": "vpc_endpoint", "VpcEndpointId": "vpce-0stack", "State": "available",
+                                      "ServiceName": "com.amazonaws.us-east-1.s3", "Tags": [stack]})
+
+
+def interface(description: str, **fields: Any) -> Callable[[Snapshot], None]:
+    def apply(s: Snapshot) -> None:
+        parts(s)["vpc_resources"].append({"Kind": "network_interface", "NetworkInterfaceId": "eni-0aws",
+                                          "Description": description, "InterfaceType": "interface",
+                                          "RequesterManaged": True, "TagSet": [], **fields})
+    return apply
+
+
 def db_subnet_group_uses_private(s: Snapshot) -> None:
     db(s)["DBSubnetGroup"]["Subnets"][0]["SubnetIdentifier"] = tier(s, "private")[0]["SubnetId"]
 
@@ -245,7 +273,8 @@ def the_cdk_shapes(s: Snapshot) -> None:
     no_key_reported(s)
 
 
-GOLDEN_KEY = "07eebf06-6fe7-4292-b1f9-7718773b2490"  # the key id of the golden snapshot's KmsKeyId
+# The key id of the golden snapshot's KmsKeyId (scripts/record-golden makes a new one each time).
+GOLDEN_KEY = json.loads(GOLDEN.read_text())["parts"]["db_instances"][0]["KmsKeyId"].rsplit("/", 1)[-1]
 OTHER_KEY = "arn:aws:kms:us-east-1:123456789012:key/5b1c0a4e-9d7e-4f7a-8e55-2d7c1f0b9a31"
 
 MUTATIONS = [
@@ -259,6 +288,10 @@ MUTATIONS = [
     Mutation("NET-07", "flow logs capture rejected traffic only",
              setter(lambda s: parts(s)["flow_logs"][0], "TrafficType", "REJECT")),
     Mutation("NET-08", "a bastion group admits 0.0.0.0/0 on 22", bastion_open_to_world),
+    # TAG-01 also reads the security groups: one without the plan's tags fails it too.
+    Mutation("NET-09", "a security group made by hand in the VPC", hand_made_group, also=frozenset({"TAG-01"})),
+    Mutation("NET-09", "an EC2 instance launched by hand in the VPC", hand_launched_instance),
+    Mutation("NET-09", "a network interface made by hand", interface("", RequesterManaged=False)),
     Mutation("DB-01", "engine 14", setter(db, "EngineVersion", "14.9")),
     Mutation("DB-02", "Multi-AZ off", setter(db, "MultiAZ", False)),
     Mutation("DB-03", "instance class shrunk", setter(db, "DBInstanceClass", "db.t3.micro")),
@@ -366,6 +399,10 @@ MUTATIONS = [
 # Correct deployments as CDK v2's L2 constructs build them from the plan (ecs_patterns.
 # ApplicationLoadBalancedFargateService, cloudwatch.Alarm's defaults, rds.DatabaseInstance's managed key).
 CONFORMING = [
+    Shape("NET-09", "an S3 endpoint tagged only by the deployment's CloudFormation stack", in_the_stack),
+    Shape("NET-09", "a Fargate task's network interface",
+          interface("arn:aws:ecs:us-east-1:123456789012:attachment/0f3c2b1a-task")),
+    Shape("NET-09", "the load balancer's network interface", interface("ELB app/dougust-prod-alb/e0744a98d2244645")),
     Shape("ALB-04", "CDK's target group on port 80, tasks registered on container port 3000",
           setter(target_group, "Port", 80)),
     Shape("ALB-04", "health checks on the tasks' port by number", setter(target_group, "HealthCheckPort", "3000")),
@@ -414,8 +451,8 @@ def test_every_compliance_requirement_has_a_mutation():
 def test_golden_snapshot_passes_everything(reports):
     run = run_suite("--snapshot", str(GOLDEN), reports=reports)
     assert run.returncode == 0, run.stdout[-3000:]
-    assert run.summary["counts"]["pass"] == 61, run.summary["counts"]
-    assert run.summary["counts"]["skip"] == 7 and run.summary["requirements_checked"] == 68  # the image checks
+    assert run.summary["counts"]["pass"] == 62, run.summary["counts"]
+    assert run.summary["counts"]["skip"] == 7 and run.summary["requirements_checked"] == 69  # the image checks
     assert run.summary["uncovered"] == []
     assert run.summary["api_calls"] == 0
 

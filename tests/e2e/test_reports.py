@@ -14,7 +14,7 @@ def test_allure_junit_and_summary_carry_the_requirement(tmp_path):
     assert run.returncode == 0
 
     results = [json.loads(p.read_text()) for p in allure_dir.glob("*-result.json")]
-    assert len(results) == 68  # the image checks skip: a saved snapshot does not hold the image
+    assert len(results) == 69  # the image checks skip: a saved snapshot does not hold the image
     db02 = next(r for r in results if {"name": "requirement", "value": "DB-02"} in r["labels"])
     labels = {(label["name"], label["value"]) for label in db02["labels"]}
     assert {("epic", "compliance"), ("feature", "2 Database"), ("story", "DB-02"), ("severity", "blocker"),
@@ -26,11 +26,11 @@ def test_allure_junit_and_summary_carry_the_requirement(tmp_path):
 
     cases = ET.parse(junit).getroot().iter("testcase")
     requirements = {p.get("value") for case in cases for p in case.iter("property") if p.get("name") == "requirement"}
-    assert len(requirements) == 68 and "NET-08" in requirements
+    assert len(requirements) == 69 and "NET-08" in requirements
 
     summary = run.summary
-    assert summary["counts"]["pass"] == 61 and summary["by_area"]["database"]["pass"] == 13
+    assert summary["counts"]["pass"] == 62 and summary["by_area"]["database"]["pass"] == 13
     assert set(summary) >= {"api_calls", "duration_s", "counts", "by_area", "uncovered", "requirements"}
     row = next(r for r in summary["requirements"] if r["id"] == "ALB-03")
     assert (row["section"], row["severity"], row["area"]) == ("4 Load Balancing, Domain & SSL", "high", "load balancing")
-    assert "api_calls 0, duration_s" in run.stdout and "68 requirements: 7 skip, 61 pass" in run.stdout
+    assert "api_calls 0, duration_s" in run.stdout and "69 requirements: 7 skip, 62 pass" in run.stdout

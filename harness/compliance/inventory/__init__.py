@@ -2,7 +2,7 @@
 
 `model` holds the data (Inventory, its parts and failures, saved masked); `snapshot.take_snapshot` fills it
 through one fetch module per AWS service (ec2, rds, ecs, autoscaling, logs, elbv2, ecr, secretsmanager,
-cloudwatch, cloudtrail), after the tagging API found the resources that carry the plan's tags (`tagging`).
+cloudwatch, cloudtrail) and one for everything else in the deployment's VPC (vpc), after the tagging API found the resources that carry the plan's tags (`tagging`).
 Fetching and judging never mix: the checks only read the model.
 """
 from harness.compliance.inventory.model import (PARTS, PATHS, Failure, Inventory, PartFailed, PartUnavailable,

@@ -22,7 +22,7 @@ PARTS = (
     "flow_logs", "db_instances", "db_exports", "clusters", "services", "task_definitions", "scalable_targets",
     "scaling_policies", "log_groups", "load_balancers", "lb_attributes", "listeners", "target_groups",
     "tg_attributes", "web_acls", "access_log_buckets", "repositories", "secrets", "alarms", "topics",
-    "dashboards", "trails",
+    "dashboards", "trails", "vpc_resources",
 )
 
 # The resource type each part holds, named as the Resource Groups Tagging API names them; the parts that
@@ -39,6 +39,9 @@ PART_TYPES = {
     "tg_attributes": "elasticloadbalancing:targetgroup", "web_acls": "wafv2:webacl", "access_log_buckets": "s3:bucket",
     "repositories": "ecr:repository", "secrets": "secretsmanager:secret", "alarms": "cloudwatch:alarm",
     "topics": "sns:topic", "dashboards": "cloudwatch:dashboard", "trails": "cloudtrail:trail",
+    # Not one tagging type: whatever else lives in the VPC (network interfaces, instances, endpoints, load
+    # balancers, DB instances), found through the VPC.
+    "vpc_resources": "ec2:vpc-resource",
 }
 ATTRIBUTE_PARTS = ("vpc_attributes", "lb_attributes", "tg_attributes")
 

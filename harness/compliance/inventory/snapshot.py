@@ -18,7 +18,7 @@ import json
 from typing import Any, Callable
 
 from harness.compliance.inventory import (autoscaling, cloudtrail, cloudwatch, ec2, ecr, ecs, elbv2, logs, rds,
-                                          secretsmanager)
+                                          secretsmanager, vpc)
 from harness.compliance.inventory.fetcher import Fetcher
 from harness.compliance.inventory.model import ATTRIBUTE_PARTS, PART_TYPES, PARTS, Failure, Inventory
 from harness.compliance.inventory.tagging import TAGGED_TYPES, TAGGING, index_tags
@@ -27,7 +27,7 @@ from harness.target import Target
 from harness.util.redact import redact
 
 # The fetch modules in the order they run: a part can follow links only from parts fetched before it.
-SERVICES = (ec2, rds, ecs, autoscaling, logs, elbv2, ecr, secretsmanager, cloudwatch, cloudtrail)
+SERVICES = (ec2, rds, ecs, autoscaling, logs, elbv2, ecr, secretsmanager, cloudwatch, cloudtrail, vpc)
 
 
 def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.datetime] | None = None) -> Inventory:
@@ -41,6 +41,7 @@ def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.dat
     f.inv.meta = {
         "project": plan.project,
         "env": env,
+        "tags": plan.tags(env),  # what the deployment's resources carry: a drift report judges ownership by it
         "target": target.kind,
         "endpoint": redact(target.endpoint_url),
         "region": target.region,
