@@ -23,3 +23,21 @@ def conclude(request: pytest.FixtureRequest, load_run):
             pytest.fail(f"the run is incomplete ({load_run.result.problem}); its figures passed: {verdict.message}",
                         pytrace=False)
     return settle
+
+
+@pytest.fixture
+def compared(load_run) -> Verdict:
+    """LOAD-04's comparison with --load-baseline, made once the run was; SKIP without a baseline, and an
+    ERROR (in set-up, as a check that could not observe is) when the runs are not comparable."""
+    if load_run.baseline is None:
+        load_run.verdicts["LOAD-04"] = Verdict("skip", NO_BASELINE)
+        pytest.skip(NO_BASELINE)
+    verdict = load_run.baseline_verdict
+    if verdict.status == "error":
+        load_run.verdicts["LOAD-04"] = verdict
+        pytest.fail(f"LOAD-04 could not be judged: {verdict.message}", pytrace=False)
+    return verdict
+
+
+NO_BASELINE = ("no baseline to compare with: pass --load-baseline FILE (an earlier run's "
+               "reports/load/results.json)")

@@ -1,5 +1,6 @@
 """Load before launch: the plan's SLOs at the profile's load (LOAD-01), the planned throughput with a
-generator that was not the bottleneck (LOAD-02), and scale-out under sustained load (LOAD-03)."""
+generator that was not the bottleneck (LOAD-02), scale-out under sustained load (LOAD-03), and no
+regression against an earlier run (LOAD-04)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import allure
 import pytest
 
-from harness.load import judges
+from harness.load import baseline, judges
 from harness.load.session import table
 from harness.verdict import Verdict
 
@@ -46,4 +47,15 @@ def test_service_scales_out_under_sustained_load(load_run, expect, evidence, con
     verdict = judges.scale_out(observer.samples, load_run.load_start_s, budget, steady_s, load_run.cpu_target,
                                observer.cpu_peak())
     evidence("desired and running counts", {"samples": observer.samples, **(verdict.evidence or {})})
+    conclude(verdict)
+
+
+@pytest.mark.requirement("LOAD-04")
+def test_no_regression_against_the_baseline(load_run, compared, evidence, conclude) -> None:
+    verdict = compared
+    evidence("this run against the baseline", {"file": load_run.baseline["file"], **(verdict.evidence or {})})
+    allure.attach("\n".join(baseline.table(load_run.baseline["rows"])), name="against the baseline",
+                  attachment_type=allure.attachment_type.TEXT)
+    allure.attach.file(load_run.baseline["chart"], name="baseline and this run over time",
+                       attachment_type=allure.attachment_type.PNG)
     conclude(verdict)

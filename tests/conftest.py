@@ -24,13 +24,14 @@ TIERS = ("unit", "component", "e2e")
 # named here runs after these, in collection order.
 SLOWEST_FIRST = (
     "e2e/test_load_engine.py",         # 245
-    "e2e/test_drills_database.py",     # 200
+    "e2e/test_drills_database.py",     # 235
+    "e2e/test_drills_service.py",      # 160
     "e2e/test_stand_in_scaling.py",    # 155
-    "e2e/test_drills_service.py",      # 150
+    "e2e/test_smoke_gate.py",          # 145
     "e2e/test_mutations.py",           # 145
     "e2e/test_load_stop.py",           # 135
-    "e2e/test_smoke_gate.py",          # 115
     "e2e/test_image.py",               # 75
+    "e2e/test_load_baseline.py",       # 70
 )
 
 

@@ -50,3 +50,31 @@ def draw(results: dict[str, Any], path: Path, *, title: str, target_rps: float =
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def draw_against_baseline(baseline: dict[str, Any], results: dict[str, Any], path: Path, *, title: str) -> Path:
+    """LOAD-04's picture: the baseline's latency and throughput over time beside this run's, on the same
+    scales, so a slower run shows as a higher line at a glance."""
+    fig, axes = plt.subplots(2, 2, sharex="col", sharey="row", figsize=(12, 6.5), constrained_layout=True)
+    for column, (name, run) in enumerate((("baseline", baseline), ("this run", results))):
+        lat, rps = axes[0][column], axes[1][column]
+        for axis in (lat, rps):
+            for phase in run.get("phases", []):
+                axis.axvspan(phase["start_s"], phase["end_s"], color=PHASE_COLOURS.get(phase["name"], OTHER_PHASE),
+                             zorder=0)
+        timeline = run.get("timeline", [])
+        served = [row for row in timeline if row["requests"]]
+        lat.plot([row["t_s"] for row in served], [row["p50_ms"] for row in served], label="p50", color="#3b7dd8")
+        lat.plot([row["t_s"] for row in served], [row["p95_ms"] for row in served], label="p95", color="#d8543b")
+        lat.set_title(f"{name} ({(run.get('started_at') or '')[:16].replace('T', ' ')})", fontsize=10)
+        rps.plot([row["t_s"] for row in timeline], [row["requests"] for row in timeline], color="#2f8f4e",
+                 label="requests/s")
+        rps.set_xlabel("seconds since the start")
+        lat.legend(loc="upper left", fontsize=8)
+    axes[0][0].set_ylabel("latency per second (ms)")
+    axes[1][0].set_ylabel("requests per second")
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -3,6 +3,7 @@ processes, with live progress), made before the first test; the checks judge wha
 under a background load made here too."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -12,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from harness.load import accounts as load_accounts
+from harness.load.baseline import compare, identity
 from harness.load.profile import Profile, check_slos, resolve
 from harness.load.runner import RunResult, RunSpec, run
 from harness.load.session import FIGURES, LoadRun
 from harness.session import Session
 from harness.smoke.probes import Endpoint
 from harness.target import TargetError
+from harness.util.files import write_atomic
 
 if TYPE_CHECKING:
     from harness.local.stand_in import StandIn
@@ -48,6 +51,8 @@ def add_options(parser: pytest.Parser) -> None:
     load.addoption("--accounts-file", default=None,
                    help="JSON list of {email, password} for the simulated users (default: the plan's secret "
                         "<env>/dougust/load-accounts; on the local stand-in, made for the run)")
+    load.addoption("--load-baseline", default=None, metavar="FILE",
+                   help="an earlier run's results (reports/load/results.json) to compare this run with (LOAD-04)")
     load.addoption("--confirm", default=None, metavar="ENV",
                    help="confirm load or drills against a protected environment by naming it")
 
@@ -64,7 +69,7 @@ class LoadSuite:
 
     def prepare(self, load_ids: set[str]) -> None:
         """Settle the profile, the URL, the accounts and the confirmation, then make the run."""
-        from harness.load.chart import draw
+        from harness.load.chart import draw, draw_against_baseline
         from harness.load.scaling import ScalingObserver
 
         session, opt = self.session, self.session.option
@@ -77,6 +82,7 @@ class LoadSuite:
         profile = resolve(plan, env, name, users=opt.load_users, rate_per_s=opt.load_rate,
                           duration_s=opt.load_duration, workers=opt.load_workers)
         check_slos(plan, env, load_ids)
+        earlier = read_baseline(Path(opt.load_baseline)) if opt.load_baseline else None
         if opt.load_expect_workers < 0:
             raise TargetError("--load-expect-workers must be 0 or more")
         if not stand_in and plan.environment(env).protected and opt.confirm != env:
@@ -115,6 +121,18 @@ class LoadSuite:
                 observer.stop()
         self.run = LoadRun(profile, base_url, result, observer, time_scale, load_start_s=profile.ramp_s,
                            cpu_target=observer.cpu_target if observer else None)
+        if result.results is not None:  # what a later run compares itself with (LOAD-04)
+            result.results["run"] = identity(profile, base_url, env, opt.target, plan.project)
+            write_atomic(Path(result.files["results"]), json.dumps(result.results))
+        if earlier is not None and result.results is not None:
+            allowance = float(plan.requirements["LOAD-04"].expected(env)["max_regression"]) \
+                if "LOAD-04" in plan.requirements else 0.25
+            rows, verdict = compare(earlier, result.results, allowance)
+            chart = draw_against_baseline(earlier, result.results, out_dir / "baseline.png",
+                                          title=f"{plan.project} {env}: profile {profile.name}, baseline and this run")
+            self.run.baseline = {"file": opt.load_baseline, "rows": [r.to_json() for r in rows],
+                                 "status": verdict.status, "message": verdict.message, "chart": str(chart)}
+            self.run.baseline_verdict = verdict
         if result.results and result.results.get("timeline"):
             slo = session.plan.expected("LOAD-01").get("p95_ms") if "LOAD-01" in load_ids else None
             self.run.chart = draw(result.results, out_dir / "load.png", target_rps=profile.rate_per_s,
@@ -227,6 +245,23 @@ class BackgroundLoad:
         overall = (result.results or {}).get("overall", {}) if result else {}
         rows = {phase: overall.get(f"{rid} {phase}") for phase in ("before", "during", "after")}
         return {phase: {key: row.get(key) for key in FIGURES} if row else {"requests": 0} for phase, row in rows.items()}
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """An earlier run's results, or one line naming what is wrong with the file and what to pass."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TargetError(f"--load-baseline {path}: file not found; pass an earlier run's "
+                          f"reports/load/results.json") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise TargetError(f"--load-baseline {path}: not a load run's results ({why}); pass an earlier run's "
+                          f"reports/load/results.json") from None
+    if not isinstance(data, dict) or not isinstance(data.get("endpoints"), dict):
+        raise TargetError(f"--load-baseline {path}: not a load run's results (no endpoints); pass an earlier "
+                          f"run's reports/load/results.json")
+    return data
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,8 @@ class LoadRun:
     cpu_target: float | None = None  # the CPU target (%) of the service's target-tracking policy, as deployed
     chart: Path | None = None
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None  # LOAD-04's comparison with --load-baseline: file, rows, verdict, chart
+    baseline_verdict: Verdict | None = None
 
     @property
     def results(self) -> dict[str, Any] | None:
@@ -53,6 +55,7 @@ class LoadRun:
             "scaling": {"samples": self.scaling.samples, "time_scale": self.time_scale,
                         "problem": self.scaling.problem} if self.scaling else None,
             "verdicts": {rid: {"status": v.status, "message": v.message} for rid, v in sorted(self.verdicts.items())},
+            "baseline": self.baseline,
             "files": {**self.result.files, **({"chart": str(self.chart)} if self.chart else {})},
         }
 

@@ -5,6 +5,7 @@ import datetime as dt
 from typing import Any
 
 from harness.compliance.inventory import discovery_lines
+from harness.load.baseline import table as baseline_table
 from harness.load.session import table
 from harness.report.drift import ownership_line
 
@@ -49,7 +50,9 @@ def _load(load: dict[str, Any]) -> list[str]:
             *(f"  {line}" for line in table(load)),
             f"  generator: cpu max {generator['cpu_max']}, loop busy max {generator['busy_max']}, "
             f"schedule lag p99 {generator['lag_p99_ms']} ms",
-            *(f"  {rid} {verdict['status']}: {verdict['message'][:200]}" for rid, verdict in load["verdicts"].items())]
+            *(f"  {rid} {verdict['status']}: {verdict['message'][:200]}" for rid, verdict in load["verdicts"].items()),
+            *([f"  against the baseline {load['baseline']['file']}:"]
+              + [f"    {line}" for line in baseline_table(load["baseline"]["rows"])] if load.get("baseline") else [])]
 
 
 def drills_table(drills: dict[str, Any]) -> list[str]:

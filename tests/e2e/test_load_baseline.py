@@ -1,0 +1,96 @@
+"""LOAD-04 end to end: load runs against a small server whose answers take a set time, each compared with
+the first run's results (`--load-baseline`): the same server again passes; the server twice as slow fails
+naming the endpoint; a run of another profile is refused as incomparable; a file that is not a run's
+results is one line before any load."""
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from support.suites import ROOT, SuiteRun, run_suite
+
+DELAY = {"s": 0.02}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def do_GET(self) -> None:  # noqa: N802 - the standard library's name
+        time.sleep(DELAY["s"])
+        body = json.dumps({"status": "ok", "info": {"database": {"status": "up"}}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def load(server: str, reports: Path, *extra: str) -> SuiteRun:
+    return run_suite("--env", "dev", "--base-url", server, "--load-profile", "health", "--load-users", "4",
+                     "--load-rate", "25", "--load-duration", "10", *extra, suite="load", reports=reports, timeout=120)
+
+
+def test_a_run_is_compared_with_its_baseline(server, tmp_path):
+    DELAY["s"] = 0.02
+    first = load(server, tmp_path / "first")
+    assert first.status("LOAD-04") == "skip" and "pass --load-baseline FILE" in first.message("LOAD-04"), first.stdout
+    baseline = tmp_path / "baseline.json"
+    shutil.copy(tmp_path / "first" / "load" / "results.json", baseline)
+    assert json.loads(baseline.read_text())["run"]["profile"] == "health"
+
+    again = load(server, tmp_path / "again", "--load-baseline", str(baseline))
+    assert again.status("LOAD-04") == "pass", again.message("LOAD-04") + again.stdout[-2000:]
+    section = again.summary["load"]["baseline"]
+    assert section["status"] == "pass" and Path(section["chart"]).stat().st_size > 10_000
+    assert {(r["endpoint"], r["metric"]) for r in section["rows"]} >= {("GET /api/health", "p95"), ("overall", "rps")}
+    assert "against the baseline" in again.stdout and "GET /api/health" in again.stdout
+
+    DELAY["s"] = 0.04
+    slower = load(server, tmp_path / "slower", "--load-baseline", str(baseline))
+    assert slower.returncode == 1 and slower.status("LOAD-04") == "fail", slower.stdout[-3000:]
+    assert "GET /api/health p95" in slower.message("LOAD-04"), slower.message("LOAD-04")
+    DELAY["s"] = 0.02
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text((ROOT / "plan" / "dougust.toml").read_text().replace("[load.health]", "[load.health-again]"))
+    other = run_suite("--env", "dev", "--base-url", server, "--load-profile", "health-again", "--load-users", "4",
+                      "--load-rate", "25", "--load-duration", "6", "--plan", str(plan), "--waivers",
+                      str(ROOT / "plan" / "waivers.toml"), "--load-baseline", str(baseline), suite="load",
+                      reports=tmp_path / "other", timeout=120)
+    assert other.status("LOAD-04") == "error", other.stdout[-3000:]
+    assert "not comparable: profile: 'health' in the baseline, 'health-again' now" in other.message("LOAD-04")
+
+
+@pytest.mark.parametrize("content, says", [
+    (None, "file not found"), ("{not json", "not a load run's results (JSONDecodeError)"),
+    ('{"requirements": []}', "not a load run's results (no endpoints)"),
+], ids=["missing", "not JSON", "a summary, not results"])
+def test_a_baseline_that_is_not_a_runs_results_is_one_line_before_any_load(content, says, tmp_path):
+    path = tmp_path / "baseline.json"
+    if content is not None:
+        path.write_text(content)
+    run = run_suite("--env", "dev", "--base-url", "http://127.0.0.1:9", "--load-profile", "health",
+                    "--load-baseline", str(path), suite="load", reports=tmp_path / "r", timeout=60)
+    assert run.returncode == 4 and len(run.error_lines) == 1 and says in run.error_lines[0], run.stderr
+    assert not (tmp_path / "r" / "load").exists()  # no load was sent
