@@ -113,9 +113,9 @@ def test_only_the_alb_is_open_to_the_internet(security_groups, load_balancers, e
 
 
 @pytest.mark.requirement("NET-09")
-def test_every_resource_in_the_vpc_is_the_deployments(vpc, security_groups, nat_gateways, vpc_resources, plan, env_name,
-                                                      evidence):
-    found = vpc_ownership(_vpc(vpc), security_groups, nat_gateways, vpc_resources, plan.tags(env_name))
+def test_every_resource_in_the_vpc_is_the_deployments(vpc, security_groups, nat_gateways, route_tables, vpc_resources,
+                                                      plan, env_name, evidence):
+    found = vpc_ownership(_vpc(vpc), security_groups, nat_gateways, route_tables, vpc_resources, plan.tags(env_name))
     unmanaged = [r for r in found if r.owner is None]
     evidence("resources in the VPC", [{"kind": r.kind, "id": r.id, "name": r.name, "owner": r.owner} for r in found])
     assert not unmanaged, (

@@ -228,12 +228,16 @@ class VpcResource:
 
 
 def vpc_ownership(vpc: dict[str, Any], security_groups: list[dict[str, Any]], nat_gateways: list[dict[str, Any]],
-                  vpc_resources: list[dict[str, Any]], wanted: dict[str, str]) -> list[VpcResource]:
-    """Every resource in the VPC and whose it is: the deployment's when it carries the plan's tags or is in
-    the deployment's CloudFormation stack (the stack that made the VPC), or AWS's on the deployment's behalf
-    (the VPC's default security group, a Fargate task's network interface). A network interface that is
-    another resource's (an instance's, a NAT gateway's, an endpoint's, a load balancer's, a DB instance's) is
-    judged as that resource, not again; what was deleted already is left out."""
+                  route_tables: list[dict[str, Any]], vpc_resources: list[dict[str, Any]],
+                  wanted: dict[str, str]) -> list[VpcResource]:
+    """Every resource in the VPC and whose it is. The deployment's: it carries the plan's tags, or the tag of
+    the CloudFormation stack that made the VPC; an endpoint CloudFormation cannot tag is the deployment's when
+    its security groups are (interface) or its route tables are (gateway). AWS's on the deployment's behalf:
+    the VPC's default security group, and an interface AWS manages (RequesterManaged: a Fargate task's, a
+    Lambda's) in security groups that are all the deployment's. An interface that is another listed
+    resource's (an instance's, a NAT gateway's, an endpoint's, an Application, Network or Gateway load
+    balancer's, a DB instance's, as AWS marks them) is judged as that resource, not again; one that only
+    says so in its description is judged by its own tags. What was deleted already is left out."""
     stack = tag_dict(vpc.get("Tags")).get(STACK_TAG)
 
     def owner(tags: Any) -> str | None:
@@ -244,14 +248,20 @@ def vpc_ownership(vpc: dict[str, Any], security_groups: list[dict[str, Any]], na
             return f"stack {stack}"
         return None
 
+    groups = {g["GroupId"] for g in security_groups if g.get("GroupName") != "default" and owner(g.get("Tags"))}
+    tables = {t["RouteTableId"] for t in route_tables if owner(t.get("Tags"))}
+
+    def within(ids: list[str], ours: set[str], what: str) -> str | None:
+        return f"its {what} are the deployment's" if ids and set(ids) <= ours else None
+
     found = [VpcResource("security group", g["GroupId"], g.get("GroupName", ""), "the VPC's default security group"
                          if g.get("GroupName") == "default" else owner(g.get("Tags"))) for g in security_groups]
     found += [VpcResource("NAT gateway", n["NatGatewayId"], "", owner(n.get("Tags"))) for n in nat_gateways
               if n.get("State") not in ("deleting", "deleted")]
     # Interfaces the NAT gateways and endpoints name as theirs (by id, or by address where an emulator's ids
     # disagree), judged as those resources.
-    linked = {a.get(key) for n in nat_gateways for a in n.get("NatGatewayAddresses", [])
-              for key in ("NetworkInterfaceId", "PrivateIp")} | {
+    linked = {v for n in nat_gateways for a in n.get("NatGatewayAddresses", [])
+              for v in (a.get("NetworkInterfaceId"), a.get("PrivateIp")) if v} | {
               i for r in vpc_resources if r.get("Kind") == "vpc_endpoint" for i in r.get("NetworkInterfaceIds", [])}
     for r in vpc_resources:
         kind = r.get("Kind")
@@ -259,25 +269,31 @@ def vpc_ownership(vpc: dict[str, Any], security_groups: list[dict[str, Any]], na
             name = tag_dict(r.get("Tags")).get("Name", "")
             found.append(VpcResource("EC2 instance", r["InstanceId"], name, owner(r.get("Tags"))))
         elif kind == "vpc_endpoint" and str(r.get("State", "")).lower() not in ("deleting", "deleted"):
-            found.append(VpcResource("VPC endpoint", r["VpcEndpointId"], r.get("ServiceName", ""),
-                                     owner(r.get("Tags"))))
+            found.append(VpcResource("VPC endpoint", r["VpcEndpointId"], r.get("ServiceName", ""), owner(r.get("Tags"))
+                                     or within([g["GroupId"] for g in r.get("Groups", [])], groups, "security groups")
+                                     or within(r.get("RouteTableIds", []), tables, "route tables")))
         elif kind == "load_balancer":
             found.append(VpcResource("load balancer", r["LoadBalancerArn"], r.get("LoadBalancerName", ""),
                                      owner(r.get("Tags"))))
         elif kind == "db_instance":
             found.append(VpcResource("DB instance", r["DBInstanceIdentifier"], "", owner(r.get("TagList"))))
         elif kind == "network_interface" and not _another_resources(r, linked):
-            fargate = str(r.get("Description", "")).startswith("arn:aws:ecs:")
+            managed = within([g["GroupId"] for g in r.get("Groups", [])], groups, "security groups") \
+                if r.get("RequesterManaged") else None
             found.append(VpcResource("network interface", r["NetworkInterfaceId"], r.get("Description", ""),
-                                     "AWS's, for a Fargate task" if fargate else owner(r.get("TagSet"))))
+                                     owner(r.get("TagSet")) or (f"AWS's, and {managed}" if managed else None)))
     return found
 
 
 def _another_resources(eni: dict[str, Any], linked: set[Any]) -> bool:
-    """A network interface that is part of another resource judged on its own."""
-    description = str(eni.get("Description", ""))
-    return eni.get("NetworkInterfaceId") in linked or eni.get("PrivateIpAddress") in linked \
-        or bool((eni.get("Attachment") or {}).get("InstanceId")) \
-        or eni.get("InterfaceType") in ("nat_gateway", "vpc_endpoint", "gateway_load_balancer_endpoint") \
-        or description.startswith(("ELB ", "Interface for NAT Gateway", "VPC Endpoint Interface")) \
-        or eni.get("RequesterId") == "amazon-rds" or description == "RDSNetworkInterface"
+    """A network interface that is part of another resource judged on its own: linked from it, attached to
+    an instance, or made by AWS for it (RequesterManaged, so no one can fake it by a description)."""
+    if eni.get("NetworkInterfaceId") in linked or eni.get("PrivateIpAddress") in linked \
+            or (eni.get("Attachment") or {}).get("InstanceId"):
+        return True
+    if not eni.get("RequesterManaged"):
+        return False
+    description, requester = str(eni.get("Description", "")), eni.get("RequesterId")
+    return eni.get("InterfaceType") in ("nat_gateway", "vpc_endpoint", "gateway_load_balancer_endpoint") \
+        or (requester == "amazon-elb" and description.startswith(("ELB app/", "ELB net/", "ELB gwy/"))) \
+        or (requester == "amazon-rds" and description == "RDSNetworkInterface")

@@ -5,13 +5,15 @@ the URL, environment, target and project, and the results format. Runs whose ide
 compared: the verdict is an ERROR listing the differences. The duration and the number of generator
 processes are not part of it (the noise below accounts for a shorter run's fewer samples).
 
-The noise is what the two runs themselves show. For a percentile, a distribution-free 95 % confidence
-interval from each run's own histogram (the order statistics whose ranks bound it, exact.Ranked.interval_ms);
+The noise is the sampling noise the two runs themselves show (a system that varies from day to day is
+what the allowance is for). For a percentile, a distribution-free 95 % confidence interval from each run's
+own histogram (the order statistics whose ranks bound it, exact.Ranked.interval_ms);
 for the throughput, the 95 % interval of the steady phase's mean requests per second from its per-second
 counts. A metric regressed only when, even at the favourable ends of both intervals, it is worse by more
 than the allowance (`max_regression`): the run's lower bound above the baseline's upper bound times
 (1 + allowance) for a latency, its upper bound below the baseline's lower bound times (1 - allowance) for
-the throughput. Pure: two results in, rows and a verdict out.
+the throughput. A figure whose interval cannot be bounded by the run's samples (a p99 needs about 400) is
+"too few samples", never compared. Pure: two results in, rows and a verdict out.
 """
 from __future__ import annotations
 

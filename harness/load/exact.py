@@ -97,14 +97,16 @@ class Ranked:
 
     def interval_ms(self, percentile: float, z: float = 1.96) -> tuple[float, float] | None:
         """A distribution-free 95 % confidence interval of the percentile from the run's own samples (the
-        order statistics whose ranks bound it: n·p ± z·sqrt(n·p·(1-p))); None with fewer than 20 samples,
-        too few to say anything about a tail."""
+        order statistics whose ranks bound it: n·p ± z·sqrt(n·p·(1-p))); None when those ranks fall outside
+        the samples (too few for that tail: a p99 needs about 400), as an interval cut at the largest sample
+        would be narrower than the noise."""
         n = self.total
-        if n < 20:
-            return None
         p = percentile / 100
         spread = z * math.sqrt(n * p * (1 - p))
-        return self.value_ms(max(1, math.floor(n * p - spread))), self.value_ms(min(n, math.ceil(n * p + spread) + 1))
+        low, high = math.floor(n * p - spread), math.ceil(n * p + spread)
+        if n < 20 or low < 1 or high > n:
+            return None
+        return self.value_ms(low), self.value_ms(high)
 
 
 def percentiles_ms(encoded: str, percentiles: Iterable[float] = (50, 95, 99)) -> dict[float, float]:

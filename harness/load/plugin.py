@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from harness.load import accounts as load_accounts
-from harness.load.baseline import compare, identity
+from harness.load.baseline import compare, differences, identity
 from harness.load.profile import Profile, check_slos, resolve
 from harness.load.runner import RunResult, RunSpec, run
 from harness.load.session import FIGURES, LoadRun
@@ -95,6 +95,11 @@ class LoadSuite:
         ca_bundle = str(plane.ca_file) if plane else opt.ca_bundle
         if not base_url.startswith(("http://", "https://")):
             raise TargetError(f"--base-url {base_url}: give an http:// or https:// URL")
+        if earlier is not None:  # refused before any load is sent, not after
+            unlike = differences(earlier, {"run": identity(profile, base_url, env, opt.target, plan.project)})
+            if unlike:
+                raise TargetError(f"--load-baseline {opt.load_baseline} is not comparable with this run: "
+                                  f"{'; '.join(unlike)}; pass a baseline of the same load, or none")
         accounts = self.accounts(profile, plane, base_url, ca_bundle)
         time_scale = float(plane.status()["tasks"].get("time_scale", 1.0)) if plane else 1.0
         observer = None
@@ -261,6 +266,9 @@ def read_baseline(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or not isinstance(data.get("endpoints"), dict):
         raise TargetError(f"--load-baseline {path}: not a load run's results (no endpoints); pass an earlier "
                           f"run's reports/load/results.json")
+    if not data.get("complete") or data.get("stopped"):
+        why = f"its brakes stopped it ({data['stopped']})" if data.get("stopped") else "it did not run to its end"
+        raise TargetError(f"--load-baseline {path}: {why}; a baseline must be a whole run")
     return data
 
 

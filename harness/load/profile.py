@@ -16,7 +16,7 @@ REQUIRED = ("users", "spawn_rate", "duration_s", "ramp_s", "rate_per_s", "mix")
 # The numbers each load check reads from its plan entry (`expect`), and LOAD-01's per-endpoint overrides.
 SLO_KEYS = {"LOAD-01": LATENCY_SLO,
             "LOAD-02": ("min_throughput_ratio", "max_generator_cpu", "max_lag_p99_ms"),
-            "LOAD-03": ("scale_out_within_s",)}
+            "LOAD-03": ("scale_out_within_s",), "LOAD-04": ("max_regression",)}
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,8 @@ def check_slos(plan: Plan, env: str, ids: set[str]) -> None:
             for key in keys:
                 value = values.get(key)
                 if key not in SLO_KEYS["LOAD-01"] + SLO_KEYS[rid] or isinstance(value, bool) \
-                        or not isinstance(value, (int, float)) or value < 0:
+                        or not isinstance(value, (int, float)) or value < 0 \
+                        or (key == "max_regression" and value >= 1):
+                    below = " and below 1" if key == "max_regression" else ""
                     raise PlanError(f"{rid}: {where}{key} = {value!r} is not a usable SLO; give a number of 0 or "
-                                    f"more (keys: {', '.join(SLO_KEYS[rid])}) in the plan")
+                                    f"more{below} (keys: {', '.join(SLO_KEYS[rid])}) in the plan")

@@ -132,11 +132,11 @@ def diff(old: dict[str, Any], new: dict[str, Any]) -> Drift:
 def _ownership(snapshot: dict[str, Any]) -> tuple[list[dict[str, str]] | None, str | None]:
     """The resources in the snapshot's VPC that are not the deployment's, and the coverage line."""
     parts, wanted = snapshot.get("parts", {}), snapshot.get("meta", {}).get("tags")
-    needed = ("vpc", "security_groups", "nat_gateways", "vpc_resources")
+    needed = ("vpc", "security_groups", "nat_gateways", "route_tables", "vpc_resources")
     if not isinstance(wanted, dict) or not isinstance(parts.get("vpc"), dict) or "VpcId" not in parts["vpc"] \
             or any(parts.get(k) is None for k in needed):
         return None, None
-    found = vpc_ownership(parts["vpc"], parts["security_groups"], parts["nat_gateways"], parts["vpc_resources"], wanted)
+    found = vpc_ownership(*(parts[k] for k in needed), wanted)
     unmanaged = [{"kind": r.kind, "id": r.id, "name": r.name} for r in found if r.owner is None]
     return unmanaged, f"{len(found) - len(unmanaged)} of {len(found)} resources in the VPC are the deployment's"
 

@@ -160,20 +160,33 @@ def hand_launched_instance(s: Snapshot) -> None:
                                       "Tags": [{"Key": "Name", "Value": "debug-box"}]})
 
 
-def in_the_stack(s: Snapshot) -> None:
-    """A gateway endpoint the stack that made the VPC added, with only CloudFormation's stack tag (the plan's
-    tags not propagated to it)."""
+def s3_gateway_endpoint(s: Snapshot) -> None:
+    """CDK's S3 gateway endpoint: CloudFormation cannot tag it, and it routes through the deployment's route
+    tables."""
+    tables = [t["RouteTableId"] for t in parts(s)["route_tables"]
+              if any(tag["Key"] == "Project" for tag in t.get("Tags", []))]
+    assert tables, "the golden snapshot's route tables carry the plan's tags"
+    parts(s)["vpc_resources"].append({"Kind": "vpc_endpoint", "VpcEndpointId": "vpce-0s3", "State": "available",
+                                      "VpcEndpointType": "Gateway", "ServiceName": "com.amazonaws.us-east-1.s3",
+                                      "Tags": [], "RouteTableIds": tables[:2]})
+
+
+def db_in_the_stack(s: Snapshot) -> None:
+    """A database the stack that made the VPC made, with only CloudFormation's stack tag (the plan's tags
+    not propagated to it)."""
     stack = {"Key": "aws:cloudformation:stack-name", "Value": "DougustProd"}
     parts(s)["vpc"].setdefault("Tags", []).append(stack)
-    parts(s)["vpc_resources"].append({"Kind": "vpc_endpoint", "VpcEndpointId": "vpce-0stack", "State": "available",
-                                      "ServiceName": "com.amazonaws.us-east-1.s3", "Tags": [stack]})
+    parts(s)["vpc_resources"].append({"Kind": "db_instance", "DBInstanceIdentifier": "dougust-reporting",
+                                      "TagList": [stack]})
 
 
 def interface(description: str, **fields: Any) -> Callable[[Snapshot], None]:
+    """An interface AWS manages (RequesterManaged) in the tasks' security group, unless `fields` say else."""
     def apply(s: Snapshot) -> None:
         parts(s)["vpc_resources"].append({"Kind": "network_interface", "NetworkInterfaceId": "eni-0aws",
                                           "Description": description, "InterfaceType": "interface",
-                                          "RequesterManaged": True, "TagSet": [], **fields})
+                                          "RequesterManaged": True, "Groups": [{"GroupId": task_group(s)["GroupId"]}],
+                                          "TagSet": [], **fields})
     return apply
 
 
@@ -292,6 +305,8 @@ MUTATIONS = [
     Mutation("NET-09", "a security group made by hand in the VPC", hand_made_group, also=frozenset({"TAG-01"})),
     Mutation("NET-09", "an EC2 instance launched by hand in the VPC", hand_launched_instance),
     Mutation("NET-09", "a network interface made by hand", interface("", RequesterManaged=False)),
+    Mutation("NET-09", "a hand-made interface that says it is the load balancer's",
+             interface("ELB app/dougust-prod-alb/e0744a98d2244645", RequesterManaged=False)),
     Mutation("DB-01", "engine 14", setter(db, "EngineVersion", "14.9")),
     Mutation("DB-02", "Multi-AZ off", setter(db, "MultiAZ", False)),
     Mutation("DB-03", "instance class shrunk", setter(db, "DBInstanceClass", "db.t3.micro")),
@@ -399,10 +414,14 @@ MUTATIONS = [
 # Correct deployments as CDK v2's L2 constructs build them from the plan (ecs_patterns.
 # ApplicationLoadBalancedFargateService, cloudwatch.Alarm's defaults, rds.DatabaseInstance's managed key).
 CONFORMING = [
-    Shape("NET-09", "an S3 endpoint tagged only by the deployment's CloudFormation stack", in_the_stack),
+    Shape("NET-09", "CDK's S3 gateway endpoint, untagged, on the deployment's route tables", s3_gateway_endpoint),
+    Shape("NET-09", "a database tagged only by the deployment's CloudFormation stack", db_in_the_stack),
     Shape("NET-09", "a Fargate task's network interface",
-          interface("arn:aws:ecs:us-east-1:123456789012:attachment/0f3c2b1a-task")),
-    Shape("NET-09", "the load balancer's network interface", interface("ELB app/dougust-prod-alb/e0744a98d2244645")),
+          interface("arn:aws:ecs:us-east-1:123456789012:attachment/0f3c2b1a-task", RequesterId="578734482556")),
+    Shape("NET-09", "a secret rotation Lambda's network interface",
+          interface("AWS Lambda VPC ENI-RotationSingleUser-1a2b", InterfaceType="lambda", RequesterId="AROA:x")),
+    Shape("NET-09", "the load balancer's network interface",
+          interface("ELB app/dougust-prod-alb/e0744a98d2244645", RequesterId="amazon-elb", Groups=[])),
     Shape("ALB-04", "CDK's target group on port 80, tasks registered on container port 3000",
           setter(target_group, "Port", 80)),
     Shape("ALB-04", "health checks on the tasks' port by number", setter(target_group, "HealthCheckPort", "3000")),

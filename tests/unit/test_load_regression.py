@@ -61,6 +61,10 @@ def test_a_run_against_its_baseline(run, status, message):
 def test_too_few_samples_are_not_compared_and_a_baseline_without_identity_is_refused():
     rows, _ = baseline.compare(BASE, results(n=10, seed=2), 0.25)
     assert {r.status for r in rows if r.endpoint != "overall"} == {"too few samples"}
+    # 100 samples bound a p95 but not a p99: its interval would reach past the largest sample.
+    rows, _ = baseline.compare(results(n=100, seed=3), results(n=100, seed=2), 0.25)
+    assert {(r.metric, r.status) for r in rows if r.endpoint == "GET /api/health"} == {
+        ("p95", "within"), ("p99", "too few samples")}
     old = dict(BASE)
     old.pop("run")
     _, verdict = baseline.compare(old, results(seed=2), 0.25)
