@@ -4,9 +4,8 @@ once more and names the task."""
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Iterator
 
 import pytest
@@ -14,24 +13,17 @@ import pytest
 from harness.smoke.gate import GateInput, run_gate
 from harness.smoke.probes import Endpoint
 from harness.smoke.tasks import ServiceTasks, StoppedTask
+from support.servers import JsonHandler
 
 REVISION = "arn:aws:ecs:us-east-1:1:task-definition/backend:7"
 BEGAN = dt.datetime.now(dt.timezone.utc)
 STATE = {"broken": False, "reads_since_broken": 0}
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     def do_GET(self) -> None:  # noqa: N802 - the standard library's name
         status = 500 if STATE["broken"] else 404
-        body = json.dumps({"statusCode": status, "message": "x"}).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(status, {"statusCode": status, "message": "x"})
 
 
 @pytest.fixture

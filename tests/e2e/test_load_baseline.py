@@ -9,32 +9,25 @@ import shutil
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from support.servers import JsonHandler
 from support.suites import ROOT, SuiteRun, run_suite
 
 DELAY = {"s": 0.02}
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
 
     def do_GET(self) -> None:  # noqa: N802 - the standard library's name
         time.sleep(DELAY["s"])
-        body = json.dumps({"status": "ok", "info": {"database": {"status": "up"}}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.send_json(200, {"status": "ok", "info": {"database": {"status": "up"}}})
 
 
 class Server(ThreadingHTTPServer):
