@@ -30,13 +30,17 @@ from harness.util.redact import redact
 SERVICES = (ec2, rds, ecs, autoscaling, logs, elbv2, ecr, secretsmanager, cloudwatch, cloudtrail, vpc)
 
 
-def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.datetime] | None = None) -> Inventory:
-    """Fetch the deployment of `env` once, with paginators; the checks never call AWS themselves."""
+def take_snapshot(target: Target, plan: Plan, env: str, now: Callable[[], dt.datetime] | None = None, *,
+                  vpc_contents: bool = True) -> Inventory:
+    """Fetch the deployment of `env` once, with paginators; the checks never call AWS themselves. Without
+    `vpc_contents` the snapshot finds the deployment only (what a drill acts on), and does not list what
+    else lives in its VPC: a role that only drills needs no permission for that."""
     f = Fetcher(target, plan, env)
     mark = target.recorder.mark()
     index_tags(f)
     for service in SERVICES:
-        service.fetch(f)
+        if vpc_contents or service is not vpc:
+            service.fetch(f)
     clock = now or (lambda: dt.datetime.now(dt.timezone.utc))
     f.inv.meta = {
         "project": plan.project,
@@ -65,6 +69,8 @@ def _discovery(f: Fetcher) -> dict[str, Any]:
     The tagging call is counted once, in `tagging`, for all the types it serves."""
     types: dict[str, dict[str, Any]] = {}
     for part in PARTS:
+        if part not in f.inv.parts and part not in f.inv.failures:  # not asked for
+            continue
         rtype = PART_TYPES[part]
         entry = types.setdefault(rtype, {"path": _path(f, rtype), "found": 0, "calls": 0})
         entry["calls"] += f.part_calls.get(part, 0)

@@ -37,7 +37,7 @@ class Discovery:
 
     def _discovered(self, part: str) -> list[dict[str, Any]]:
         if self._inventory is None:
-            self._inventory = take_snapshot(self._target, self._plan, self._env)
+            self._inventory = take_snapshot(self._target, self._plan, self._env, vpc_contents=False)
         try:
             return self._inventory.need(part)
         except (PartFailed, PartUnavailable) as exc:
