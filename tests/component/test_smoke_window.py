@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from http.server import ThreadingHTTPServer
 from typing import Iterator
 
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from harness.smoke.gate import GateInput, run_gate
 from harness.smoke.probes import Endpoint
 from harness.smoke.tasks import ServiceTasks, StoppedTask
-from support.servers import JsonHandler
+from support.servers import JsonHandler, serving
 
 REVISION = "arn:aws:ecs:us-east-1:1:task-definition/backend:7"
 BEGAN = dt.datetime.now(dt.timezone.utc)
@@ -28,11 +27,8 @@ class Handler(JsonHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def tasks() -> ServiceTasks:

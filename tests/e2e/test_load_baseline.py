@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import threading
 import time
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from support.servers import JsonHandler
+from support.servers import JsonHandler, serving
 from support.suites import ROOT, SuiteRun, run_suite
 
 DELAY = {"s": 0.02}
@@ -30,22 +27,10 @@ class Handler(JsonHandler):
         self.send_json(200, {"status": "ok", "info": {"database": {"status": "up"}}})
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        # Users stopped at the end of a run drop their requests in flight: not a server fault.
-        if not isinstance(sys.exc_info()[1], ConnectionError):
-            super().handle_error(request, client_address)
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = Server(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(Handler) as url:
+        yield url
 
 
 def load(server: str, reports: Path, *extra: str) -> SuiteRun:
